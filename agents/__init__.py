@@ -1,0 +1,1 @@
+"""Faust agents: thin async loops over the topics; their pure logic lives in agents.logic."""

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput, latency, memory and quality, each measured beside its anchor."""

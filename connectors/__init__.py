@@ -1,0 +1,1 @@
+"""All outside IO: CloudWatch sources, actuators that apply changes, LLM providers."""

@@ -1,0 +1,1 @@
+"""Actuators: apply a configuration change and restore the previous version."""

@@ -1,0 +1,1 @@
+"""CloudWatch sources (metrics, logs, alarms, EventBridge via SQS) published into Kafka."""

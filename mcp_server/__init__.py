@@ -1,0 +1,1 @@
+"""FastMCP server over kaizen state: tools, auth, read model, dashboard."""
