@@ -1,0 +1,72 @@
+"""Source-agnostic masking and tokenisation of log messages before template mining."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# A placeholder is what masking leaves behind; a token holding one is a variable for the miner.
+WILDCARD: Final = "<*>"
+_PLACEHOLDER = re.compile(r"<(?:\*|[A-Z]+)>")
+
+_B = r"(?<![\w.:/-])"  # start boundary: not glued to a word, path, host or number on the left
+_E = r"(?![\w:/-]|\.\w)"  # end boundary: a trailing sentence dot is fine, ".5" or ".com" is not
+
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*"
+_TIME = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,:]\d+)?"
+
+# Order matters: the most specific shapes go first so that, e.g., an IP inside a URL is
+# swallowed by the URL rule instead of leaving half a URL behind.
+_RULES: Final[tuple[tuple[str, str], ...]] = (
+    ("URL", r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>)\]]+"),
+    ("UUID", _B + r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}" + _E),
+    ("EMAIL", _B + r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+" + _E),
+    # Whole human-readable timestamps ("Fri Jun 17 07:07:00 2005", ISO 8601, syslog style) are one
+    # value; masking only their digits would leave the month/day names as fake constants.
+    ("TS", r"\b(?:" + _DAY + r",?\s+)?" + _MONTH + r"\s+\d{1,2},?\s+" + _TIME + r"(?:\s+\d{4})?\b"),
+    ("TS", _B + r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T\s_-]+" + _TIME + r"|[-.]\d{2}\.\d{2}\.\d{2}(?:\.\d+)?)?"
+     r"(?:Z|[+-]\d{2}:?\d{2})?" + _E),
+    ("TS", _B + _TIME + _E),
+    ("MAC", _B + r"(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}" + _E),
+    ("IP", _B + r"(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?:%\w+)?(?=[\s,;)\]]|$)"),
+    ("IP", _B + r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?" + _E),
+    # host:port and dotted host names (three or more labels, last one alphabetic) are addresses.
+    ("HOST", _B + r"(?:[\w-]+\.)+[a-zA-Z][\w-]*:\d{1,5}" + _E),
+    ("HOST", _B + r"(?:[\w-]+\.){2,}[a-zA-Z][\w-]*" + _E),
+    ("PATH", r"(?<![\w:.])(?:[A-Za-z]:)?(?:[/\\][\w.@~+%-]+){2,}[/\\]?"),
+    ("HEX", _B + r"0[xX][0-9a-fA-F]+" + _E),
+    ("HEX", _B + r"(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}" + _E),
+    # Sizes and durations with a unit ("18.4 KB", "250ms", "<1 sec") are a single number.
+    ("NUM", r"(?<![\w.])[<>~]?[-+]?\d+(?:\.\d+)?\s?(?:[KMGTP]i?B|bytes|ms|us|ns|sec|secs|s|min|mins|h)\b"),
+    ("NUM", r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*" + _E),
+)
+_COMPILED: Final = tuple((f"<{name}>", re.compile(rx)) for name, rx in _RULES)
+
+# Splitting on this punctuation lets "user=alice", "key:value" or "f(x)" expose their constant
+# part; the delimiter is kept as a token so templates stay readable and positions stay aligned.
+_SPLIT = re.compile(r"(<(?:\*|[A-Z]+)>|[=,;()\[\]{}\"'|]|:(?!:)|\s+)")
+_HAS_DIGIT = re.compile(r"\d")
+
+
+def mask(message: str) -> str:
+    """Replace variable-looking substrings (numbers, ids, addresses, ...) with typed placeholders."""
+    for placeholder, rx in _COMPILED:
+        message = rx.sub(placeholder, message)
+    return message
+
+
+def tokenize(masked: str, split_punctuation: bool = True) -> list[str]:
+    """Split a masked message into tokens; placeholders are always their own token."""
+    if not split_punctuation:
+        return masked.split()
+    return [t for t in _SPLIT.split(masked) if t and not t.isspace()]
+
+
+def is_variable(token: str) -> bool:
+    """True for tokens that hold a placeholder or still contain a digit (ids that escaped masking)."""
+    return _PLACEHOLDER.search(token) is not None or _HAS_DIGIT.search(token) is not None
+
+
+def is_placeholder(token: str) -> bool:
+    return _PLACEHOLDER.fullmatch(token) is not None

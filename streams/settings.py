@@ -1,0 +1,158 @@
+"""The one settings object: every environment name of the seeds, under its exact name."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """kaizen configuration.
+
+    Field names are the lower-case form of the environment variables written in the seeds
+    (pydantic-settings matches them case-insensitively), so `MAX_CONCURRENT_IMPROVEMENTS`
+    sets `max_concurrent_improvements`. A `.env` file in the working directory is read too.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- Kafka ------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = None  # unset => embedded Tansu broker
+    kafka_topic_partitions: int = 4
+    kafka_replication_factor: int = 1
+    kaizen_app_id: str = "kaizen"
+    kaizen_data_dir: Path = Path(".kaizen")
+    kaizen_embedded_kafka_port: int = 0  # 0 => a free port
+    kaizen_embedded_moto_port: int = 0
+    kaizen_worker_web_port: int = 6066
+    kaizen_broker_session_timeout: float = 6.0  # short: Tansu joins take half a session
+    kaizen_log_level: str = "info"
+    kaizen_log_json: bool = True
+
+    # --- AWS / CloudWatch (seed: design document, improvement-cycle manual) ------------------
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_endpoint_url: str | None = None  # the AWS SDK's own name; unset + no credentials => moto
+    cloudwatch_namespace: str = "MeetMind/MCPUIHub"
+    cloudwatch_metrics_period: int = 300
+    cloudwatch_metrics_statistics: list[str] = ["Average", "Sum", "Maximum", "p95"]
+    cloudwatch_metrics_lag_seconds: int = 600  # late datapoints within this lag are picked up
+    cloudwatch_dimension_filters: dict[str, str] = {}
+    cloudwatch_tenant_dimension: str = "tenant_id"
+    cloudwatch_log_group_pattern: str = "/aws/lambda/happyos-*"
+    cloudwatch_log_filter_pattern: str = ""
+    cloudwatch_logs_insights_query: str | None = None
+    cloudwatch_log_sampling_rate: float = 1.0
+    cloudwatch_stream_interval_seconds: float = 60.0
+    cloudwatch_event_dedup_window_seconds: int = 300
+    cloudwatch_events_queue_url: str | None = None
+    cloudwatch_alarm_prefix: str = ""
+    cloudwatch_tenant_filter: list[str] = []  # empty => all tenants
+    cloudwatch_breaker_failure_threshold: int = 3
+    cloudwatch_breaker_recovery_seconds: float = 60.0
+    cloudwatch_fallback_dir: Path = Path(".kaizen/fallback")
+
+    # --- Improvement cycle (seed: improvement-cycle manual) -----------------------------------
+    improvement_cycle_interval_hours: float = 24
+    improvement_cycle_start_time: str = "02:00"
+    max_concurrent_improvements: int = 3
+    improvement_quality_threshold: float = 0.85
+    improvement_risk_tolerance: float = 0.1
+    monitoring_duration_seconds: float = 3600
+    monitoring_check_interval_seconds: float = 1.0
+    rollback_degradation_threshold: float = 0.10
+    canary_fraction: float = 0.1
+    tenant_improvement_configs: dict[str, dict[str, Any]] = {}
+    improvement_profile: Literal["basic", "conservative", "aggressive"] = "basic"
+
+    # --- LLM ----------------------------------------------------------------------------------
+    llm_provider: Literal["bedrock", "openai", "google_genai", "offline"] = "offline"
+    llm_model: str = "anthropic.claude-v2"
+    llm_temperature: float = 0.1
+    llm_max_tokens: int = 4000
+    llm_base_url: str | None = None  # OpenAI-compatible endpoint
+    llm_api_key: str | None = Field(None, validation_alias=AliasChoices("LLM_API_KEY", "OPENAI_API_KEY"))
+
+    # --- MCP server -----------------------------------------------------------------------
+    self_building_mcp_port: int = 8004
+    self_building_mcp_host: str = "127.0.0.1"
+    self_building_mcp_api_key: str | None = None
+    self_building_mcp_tokens_file: Path | None = None
+
+    # --- Feature flags (seed: design document) -------------------------------------------------
+    enable_self_building: bool = True
+    enable_cloudwatch_streaming: bool = True
+    enable_autonomous_improvements: bool = False
+    enable_component_generation: bool = True
+    enable_improvement_rollback: bool = True
+
+    # --- Opportunities / patterns / triggers ------------------------------------------------
+    opportunity_users_metric: str = "ActiveUsers"
+    opportunity_users_dimension: str = "users"
+    opportunity_decay_hours: float = 6.0
+    pattern_window_seconds: int = 3600
+    pattern_recurring_threshold: int = 10
+    trend_baseline_points: int = 60
+    trend_current_points: int = 5
+    notifications_webhook_url: str | None = None
+    notifications_digest: bool = False
+
+    @field_validator("cloudwatch_log_sampling_rate")
+    @classmethod
+    def _rate_in_range(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("CLOUDWATCH_LOG_SAMPLING_RATE must be between 0.0 and 1.0")
+        return v
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    def tenant_profile(self, tenant_id: str | None) -> dict[str, Any]:
+        """The effective improvement profile of a tenant: global profile, then its overrides."""
+        base = dict(PROFILES[self.improvement_profile])
+        base.setdefault("max_concurrent", self.max_concurrent_improvements)
+        if self.improvement_profile == "basic":
+            base.update(
+                max_concurrent=self.max_concurrent_improvements,
+                risk_tolerance=self.improvement_risk_tolerance,
+                monitoring_duration=self.monitoring_duration_seconds,
+                rollback_threshold=self.rollback_degradation_threshold,
+                quality_threshold=self.improvement_quality_threshold,
+            )
+        if tenant_id and tenant_id in self.tenant_improvement_configs:
+            base.update(self.tenant_improvement_configs[tenant_id])
+        return base
+
+
+# Named profiles of the improvement-cycle manual (Configuration Examples).
+PROFILES: dict[str, dict[str, Any]] = {
+    "basic": {"enabled": True, "interval_hours": 24},
+    "conservative": {
+        "enabled": True,
+        "interval_hours": 168,
+        "max_concurrent": 1,
+        "quality_threshold": 0.95,
+        "risk_tolerance": 0.05,
+        "monitoring_duration": 7200,
+        "rollback_threshold": 0.05,
+    },
+    "aggressive": {
+        "enabled": True,
+        "interval_hours": 6,
+        "max_concurrent": 5,
+        "quality_threshold": 0.75,
+        "risk_tolerance": 0.2,
+        "monitoring_duration": 1800,
+        "rollback_threshold": 0.15,
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,71 @@
+"""Every topic name, its key and value record, and its configuration — declared once, never renamed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams import records as r
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic: name, what its key and value are, and whether it is a compacted state topic."""
+
+    name: str
+    key: str
+    value: type[r.Record] | None
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+
+RAW_TOPICS: dict[str, str] = {
+    "metric": "telemetry.metrics.raw",
+    "log": "telemetry.logs.raw",
+    "event": "telemetry.events.raw",
+}
+CLEAN_TOPICS: dict[str, str] = {
+    "metric": "telemetry.metrics",
+    "log": "telemetry.logs",
+    "event": "telemetry.events",
+}
+DEADLETTER = "telemetry.deadletter"
+INSIGHTS = "insights"
+OPPORTUNITIES = "opportunities"
+IMPROVEMENT_EVENTS = "improvements.events"
+IMPROVEMENT_STATE = "improvements.state"
+CYCLE_REPORTS = "cycle.reports"
+COMMANDS = "commands"
+AUDIT = "audit"
+STATUS = "status"
+CONFIG = "config.changes"
+REGISTRY = "agents.registry"
+HEALING = "healing.history"
+PATTERNS = "patterns.state"
+SERIES = "series.scores"
+
+_RETENTION = {"retention.ms": "604800000"}  # set explicitly: Tansu's DescribeConfigs shows only set keys
+_COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(RAW_TOPICS["metric"], "tenant_id", r.MetricDataPoint, config=_RETENTION),
+    TopicSpec(RAW_TOPICS["log"], "tenant_id", r.LogEvent, config=_RETENTION),
+    TopicSpec(RAW_TOPICS["event"], "tenant_id", r.CloudWatchEvent, config=_RETENTION),
+    TopicSpec(CLEAN_TOPICS["metric"], "series key", r.MetricDataPoint, config=_RETENTION),
+    TopicSpec(CLEAN_TOPICS["log"], "tenant_id|log_group", r.LogEvent, config=_RETENTION),
+    TopicSpec(CLEAN_TOPICS["event"], "tenant_id", r.CloudWatchEvent, config=_RETENTION),
+    TopicSpec(DEADLETTER, "source topic", r.DeadLetter, config=_RETENTION),
+    TopicSpec(INSIGHTS, "insight_id", r.TelemetryInsight, config=_RETENTION),
+    TopicSpec(OPPORTUNITIES, "opportunity_id", r.ImprovementOpportunity, compacted=True, config=_COMPACT),
+    TopicSpec(IMPROVEMENT_EVENTS, "improvement_id", r.ImprovementEvent, config=_RETENTION),
+    TopicSpec(IMPROVEMENT_STATE, "improvement_id", r.ImprovementExecution, compacted=True, config=_COMPACT),
+    TopicSpec(CYCLE_REPORTS, "cycle_id", r.CycleReport, config=_RETENTION),
+    TopicSpec(COMMANDS, "tenant_id or improvement_id", r.Command, config=_RETENTION),
+    TopicSpec(AUDIT, "audit_id", r.AuditRecord, config=_RETENTION),
+    TopicSpec(STATUS, "process_id", r.StatusReport, compacted=True, config=_COMPACT),
+    TopicSpec(CONFIG, "tenant_id/parameter", None, compacted=True, config=_COMPACT),
+    TopicSpec(REGISTRY, "agent_id", None, compacted=True, config=_COMPACT),
+    TopicSpec(HEALING, "trigger name", None, config=_RETENTION),
+    TopicSpec(PATTERNS, "pattern_id", None, compacted=True, config=_COMPACT),
+    TopicSpec(SERIES, "series key", None, compacted=True, config=_COMPACT),
+)
+TOPIC_NAMES: frozenset[str] = frozenset(t.name for t in TOPICS)
