@@ -30,6 +30,8 @@ class DetectorParams:
     val_weight: float = 1.0        # 0 disables the value-level likelihood
     suppress: int = 200            # points muted after an alarm so one incident gives one alarm
     alarm: float = 0.5             # internal alarm level that starts the suppression
+    rest: int = 0                  # >0: report a score only if it beats the max of the last `rest` scores
+    orders: int = 3                # subsequence orders (1..3) counted in the hashed table
 
 
 DEFAULT_PARAMS = DetectorParams()
@@ -57,7 +59,7 @@ class SeriesDetector:
     __slots__ = (
         "p", "_n", "_vmin", "_vmax", "_origin", "_width", "_b1", "_b2", "_prev",
         "_table", "_raw_ring", "_raw_sum", "_lm", "_lv", "_val_ring", "_val_sum",
-        "_vm", "_vv", "_mute", "_pos", "_vpos", "_dm",
+        "_vm", "_vv", "_mute", "_pos", "_vpos", "_dm", "_hist", "_hpos",
     )
 
     def __init__(self, params: DetectorParams | None = None) -> None:
@@ -82,6 +84,8 @@ class SeriesDetector:
         self._vv = 0.0
         self._dm = 0.0              # EW mean absolute change, scale of the change signal
         self._mute = 0
+        self._hist = array("f", bytes(4 * max(p.rest, 1)))
+        self._hpos = 0
         self._pos = 0
         self._vpos = 0
 
@@ -111,11 +115,18 @@ class SeriesDetector:
         novel = 0.0
         if self._width > 0.0:
             b = int(math.floor((x - self._origin) / self._width))
-            h = ((self._b2 * 1000003) ^ (self._b1 * 8191) ^ (b * 131071)) & ((1 << p.table_bits) - 1)
-            c = self._table[h]
-            novel = 1.0 / (1.0 + c)
-            if c < 65535:
-                self._table[h] = c + 1
+            mask = (1 << p.table_bits) - 1
+            tab = self._table
+            for o, h in enumerate((b * 131071, (self._b1 * 8191) ^ (b * 131071) ^ 0x5bd1,
+                                   (self._b2 * 1000003) ^ (self._b1 * 8191) ^ (b * 131071) ^ 0x2f3a)):
+                if o >= p.orders:
+                    break
+                h &= mask
+                c = tab[h]
+                novel += 1.0 / (1.0 + c)
+                if c < 65535:
+                    tab[h] = c + 1
+            novel /= p.orders
             self._b2 = self._b1
             self._b1 = b
         # --- change signal: |x - prev| against its own EW mean
@@ -124,7 +135,7 @@ class SeriesDetector:
         dm = self._dm
         change = d / (d + 4.0 * dm) if dm > 0.0 else (1.0 if d > 0.0 else 0.0)
         self._dm = dm + 0.01 * (d - dm) if n else 0.0
-        raw = (p.novel_weight * novel + p.change_weight * change) / (p.novel_weight + p.change_weight)
+        raw = (p.novel_weight * novel + p.change_weight * change) / (p.novel_weight + p.change_weight + 1e-12)
         # --- anomaly likelihood of the raw score: short mean against the long distribution
         k = self._pos
         self._raw_sum += raw - self._raw_ring[k]
@@ -135,7 +146,7 @@ class SeriesDetector:
         sd = math.sqrt(lv) if lv > 1e-12 else 1e-6
         p_err = _tail((short - lm) / sd)
         a = p.long_alpha if n * p.long_alpha > 1.0 else 1.0 / (n + 1)
-        dl = raw - lm
+        dl = short - lm
         self._lm = lm + a * dl
         self._lv = (1.0 - a) * (lv + a * dl * dl)
         # --- value-level likelihood: short mean of values against the long distribution (two-sided)
@@ -155,6 +166,12 @@ class SeriesDetector:
         if n < p.warmup:
             return 0.0
         score = max(_log_score(p_err), p.val_weight * _log_score(p_val))
+        if p.rest > 0:
+            hist = self._hist
+            prior = max(hist)
+            hist[self._hpos] = score
+            self._hpos = (self._hpos + 1) % p.rest
+            return score if score > prior else 0.0
         if self._mute > 0:
             self._mute -= 1
             return 0.0
