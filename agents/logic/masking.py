@@ -34,18 +34,20 @@ _RULES: Final[tuple[tuple[str, str], ...]] = (
     # host:port and dotted host names (three or more labels, last one alphabetic) are addresses.
     ("HOST", _B + r"(?:[\w-]+\.)+[a-zA-Z][\w-]*:\d{1,5}" + _E),
     ("HOST", _B + r"(?:[\w-]+\.){2,}[a-zA-Z][\w-]*" + _E),
-    ("PATH", r"(?<![\w:.])(?:[A-Za-z]:)?(?:[/\\][\w.@~+%-]+){2,}[/\\]?"),
+    ("PATH", r"(?<![\w:.<>])(?:[A-Za-z]:)?(?:[/\\]+[\w.@~+%$-]+)+[/\\]*"),
     ("HEX", _B + r"0[xX][0-9a-fA-F]+" + _E),
     ("HEX", _B + r"(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}" + _E),
     # Sizes and durations with a unit ("18.4 KB", "250ms", "<1 sec") are a single number.
     ("NUM", r"(?<![\w.])[<>~]?[-+]?\d+(?:\.\d+)?\s?(?:[KMGTP]i?B|bytes|ms|us|ns|sec|secs|s|min|mins|h)\b"),
+    # A word mixing letters and digits (blk_-123, attempt_01_000002, R02-M1-N0) is an identifier.
+    ("ID", r"(?<![\w<>.-])(?=[\w.-]*\d)(?=[\w.-]*[A-Za-z_])[\w][\w.-]*(?<![.-])"),
     ("NUM", r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*" + _E),
 )
 _COMPILED: Final = tuple((f"<{name}>", re.compile(rx)) for name, rx in _RULES)
 
 # Splitting on this punctuation lets "user=alice", "key:value" or "f(x)" expose their constant
 # part; the delimiter is kept as a token so templates stay readable and positions stay aligned.
-_SPLIT = re.compile(r"(<(?:\*|[A-Z]+)>|[=,;()\[\]{}\"'|]|:(?!:)|\s+)")
+_SPLIT = re.compile(r"(<(?:\*|[A-Z]+)>|[=,;()\[\]{}\"'|]|(?<!:):(?!:)|\s+)")
 _HAS_DIGIT = re.compile(r"\d")
 
 
@@ -70,3 +72,8 @@ def is_variable(token: str) -> bool:
 
 def is_placeholder(token: str) -> bool:
     return _PLACEHOLDER.fullmatch(token) is not None
+
+
+def is_punctuation(token: str) -> bool:
+    """True for tokens made only of punctuation (they carry little evidence of sameness)."""
+    return not any(ch.isalnum() for ch in token) and not is_placeholder(token)
