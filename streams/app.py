@@ -1,0 +1,66 @@
+"""The one faust.App and the topic objects of every stage (declared from streams.topics)."""
+
+from __future__ import annotations
+
+import faust
+
+from streams import topics as t
+from streams.settings import get_settings
+
+
+def _broker_url(bootstrap: str | None) -> str:
+    servers = (bootstrap or "127.0.0.1:9092").split(",")
+    return ";".join(f"kafka://{s.strip()}" for s in servers if s.strip())
+
+
+settings = get_settings()
+
+app = faust.App(
+    settings.kaizen_app_id,
+    broker=_broker_url(settings.kafka_bootstrap_servers),
+    store="memory://",  # state lives in kaizen's own changelog topics (streams/state.py), see README
+    autodiscover=False,
+    origin="streams",
+    topic_partitions=settings.kafka_topic_partitions,
+    topic_replication_factor=settings.kafka_replication_factor,
+    topic_allow_declare=True,
+    # Tansu: each JoinGroup round takes half the session timeout; keep it short (DESIGN.md).
+    broker_session_timeout=settings.kaizen_broker_session_timeout,
+    broker_heartbeat_interval=max(0.5, settings.kaizen_broker_session_timeout / 6),
+    broker_rebalance_timeout=max(10.0, settings.kaizen_broker_session_timeout * 2),
+    broker_commit_interval=0.5,
+    producer_acks=1,
+    producer_linger=0.02,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    stream_wait_empty=False,
+    table_standby_replicas=0,
+)
+
+
+def _bytes_topic(name: str) -> faust.TopicT:
+    spec = next(s for s in t.TOPICS if s.name == name)
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        config=dict(spec.config), partitions=settings.kafka_topic_partitions,
+    )
+
+
+# Values are bytes on the wire: kaizen validates them itself (pydantic), so a bad record can be
+# dead-lettered with its original bytes instead of crashing a Faust deserializer.
+raw_topics = {kind: _bytes_topic(name) for kind, name in t.RAW_TOPICS.items()}
+clean_topics = {kind: _bytes_topic(name) for kind, name in t.CLEAN_TOPICS.items()}
+deadletter_topic = _bytes_topic(t.DEADLETTER)
+insights_topic = _bytes_topic(t.INSIGHTS)
+opportunities_topic = _bytes_topic(t.OPPORTUNITIES)
+improvement_events_topic = _bytes_topic(t.IMPROVEMENT_EVENTS)
+improvement_state_topic = _bytes_topic(t.IMPROVEMENT_STATE)
+cycle_reports_topic = _bytes_topic(t.CYCLE_REPORTS)
+commands_topic = _bytes_topic(t.COMMANDS)
+audit_topic = _bytes_topic(t.AUDIT)
+status_topic = _bytes_topic(t.STATUS)
+healing_topic = _bytes_topic(t.HEALING)
+patterns_topic = _bytes_topic(t.PATTERNS)
+series_topic = _bytes_topic(t.SERIES)
+config_topic = _bytes_topic(t.CONFIG)
+registry_topic = _bytes_topic(t.REGISTRY)

@@ -1,0 +1,72 @@
+"""Composition root of a worker: registers the agents on the one app and runs a Faust worker."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+from typing import Any
+
+import structlog
+
+from streams.runtime import runtime
+
+log = structlog.get_logger(__name__)
+
+# Agent modules register themselves on the app at import; order does not matter.
+AGENT_MODULES: tuple[str, ...] = (
+    "agents.dedup",
+)
+
+
+def load_agents(extra: tuple[str, ...] = ()) -> list[str]:
+    loaded = []
+    for name in AGENT_MODULES + extra:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # A stage whose module is not present in this build is reported, not hidden.
+            if exc.name and name.startswith(exc.name):
+                log.warning("agent module missing", module=name)
+                continue
+            raise
+        loaded.append(name)
+    return loaded
+
+
+def run_worker(loglevel: str = "info") -> None:
+    """Run one Faust worker in the foreground until SIGINT/SIGTERM."""
+    from faust import Worker
+
+    from streams.app import app
+
+    runtime.process_id = f"worker-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    modules = load_agents()
+    log.info("worker starting", agents=modules, broker=str(app.conf.broker), process=runtime.process_id)
+
+    @app.on_partitions_revoked.connect
+    async def _forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        for store in runtime.stores:
+            parts = {tp.partition for tp in revoked if tp.topic == getattr(store, "source_topic", None)}
+            if parts:
+                store.forget(parts)
+
+    @app.on_partitions_assigned.connect
+    async def _report_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        log.info("partitions assigned", count=len(assigned))
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+
+    @app.on_after_configured.connect
+    def _noop(*_: Any, **__: Any) -> None:
+        return None
+
+    async def _stop_stores() -> None:
+        for store in runtime.stores:
+            await store.stop()
+
+    app.on_shutdown = getattr(app, "on_shutdown", None)  # faust exposes a shutdown hook via tasks
+    try:
+        worker.execute_from_commandline()
+    finally:
+        log.info("worker stopped", process=runtime.process_id)
