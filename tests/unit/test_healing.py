@@ -1,0 +1,153 @@
+"""Self-healing triggers, actions, cooldown, configuration and history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.logic.execution_metrics import ExecutionMetrics, compute_baselines
+from agents.logic.healing import (
+    DEFAULT_ACTIONS,
+    DEFAULT_TRIGGERS,
+    ActionRegistry,
+    HealingConfig,
+    Observation,
+    TriggerFramework,
+    observation_from_metric,
+    observations_from_executions,
+)
+from connectors.execution_log import HealingHistory, load_healing_config
+from streams.records import MetricDataPoint
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def obs(**kw: object) -> Observation:
+    return Observation.model_validate({"component": "checkout", "tenant_id": "acme", "timestamp": T0, **kw})
+
+
+def test_seed_tables() -> None:
+    trig = {t.name: (t.type, t.threshold, t.target_agent) for t in DEFAULT_TRIGGERS}
+    assert trig == {
+        "slow_tasks": ("bottleneck", 60.0, "ChiefArchitectAgent"),
+        "high_retry_rate": ("bottleneck", 3.0, "AuditorAgent"),
+        "high_error_rate": ("bottleneck", 0.20, "TestGeneratorAgent"),
+        "token_usage_spike": ("cost", 3.0, "ChiefArchitectAgent"),
+        "cost_efficiency_degradation": ("cost", 0.50, "PlannerAgent"),
+        "test_failure_spike": ("quality", 0.05, "TestGeneratorAgent"),
+        "duration_increase": ("performance", 1.5, "AuditorAgent"),
+    }
+    acts = {a.name: (a.priority, a.target_agent) for a in DEFAULT_ACTIONS}
+    assert len(acts) == 8
+    assert acts["handle_error_spike"] == ("emergency", "TestGeneratorAgent")
+    assert acts["enforce_test_standards"] == ("critical", "TestGeneratorAgent")
+    assert acts["adjust_cost_policies"] == ("medium", "PlannerAgent")
+    assert acts["comprehensive_system_analysis"] == ("medium", "ChiefArchitectAgent")
+
+
+@pytest.mark.parametrize(
+    ("fields", "fires", "quiet"),
+    [
+        ({"duration_s": 60.0}, "slow_tasks", {"duration_s": 59.9}),
+        ({"retries": 3}, "high_retry_rate", {"retries": 2}),
+        ({"error_rate": 0.20}, "high_error_rate", {"error_rate": 0.19}),
+        ({"tokens": 900, "baseline_tokens": 300}, "token_usage_spike", {"tokens": 899, "baseline_tokens": 300}),
+        ({"cost_usd": 0.51}, "cost_efficiency_degradation", {"cost_usd": 0.50}),
+        ({"test_failure_rate": 0.051}, "test_failure_spike", {"test_failure_rate": 0.05}),
+        ({"duration_s": 15, "baseline_duration_s": 10}, "duration_increase",
+         {"duration_s": 14.9, "baseline_duration_s": 10}),
+    ],
+)
+def test_each_trigger_threshold(fields: dict[str, float], fires: str, quiet: dict[str, float]) -> None:
+    fired = TriggerFramework().evaluate(obs(**fields), T0)
+    assert [f.trigger for f in fired] == [fires]
+    assert fired[0].evidence["observation"]["component"] == "checkout"
+    assert TriggerFramework().evaluate(obs(**quiet), T0) == []
+
+
+def test_cooldown_holds_sustained_condition() -> None:
+    fw = TriggerFramework(HealingConfig(cooldown_seconds=300))
+    times = [T0 + timedelta(seconds=60 * i) for i in range(11)]
+    fired = [f for t in times for f in fw.evaluate(obs(duration_s=90, timestamp=t), t)]
+    assert [f.timestamp for f in fired] == [times[0], times[5], times[10]]
+    assert fw.fire_counts["slow_tasks"] == 3 and fw.suppressed["slow_tasks"] == 8
+    other = fw.evaluate(obs(duration_s=90, component="search"), times[1])
+    assert len(other) == 1  # cooldown is per (trigger, tenant, component)
+
+
+def test_actions_and_comprehensive_analysis() -> None:
+    fw, reg = TriggerFramework(), ActionRegistry()
+    firings = fw.evaluate(obs(duration_s=120, retries=5, error_rate=0.5), T0)
+    plans = reg.actions_for_all(firings)
+    names = [p.action for p in plans]
+    assert names == ["analyze_slow_tasks", "resolve_retry_failures", "handle_error_spike",
+                     "comprehensive_system_analysis"]
+    assert plans[2].priority == "emergency" and plans[2].handoff["to"] == "TestGeneratorAgent"
+    assert plans[-1].handoff["triggers"] == ["high_error_rate", "high_retry_rate", "slow_tasks"]
+    assert reg.actions_for(firings[0])[0].change_hint == {"kind": "timeout"}
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = HealingConfig.from_dict({"cooldown_seconds": 0, "triggers": {"slow_tasks": {"threshold": 120},
+                                                                      "high_retry_rate": {"enabled": False}}})
+    fw = TriggerFramework(cfg)
+    assert fw.evaluate(obs(duration_s=90, retries=9), T0) == []
+    assert [f.trigger for f in fw.evaluate(obs(duration_s=130), T0)] == ["slow_tasks"]
+    with pytest.raises(ValueError, match="unknown healing config keys"):
+        HealingConfig.from_dict({"cooldown": 1})
+    path = tmp_path / "h.json"
+    path.write_text('{"triggers": {"cost_efficiency_degradation": {"threshold": 1.0}}}')
+    loaded = load_healing_config(environ={"KAIZEN_HEALING_CONFIG": str(path)})
+    assert {t.name: t.threshold for t in loaded.triggers}["cost_efficiency_degradation"] == 1.0
+    assert load_healing_config(environ={}).cooldown_seconds == 300
+    path.write_text("{nope")
+    with pytest.raises(ValueError, match="invalid healing config"):
+        load_healing_config(path)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_healing_config(tmp_path / "missing.json")
+
+
+def test_observations_from_cloudwatch_metrics() -> None:
+    def point(name: str, value: float, unit: str = "None") -> MetricDataPoint:
+        return MetricDataPoint(metric_name=name, value=value, unit=unit, timestamp=T0, tenant_id="acme",
+                               dimensions={"FunctionName": "checkout"})
+
+    lat = observation_from_metric(point("Duration", 75000, "Milliseconds"), baseline_duration_s=30)
+    assert lat is not None and lat.duration_s == 75 and lat.component == "checkout"
+    assert [f.trigger for f in TriggerFramework().evaluate(lat, T0)] == ["slow_tasks", "duration_increase"]
+    err = observation_from_metric(point("ErrorRate", 25, "Percent"))
+    assert err is not None and err.error_rate == 0.25
+    assert observation_from_metric(point("CPUUtilization", 99)) is None
+
+
+def test_observations_from_executions_rolling_error_rate() -> None:
+    def em(i: int, ok: bool, tokens: int = 100) -> ExecutionMetrics:
+        t = T0 + timedelta(minutes=i)
+        return ExecutionMetrics(execution_id=f"e{i}", skill_name="s", timestamp_start=t, timestamp_end=t,
+                                execution_succeeded=ok, total_latency_ms=1000, tokens_used=tokens)
+
+    hist = [em(i, True) for i in range(20)]
+    base = compute_baselines(hist)
+    recs = [em(100 + i, i % 2 == 0, tokens=400 if i == 9 else 100) for i in range(10)]
+    observations = observations_from_executions(recs, base)
+    assert observations[0].error_rate is None and observations[4].error_rate == pytest.approx(0.4)
+    fw = TriggerFramework()
+    fired = {f.trigger for o in observations for f in fw.evaluate(o, o.timestamp)}
+    assert fired == {"high_error_rate", "token_usage_spike"}
+
+
+async def test_history_append_and_read(tmp_path: Path) -> None:
+    hist = HealingHistory(tmp_path / "self_healing")
+    fw, reg = TriggerFramework(HealingConfig(cooldown_seconds=0)), ActionRegistry()
+    for day in range(2):
+        t = T0 + timedelta(days=day)
+        firings = fw.evaluate(obs(duration_s=90, timestamp=t), t)
+        assert await hist.record_async(firings, reg.actions_for_all(firings))
+    recs = hist.read()
+    assert [(r.kind, r.name) for r in recs] == [("trigger", "slow_tasks"), ("action", "analyze_slow_tasks")] * 2
+    assert len(hist.read(limit=1)) == 1 and hist.read(limit=1)[0].timestamp == T0 + timedelta(days=1)
+    assert sorted(p.name for p in (tmp_path / "self_healing").iterdir())[0] == "actions-20260301.jsonl"
+    assert [r.kind for r in hist.read(kind="action")] == ["action", "action"]
+    assert HealingHistory(tmp_path / "none").read() == []
