@@ -40,7 +40,7 @@ def partition_for(key: str, partitions: int) -> int:
 def dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
     settings = A.settings
     return ChangelogStore(
-        f"dedup-{kind}", f"kaizen.state.dedup.{kind}", runtime.bootstrap, settings.kafka_topic_partitions,
+        f"dedup-{kind}", f"{settings.kaizen_app_id}.state.dedup.{kind}", runtime.bootstrap, settings.kafka_topic_partitions,
         make_window_factory(settings.cloudwatch_event_dedup_window_seconds), apply_dedup_delta,
     )
 

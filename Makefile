@@ -1,0 +1,40 @@
+# kaizen — `make run` (the main job on the embedded default) and `make test`; both set up a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kaizen-installed
+
+.PHONY: setup run test lint typecheck unit integration bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kaizen needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/kaizen run
+
+lint: setup
+	$(BIN)/ruff check streams agents connectors mcp_server benchmarks tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m "not integration" -q
+
+integration: setup
+	$(BIN)/pytest -m integration -q
+
+test: lint typecheck
+	$(BIN)/pytest -q -ra --durations=15
+
+bench: setup
+	$(BIN)/kaizen bench --output bench.json
+
+clean:
+	rm -rf $(VENV) .kaizen test-artifacts .pytest_cache .mypy_cache .ruff_cache

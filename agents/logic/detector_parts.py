@@ -1,0 +1,120 @@
+"""Building blocks of the series detector: anomaly likelihood of a signal and a hashed pattern counter."""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+
+__all__ = ["Likelihood", "PatternCounter", "log_score"]
+
+_LOG_EPS = -math.log(1e-10)
+_SQRT2 = math.sqrt(2.0)
+
+
+def log_score(p_tail: float) -> float:
+    """Map a tail probability to [0, 1] on a log scale: 1e-10 -> 1, 1 -> 0 (Numenta's log-likelihood)."""
+    if p_tail <= 1e-10:
+        return 1.0
+    if p_tail >= 1.0:
+        return 0.0
+    return -math.log(p_tail) / _LOG_EPS
+
+
+class Likelihood:
+    """Anomaly likelihood of one signal: mean of the last `short` raw values against the long-run
+    (exponentially weighted) distribution of that same short mean.
+
+    Scoring the short mean rather than the raw value means a single noisy point moves the score a little
+    and a sustained change moves it a lot, which is what separates incidents from noise. The
+    distribution is of the short mean, so its spread is the spread the score is actually compared with.
+    """
+
+    __slots__ = ("ring", "pos", "total", "mean", "var", "n", "two_sided")
+    _HEAD = struct.Struct("<IIdddB")
+
+    def __init__(self, short: int, two_sided: bool = False) -> None:
+        self.ring = array("d", bytes(8 * short))
+        self.pos = 0
+        self.total = 0.0
+        self.mean = 0.0
+        self.var = 0.0
+        self.n = 0
+        self.two_sided = two_sided
+
+    def update(self, raw: float, alpha: float) -> float:
+        """Add `raw`, return the log-scaled tail probability of the current short mean (before learning it)."""
+        ring = self.ring
+        k = self.pos
+        self.total += raw - ring[k]
+        ring[k] = raw
+        size = len(ring)
+        self.pos = k + 1 if k + 1 < size else 0
+        n = self.n
+        short = self.total / (n + 1 if n + 1 < size else size)
+        m, v = self.mean, self.var
+        if v > 1e-18:
+            z = (short - m) / math.sqrt(v)
+        else:
+            # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
+            z = 0.0 if short == m else (short - m) / max(abs(m) * 1e-3, 1e-9)
+        if self.two_sided:
+            z = abs(z)
+        # alpha is raised to 1/(n+1) at first so early points get a plain running mean
+        a = alpha if n * alpha > 1.0 else 1.0 / (n + 1)
+        d = short - m
+        self.mean = m + a * d
+        self.var = (1.0 - a) * (v + a * d * d)
+        self.n = n + 1
+        if z <= 0.0:
+            return 0.0
+        p = 0.5 * math.erfc(z / _SQRT2)
+        return log_score(2.0 * p if self.two_sided else p)
+
+    def pack(self) -> bytes:
+        return self._HEAD.pack(self.pos, self.n, self.total, self.mean, self.var, self.two_sided) + \
+            self.ring.tobytes()
+
+    def unpack(self, data: bytes, offset: int) -> int:
+        """Restore from `data` at `offset`; return the offset after this block."""
+        self.pos, self.n, self.total, self.mean, self.var, two = self._HEAD.unpack_from(data, offset)
+        self.two_sided = bool(two)
+        offset += self._HEAD.size
+        end = offset + 8 * len(self.ring)
+        ring = array("d")
+        ring.frombytes(data[offset:end])
+        self.ring = ring
+        return end
+
+
+class PatternCounter:
+    """Counts of quantised patterns (a value bin, a short sequence of bins) in a fixed hashed table.
+
+    A pattern never seen before is novel (1.0), a common one is not (1/(1+count)). Collisions only make
+    patterns look more familiar, so a small table errs on the quiet side.
+    """
+
+    __slots__ = ("table", "mask")
+
+    def __init__(self, bits: int) -> None:
+        self.table = array("H", bytes(2 << bits))
+        self.mask = (1 << bits) - 1
+
+    def novelty(self, key: int) -> float:
+        """Novelty of `key` before counting it, then count it."""
+        h = (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
+        tab = self.table
+        c = tab[h]
+        if c < 65535:
+            tab[h] = c + 1
+        return 1.0 / (1.0 + c)
+
+    def pack(self) -> bytes:
+        return self.table.tobytes()
+
+    def unpack(self, data: bytes, offset: int) -> int:
+        end = offset + 2 * len(self.table)
+        tab = array("H")
+        tab.frombytes(data[offset:end])
+        self.table = tab
+        return end

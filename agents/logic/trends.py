@@ -1,0 +1,217 @@
+"""The seeds' trend rules (baseline vs. recent window) as pure functions plus a small per-series tracker."""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "classify_metric",
+    "error_unit_for", "evaluate_trend", "is_degraded", "window_stats",
+]
+
+MetricKind = Literal["latency", "error_rate", "utilization", "throughput", "other"]
+# How an error metric is expressed, which decides what "> 5 % increase" means:
+#   percent: values are percentages (ErrorRate = 2.5 means 2.5 %) -> increase of > 5 percentage points
+#   ratio:   values are fractions in [0, 1]                         -> increase of > 0.05 (5 points)
+#   count:   values are counts (Errors, 5XXError)                   -> relative increase of > 5 %
+# Percentage points for rates because a relative 5 % of a 0.1 % error rate (0.100 -> 0.105) is noise,
+# while a jump from 1 % to 6 % of failed requests is exactly the spike the seed means.
+ErrorUnit = Literal["percent", "ratio", "count"]
+
+# Order matters: the first matching group wins, errors first (so "5XXErrorCount" is an error metric).
+_PATTERNS: tuple[tuple[MetricKind, re.Pattern[str]], ...] = (
+    ("error_rate", re.compile(r"error|fault|fail|5xx|4xx|throttl|exception|dead.?letter|timeout", re.I)),
+    ("latency", re.compile(r"latency|duration|responsetime|response_time|elapsed|delay|iteratorage"
+                           r"|(^|[^a-z])p(50|90|95|99)([^0-9]|$)|wait.?time|time.?to", re.I)),
+    # Only percentages: FreeableMemory or CPUCreditBalance are not "utilisation > 80 %".
+    ("utilization", re.compile(r"utili[sz]ation|used.?percent|percent.?used|^cpu(?!.*credit)", re.I)),
+    ("throughput", re.compile(r"count|invocations|throughput|requests|bytes.?(in|out)|network.?(in|out)"
+                              r"|messages(sent|received|published|deleted)|records|ops|tps|rps|qps|incoming|outgoing|calls|hits", re.I)),
+)
+
+
+def classify_metric(metric_name: str) -> MetricKind:
+    """Kind of a CloudWatch metric from its name (Latency, 5XXError, CPUUtilization, Invocations...)."""
+    for kind, pat in _PATTERNS:
+        if pat.search(metric_name):
+            return kind
+    return "other"
+
+
+def error_unit_for(metric_name: str) -> ErrorUnit:
+    """Rates and percentages are compared in points, raw error counts relatively."""
+    if re.search(r"rate|percent|pct|ratio", metric_name, re.I):
+        return "percent"
+    return "count"
+
+
+@dataclass(frozen=True, slots=True)
+class TrendParams:
+    baseline_size: int = 60        # points in the baseline window (configurable per deployment)
+    current_size: int = 10         # points in the recent window compared against the baseline
+    min_baseline: int = 30         # rules stay silent until the baseline holds this many points
+    std_k: float = 2.0             # seeds: current > baseline + 2 * std -> degradation
+    latency_increase: float = 0.20     # seeds: latency increase > +20 %
+    error_increase: float = 5.0        # seeds: error rate spike > 5 % (see ErrorUnit for the unit)
+    utilization_max: float = 80.0      # seeds: resource utilisation > 80 %
+    throughput_drop: float = 0.30      # seeds: throughput drop > 30 % against baseline
+
+
+@dataclass(frozen=True, slots=True)
+class TrendFinding:
+    rule: str          # std_degradation | latency_increase | error_rate_increase | high_utilization | throughput_drop
+    severity: str      # low | medium | high | critical
+    baseline: float    # mean of the baseline window
+    current: float     # mean of the recent window
+    change_pct: float  # (current - baseline) / |baseline| * 100 (inf if the baseline is 0 and current > 0)
+
+
+def window_stats(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (0, 0 for an empty window)."""
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0
+    m = math.fsum(values) / n
+    var = math.fsum((v - m) * (v - m) for v in values) / n
+    return m, math.sqrt(var)
+
+
+def _change_pct(base: float, cur: float) -> float:
+    if base == 0.0:
+        return 0.0 if cur == 0.0 else math.copysign(math.inf, cur)
+    return (cur - base) / abs(base) * 100.0
+
+
+def _severity(ratio: float) -> str:
+    """Severity from how far a rule is past its own threshold (ratio = excess / threshold)."""
+    if ratio >= 4.0:
+        return "critical"
+    if ratio >= 2.0:
+        return "high"
+    if ratio >= 1.25:
+        return "medium"
+    return "low"
+
+
+def is_degraded(baseline: Sequence[float], current: Sequence[float], std_k: float = 2.0,
+                higher_is_worse: bool = True) -> bool:
+    """Seeds' degradation formula: mean(current) > mean(baseline) + k * std(baseline) (mirrored if lower is worse)."""
+    if not baseline or not current:
+        return False
+    bm, bs = window_stats(baseline)
+    cm = math.fsum(current) / len(current)
+    return cm > bm + std_k * bs if higher_is_worse else cm < bm - std_k * bs
+
+
+def evaluate_trend(baseline: Sequence[float], current: Sequence[float], kind: MetricKind,
+                   params: TrendParams | None = None, error_unit: ErrorUnit = "percent") -> list[TrendFinding]:
+    """All seeds' rules that hold for this baseline / current pair (pure; no state, no time)."""
+    p = params or TrendParams()
+    if len(baseline) < 1 or len(current) < 1:
+        return []
+    bm, bs = window_stats(baseline)
+    cm = math.fsum(current) / len(current)
+    pct = _change_pct(bm, cm)
+    out: list[TrendFinding] = []
+    # Throughput degrades downwards; every other kind (latency, errors, utilisation, other) upwards.
+    down = kind == "throughput"
+    if is_degraded(baseline, current, p.std_k, higher_is_worse=not down) and bs > 0.0:
+        z = abs(cm - bm) / bs
+        out.append(TrendFinding("std_degradation", _severity(z / (p.std_k * 1.25)), bm, cm, pct))
+    if kind == "latency" and bm > 0.0 and (cm - bm) / bm > p.latency_increase:
+        out.append(TrendFinding("latency_increase", _severity((cm - bm) / bm / p.latency_increase), bm, cm, pct))
+    elif kind == "error_rate":
+        if error_unit == "count":
+            rise = (cm - bm) / bm if bm > 0.0 else (math.inf if cm > 0.0 else 0.0)
+            limit = p.error_increase / 100.0
+        else:
+            rise = (cm - bm) * (100.0 if error_unit == "ratio" else 1.0)
+            limit = p.error_increase
+        if rise > limit:
+            out.append(TrendFinding("error_rate_increase", _severity(rise / limit), bm, cm, pct))
+    elif kind == "utilization" and cm > p.utilization_max:
+        sev = "critical" if cm >= 95.0 else "high" if cm >= 90.0 else "medium"
+        out.append(TrendFinding("high_utilization", sev, bm, cm, pct))
+    elif kind == "throughput" and bm > 0.0 and (bm - cm) / bm > p.throughput_drop:
+        out.append(TrendFinding("throughput_drop", _severity((bm - cm) / bm / p.throughput_drop), bm, cm, pct))
+    return out
+
+
+_STATE = struct.Struct("<BIIQ")  # version, filled count, write position, active-rule bitmask
+_RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop")
+
+
+class TrendTracker:
+    """Per-series rolling baseline + recent window; a rule is reported when it starts to hold (edge-triggered).
+
+    The ring holds baseline_size + current_size values: the newest current_size are the recent window and
+    the ones before them the baseline, so a persistent change is absorbed into the baseline after
+    baseline_size points and the rule re-arms. Reporting only the rising edge keeps one finding per
+    episode instead of one per point.
+    """
+
+    __slots__ = ("kind", "error_unit", "p", "_ring", "_filled", "_pos", "_active")
+
+    def __init__(self, kind: MetricKind = "other", params: TrendParams | None = None,
+                 error_unit: ErrorUnit = "percent") -> None:
+        self.kind: MetricKind = kind
+        self.error_unit: ErrorUnit = error_unit
+        self.p = params or TrendParams()
+        self._ring = array("d", bytes(8 * (self.p.baseline_size + self.p.current_size)))
+        self._filled = 0
+        self._pos = 0
+        self._active = 0
+
+    @classmethod
+    def for_metric(cls, metric_name: str, params: TrendParams | None = None) -> TrendTracker:
+        return cls(classify_metric(metric_name), params, error_unit_for(metric_name))
+
+    def windows(self) -> tuple[list[float], list[float]]:
+        """(baseline, current) in time order."""
+        size = len(self._ring)
+        ordered = [self._ring[(self._pos - self._filled + i) % size] for i in range(self._filled)]
+        cur_n = min(self.p.current_size, len(ordered))
+        return ordered[: len(ordered) - cur_n], ordered[len(ordered) - cur_n:]
+
+    def observe(self, timestamp: float, value: float) -> list[TrendFinding]:
+        """Add one point (timestamp is accepted for API symmetry; rules work on point order)."""
+        del timestamp
+        if not math.isfinite(value):
+            return []
+        size = len(self._ring)
+        self._ring[self._pos] = value
+        self._pos = (self._pos + 1) % size
+        self._filled = min(self._filled + 1, size)
+        if self._filled - self.p.current_size < self.p.min_baseline:
+            return []
+        base, cur = self.windows()
+        found = evaluate_trend(base, cur, self.kind, self.p, self.error_unit)
+        now = 0
+        for f in found:
+            now |= 1 << _RULES.index(f.rule)
+        fresh = [f for f in found if not self._active & (1 << _RULES.index(f.rule))]
+        self._active = now
+        return fresh
+
+    def to_state(self) -> bytes:
+        return _STATE.pack(1, self._filled, self._pos, self._active) + self._ring.tobytes()
+
+    @classmethod
+    def from_state(cls, data: bytes, kind: MetricKind = "other", params: TrendParams | None = None,
+                   error_unit: ErrorUnit = "percent") -> TrendTracker:
+        t = cls(kind, params, error_unit)
+        ver, filled, pos, active = _STATE.unpack_from(data, 0)
+        if ver != 1:
+            raise ValueError(f"unknown TrendTracker state version {ver}")
+        ring = array("d")
+        ring.frombytes(data[_STATE.size:])
+        if len(ring) != len(t._ring):
+            raise ValueError("state was written with a different window size")
+        t._ring, t._filled, t._pos, t._active = ring, filled, pos, active
+        return t
