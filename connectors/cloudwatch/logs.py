@@ -1,0 +1,198 @@
+"""The logs source: log groups by glob, FilterLogEvents (or Logs Insights) since a per-group cursor, sampled."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from connectors.cloudwatch.base import SourceBatch, SourceError
+from connectors.cloudwatch.client import GuardedClient
+from connectors.cloudwatch.cursor import CursorStore
+from connectors.cloudwatch.mapping import (
+    log_tenant,
+    parse_json_fields,
+    parse_severity,
+    sample_keep,
+    tenant_allowed,
+    to_datetime,
+)
+from streams.records import LogEvent
+from streams.settings import Settings
+
+MAX_GROUPS_PER_QUERY = 50  # Logs Insights limit
+
+
+def glob_prefix(pattern: str) -> str:
+    """The literal prefix of a glob (for DescribeLogGroups' logGroupNamePrefix)."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?[":
+            return pattern[:i]
+    return pattern
+
+
+class LogsSource:
+    """Log lines of the groups matching CLOUDWATCH_LOG_GROUP_PATTERN.
+
+    FilterLogEvents mode (default): cursor per group `logs:<group>` = last timestamp (ms) and the
+    CloudWatch event ids seen at that timestamp; the next poll starts at that timestamp and skips
+    those ids, so nothing is skipped or repeated. Logs Insights mode (CLOUDWATCH_LOGS_INSIGHTS_QUERY
+    set): one StartQuery per ≤50 groups over [cursor end, now − 1 s) in whole seconds, results filtered
+    to that window client-side; cursor `insights:<pattern>` = the window end.
+    Sampling (CLOUDWATCH_LOG_SAMPLING_RATE) is deterministic by event id and keeps every ERROR,
+    CRITICAL and FATAL line; the cursor advances past sampled-out lines.
+    """
+
+    kind = "log"
+    client_name = "logs"
+
+    def __init__(
+        self, client: GuardedClient, cursors: CursorStore, settings: Settings, *,
+        initial_lookback_seconds: int = 3600, insights_timeout_seconds: float = 60.0,
+        insights_poll_seconds: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.cursors = cursors
+        self.settings = settings
+        self.pattern = settings.cloudwatch_log_group_pattern
+        self.name = f"logs:{self.pattern}"
+        self.initial_lookback_ms = initial_lookback_seconds * 1000
+        self.insights_timeout = insights_timeout_seconds
+        self.insights_poll = insights_poll_seconds
+        self.groups: list[str] = []
+        self.sampled_out = 0
+        self.filtered_out = 0
+
+    async def discover(self) -> list[str]:
+        prefix = glob_prefix(self.pattern)
+        groups: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"logGroupNamePrefix": prefix} if prefix else {}
+            if token:
+                kwargs["nextToken"] = token
+            page = await self.client.call("describe_log_groups", **kwargs)
+            groups.extend(g["logGroupName"] for g in page.get("logGroups", [])
+                          if fnmatch.fnmatchcase(g["logGroupName"], self.pattern))
+            token = page.get("nextToken")
+            if not token:
+                break
+        self.groups = groups
+        return groups
+
+    def _event(self, group: str, stream: str, message: str, ts: Any) -> LogEvent | None:
+        fields = parse_json_fields(message)
+        tenant = log_tenant(fields, stream, group, tenant_field=self.settings.cloudwatch_tenant_dimension)
+        if not tenant_allowed(tenant, self.settings.cloudwatch_tenant_filter):
+            self.filtered_out += 1
+            return None
+        ev = LogEvent(log_group=group, log_stream=stream, message=message, timestamp=to_datetime(ts),
+                      fields=fields, tenant_id=tenant, severity=parse_severity(message, fields))
+        if not sample_keep(ev.event_id, ev.severity, self.settings.cloudwatch_log_sampling_rate):
+            self.sampled_out += 1
+            return None
+        return ev
+
+    async def collect(self, now: datetime) -> SourceBatch:
+        groups = await self.discover()
+        if self.settings.cloudwatch_logs_insights_query:
+            return await self._collect_insights(groups, now)
+        batch = SourceBatch(kind=self.kind)
+        new_cursors: dict[str, dict[str, Any]] = {}
+        now_ms = int(now.timestamp() * 1000)
+        for group in groups:
+            cursor = self.cursors.load(f"logs:{group}")
+            last_ts = int(cursor.get("ts", now_ms - self.initial_lookback_ms))
+            seen_ids = set(cursor.get("ids", []))
+            events = await self._filter(group, last_ts, now_ms)
+            max_ts, ids_at_max = last_ts, set(seen_ids)
+            for e in events:
+                ts, eid = int(e["timestamp"]), f'{e.get("logStreamName", "")}/{e.get("eventId", "")}'
+                if ts < last_ts or (ts == last_ts and eid in seen_ids):
+                    continue
+                if ts > max_ts:
+                    max_ts, ids_at_max = ts, set()
+                if ts == max_ts:
+                    ids_at_max.add(eid)
+                rec = self._event(group, str(e.get("logStreamName", "")), str(e.get("message", "")), ts)
+                if rec is not None:
+                    batch.records.append(rec)
+            new_cursors[group] = {"ts": max_ts, "ids": sorted(ids_at_max)}
+            await asyncio.sleep(0)
+
+        async def commit() -> None:
+            for group, value in new_cursors.items():
+                self.cursors.save(f"logs:{group}", value)
+
+        batch.commit = commit
+        batch.stats = {"groups": len(groups)}
+        return batch
+
+    async def _filter(self, group: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start_ms, "endTime": end_ms}
+            if self.settings.cloudwatch_log_filter_pattern:
+                kwargs["filterPattern"] = self.settings.cloudwatch_log_filter_pattern
+            if token:
+                kwargs["nextToken"] = token
+            page = await self.client.call("filter_log_events", **kwargs)
+            events.extend(page.get("events", []))
+            next_token = page.get("nextToken")
+            if not next_token or next_token == token:
+                return events
+            token = next_token
+
+    async def _collect_insights(self, groups: list[str], now: datetime) -> SourceBatch:
+        batch = SourceBatch(kind=self.kind)
+        key = f"insights:{self.pattern}"
+        cursor = self.cursors.load(key)
+        end_s = int(now.timestamp()) - 1
+        start_s = int(cursor.get("end", end_s - self.initial_lookback_ms // 1000))
+        if end_s <= start_s or not groups:
+            return batch
+        for i in range(0, len(groups), MAX_GROUPS_PER_QUERY):
+            for row in await self._insights(groups[i:i + MAX_GROUPS_PER_QUERY], start_s, end_s):
+                ts = to_datetime(row.get("@timestamp", ""))
+                if not start_s <= ts.timestamp() < end_s:
+                    continue
+                group = str(row.get("@log", "")).split(":", 1)[-1] or groups[i]
+                rec = self._event(group, str(row.get("@logStream", "")), str(row.get("@message", "")), ts)
+                if rec is not None:
+                    batch.records.append(rec)
+
+        async def commit() -> None:
+            self.cursors.save(key, {"end": end_s})
+
+        batch.commit = commit
+        batch.stats = {"groups": len(groups), "insights_window": [start_s, end_s]}
+        return batch
+
+    async def _insights(self, groups: list[str], start_s: int, end_s: int) -> Iterable[dict[str, Any]]:
+        started = await self.client.call(
+            "start_query", logGroupNames=groups, startTime=start_s, endTime=end_s,
+            queryString=self.settings.cloudwatch_logs_insights_query, limit=10000)
+        deadline = time.monotonic() + self.insights_timeout
+        while True:
+            res = await self.client.call("get_query_results", queryId=started["queryId"])
+            status = res.get("status")
+            if status == "Complete":
+                return [{f["field"]: f.get("value") for f in row} for row in res.get("results", [])]
+            if status in {"Failed", "Cancelled", "Timeout", "Unknown"}:
+                raise SourceError(f"Logs Insights query {started['queryId']} ended {status}")
+            if time.monotonic() > deadline:
+                raise SourceError(f"Logs Insights query {started['queryId']} still {status} after "
+                                   f"{self.insights_timeout:.0f}s")
+            await asyncio.sleep(self.insights_poll)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pattern": self.pattern, "groups": list(self.groups),
+            "mode": "insights" if self.settings.cloudwatch_logs_insights_query else "filter_log_events",
+            "sampling_rate": self.settings.cloudwatch_log_sampling_rate,
+            "sampled_out": self.sampled_out, "filtered_out": self.filtered_out,
+        }

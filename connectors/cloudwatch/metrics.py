@@ -1,0 +1,202 @@
+"""The metrics source: ListMetrics discovery, GetMetricData in aligned windows, a cursor that neither skips nor repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+from connectors.cloudwatch.base import SourceBatch
+from connectors.cloudwatch.client import GuardedClient
+from connectors.cloudwatch.cursor import CursorStore
+from connectors.cloudwatch.mapping import (
+    DEFAULT_TENANT,
+    align_down,
+    dims_to_dict,
+    tenant_allowed,
+    to_datetime,
+)
+from streams.records import MetricDataPoint, Record
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MAX_QUERIES_PER_CALL = 500  # GetMetricData limit
+MAX_DATAPOINTS_PER_CALL = 100_800
+
+
+_PERCENTILE_RE = re.compile(r"^(p|tm|wm|tc|ts|pr)[\d(]|^iqm$", re.IGNORECASE)
+
+
+def is_percentile(stat: str) -> bool:
+    """Percentile-style extended statistics (p95, tm99, wm(10%:90%), IQM, ...)."""
+    return bool(_PERCENTILE_RE.match(stat))
+
+
+class MetricsSource:
+    """Metrics of one namespace, pulled in complete, period-aligned windows.
+
+    Cursor (`metrics:<namespace>`): `end` — the epoch second where the last published complete window
+    ends — and `emitted` — per series, the window starts already published inside the lag window.
+    Each poll queries [end − lag, now aligned down to the period), emits only (series, window) pairs not
+    yet emitted, and after Kafka acknowledged them stores the new end and the emitted set pruned to the
+    next lag window. So a restart neither skips nor repeats, and datapoints arriving up to
+    CLOUDWATCH_METRICS_LAG_SECONDS late are still picked up (once). A window already emitted is not
+    re-emitted with a late-corrected value.
+    """
+
+    kind = "metric"
+    client_name = "cloudwatch"
+
+    def __init__(
+        self, client: GuardedClient, cursors: CursorStore, settings: Settings, *, namespace: str | None = None,
+        initial_lookback_seconds: int | None = None, max_periods_per_poll: int = 1440,
+    ) -> None:
+        self.client = client
+        self.cursors = cursors
+        self.settings = settings
+        self.namespace = namespace or settings.cloudwatch_namespace
+        self.name = f"metrics:{self.namespace}"
+        self.period = int(settings.cloudwatch_metrics_period)
+        self.lag = int(settings.cloudwatch_metrics_lag_seconds)
+        self.initial_lookback = int(initial_lookback_seconds or max(self.lag, self.period))
+        self.max_periods_per_poll = max_periods_per_poll
+        self.statistics = list(settings.cloudwatch_metrics_statistics)
+        self.unsupported_statistics: dict[str, str] = {}
+        self._percentiles_checked = False
+        self.series_seen = 0
+        self.last_window: tuple[str, str] | None = None
+
+    # --- discovery --------------------------------------------------------------------------
+    async def discover(self) -> list[dict[str, Any]]:
+        """ListMetrics with paging, filtered by namespace, CLOUDWATCH_DIMENSION_FILTERS and tenant filter."""
+        kwargs: dict[str, Any] = {"Namespace": self.namespace}
+        dims = [{"Name": k, **({"Value": v} if v not in ("", "*") else {})}
+                for k, v in self.settings.cloudwatch_dimension_filters.items()]
+        if dims:
+            kwargs["Dimensions"] = dims
+        metrics: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = await self.client.call("list_metrics", **kwargs, **({"NextToken": token} if token else {}))
+            metrics.extend(page.get("Metrics", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        tenant_dim = self.settings.cloudwatch_tenant_dimension
+        return [m for m in metrics if tenant_allowed(
+            dims_to_dict(m.get("Dimensions")).get(tenant_dim, DEFAULT_TENANT), self.settings.cloudwatch_tenant_filter)]
+
+    # --- percentile support (moto answers 500 to percentile statistics) ---------------------------
+    async def _check_percentiles(self, metric: dict[str, Any], start: int, end: int) -> None:
+        self._percentiles_checked = True
+        wanted = [s for s in self.statistics if is_percentile(s)]
+        if not wanted:
+            return
+        try:
+            await self._get_data([self._query(0, metric, wanted[0])], start, end)
+        except ClientError as exc:
+            await self._get_data([self._query(0, metric, "Sum")], start, end)  # raises if the endpoint is down
+            for s in wanted:
+                self.unsupported_statistics[s] = f"endpoint rejects percentile statistics: {exc}"[:200]
+            log.warning("percentile statistics unsupported by the endpoint; skipped", statistics=wanted)
+
+    def _query(self, i: int, metric: dict[str, Any], stat: str) -> dict[str, Any]:
+        return {"Id": f"q{i}", "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": metric.get("Namespace", self.namespace), "MetricName": metric["MetricName"],
+                       "Dimensions": metric.get("Dimensions", [])},
+            "Period": self.period, "Stat": stat}}
+
+    async def _get_data(self, queries: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = await self.client.call(
+                "get_metric_data", MetricDataQueries=queries, StartTime=datetime.fromtimestamp(start, UTC),
+                EndTime=datetime.fromtimestamp(end, UTC), ScanBy="TimestampAscending",
+                **({"NextToken": token} if token else {}))
+            results.extend(page.get("MetricDataResults", []))
+            token = page.get("NextToken")
+            if not token:
+                return results
+
+    # --- one poll ---------------------------------------------------------------------------
+    def window(self, now: datetime) -> tuple[int, int, int]:
+        """(query start, query end, previous cursor end) in epoch seconds, all period-aligned."""
+        cursor = self.cursors.load(self.name)
+        now_aligned = align_down(now.timestamp(), self.period)
+        prev_end = int(cursor.get("end") or align_down(now_aligned - self.initial_lookback, self.period))
+        start = align_down(prev_end - self.lag, self.period)
+        end = min(now_aligned, max(prev_end + self.period, start + self.period * self.max_periods_per_poll))
+        if end < prev_end:  # the clock went back behind the cursor: nothing to do yet
+            return start, start, prev_end
+        return start, end, prev_end
+
+    async def collect(self, now: datetime) -> SourceBatch:
+        start, end, prev_end = self.window(now)
+        cursor = self.cursors.load(self.name)
+        emitted: dict[str, list[int]] = {k: list(v) for k, v in (cursor.get("emitted") or {}).items()}
+        batch = SourceBatch(kind=self.kind)
+        if end <= start:
+            return batch
+        metrics = await self.discover()
+        self.series_seen = len(metrics)
+        if metrics and not self._percentiles_checked:
+            await self._check_percentiles(metrics[0], start, end)
+        stats = [s for s in self.statistics if s not in self.unsupported_statistics]
+        pairs = [(m, s) for m in metrics for s in stats]
+        per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
+        seen = {k: set(v) for k, v in emitted.items()}
+        for i in range(0, len(pairs), per_call):
+            chunk = pairs[i:i + per_call]
+            queries = [self._query(j, m, s) for j, (m, s) in enumerate(chunk)]
+            for result in await self._get_data(queries, start, end):
+                m, stat = chunk[int(str(result["Id"])[1:])]
+                self._map(result, m, stat, start, end, seen, batch.records)
+            await asyncio.sleep(0)
+        keep_from = align_down(end - self.lag, self.period)
+        new_emitted = {k: sorted(t for t in v if t >= keep_from) for k, v in seen.items()}
+        new_emitted = {k: v for k, v in new_emitted.items() if v}
+        batch.stats = {"window_start": start, "window_end": end, "series": len(metrics), "queries": len(pairs)}
+
+        async def commit() -> None:
+            self.cursors.save(self.name, {"end": max(end, prev_end), "emitted": new_emitted,
+                                          "period": self.period, "namespace": self.namespace})
+            self.last_window = (datetime.fromtimestamp(start, UTC).isoformat(),
+                                datetime.fromtimestamp(end, UTC).isoformat())
+
+        batch.commit = commit
+        return batch
+
+    def _map(self, result: dict[str, Any], metric: dict[str, Any], stat: str, start: int, end: int,
+             seen: dict[str, set[int]], out: list[Record]) -> None:
+        dims = dims_to_dict(metric.get("Dimensions"))
+        tenant = dims.get(self.settings.cloudwatch_tenant_dimension, DEFAULT_TENANT)
+        for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
+            t = int(to_datetime(ts).timestamp())
+            if t < start or t + self.period > end:
+                continue  # outside the window or not complete yet
+            point = MetricDataPoint(
+                metric_name=metric["MetricName"], value=float(value), dimensions=dims,
+                timestamp=datetime.fromtimestamp(t, UTC), tenant_id=tenant,
+                namespace=metric.get("Namespace", self.namespace), statistic=stat,
+            )
+            key = point.series_key()
+            if t in seen.setdefault(key, set()):
+                continue
+            seen[key].add(t)
+            out.append(point)
+
+    def status(self) -> dict[str, Any]:
+        cursor = self.cursors.load(self.name)
+        end = cursor.get("end")
+        return {
+            "namespace": self.namespace, "period": self.period, "lag_seconds": self.lag,
+            "cursor_end": datetime.fromtimestamp(int(end), UTC).isoformat() if end else None,
+            "series": self.series_seen, "statistics": self.statistics,
+            "unsupported_statistics": sorted(self.unsupported_statistics),
+        }
