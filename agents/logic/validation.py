@@ -116,11 +116,8 @@ def _bound_names(tree: ast.Module) -> set[str]:
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
-            names.update(p.name for p in getattr(node, "type_params", []) if hasattr(p, "name"))
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
-        elif isinstance(node, ast.TypeAlias) and isinstance(node.name, ast.Name):
-            names.add(node.name.id)
     return names
 
 

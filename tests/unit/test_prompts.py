@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.logic.prompts import build_component_prompt, build_improvement_prompt, parse_code_blocks, render_code_blocks
+from agents.logic.prompts import (
+    build_component_prompt,
+    build_improvement_prompt,
+    parse_code_blocks,
+    render_code_blocks,
+)
 from streams.records import ImprovementOpportunity, TelemetryInsight
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
