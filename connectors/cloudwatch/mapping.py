@@ -164,7 +164,7 @@ def classify_eventbridge(source: str, detail_type: str) -> str:
         return "alarm"
     if source == "aws.lambda" or "lambda function invocation result" in dt or dt.startswith("lambda "):
         return "lambda_completion"
-    if source == "aws.codedeploy" or "deployment" in dt:
+    if source == "aws.codedeploy" or "deploy" in dt:
         return "deployment"
     return "custom"
 
