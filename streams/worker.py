@@ -16,6 +16,11 @@ log = structlog.get_logger(__name__)
 # Agent modules register themselves on the app at import; order does not matter.
 AGENT_MODULES: tuple[str, ...] = (
     "agents.dedup",
+    "agents.scoring",
+    "agents.patterns",
+    "agents.opportunities",
+    "agents.events",
+    "agents.cycle",
 )
 
 

@@ -1,0 +1,68 @@
+"""Self-healing triggers on the metric stream: fire, plan actions, record history (JSONL + topic)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+
+from agents.logic.healing import ActionRegistry, TriggerFramework, observation_from_metric
+from connectors.execution_log import HealingHistory, load_healing_config
+from streams import app as A
+from streams.records import MetricDataPoint
+
+log = structlog.get_logger(__name__)
+
+WATCHED = frozenset({"Duration", "Latency", "ResponseTime", "ErrorRate", "TestFailureRate", "Retries",
+                     "RetryCount", "TokensUsed", "CostUSD"})
+
+
+class Healing:
+    """The trigger framework and action registry of one worker, with their history."""
+
+    def __init__(self) -> None:
+        config = load_healing_config()
+        self.triggers = TriggerFramework(config)
+        self.actions = ActionRegistry(config)
+        self.history = HealingHistory(A.settings.kaizen_data_dir / "healing")
+        self.baselines: dict[tuple[str, str], float] = {}
+
+    async def observe(self, points: list[MetricDataPoint]) -> int:
+        firings = []
+        for p in points:
+            if p.metric_name not in WATCHED:
+                continue
+            key = (p.tenant_id, p.component())
+            obs = observation_from_metric(p, self.baselines.get(key))
+            if obs is None:
+                continue
+            if obs.duration_s is not None:
+                # slow EWMA of the duration as the baseline of duration_increase (≥ 150 %)
+                prev = self.baselines.get(key)
+                self.baselines[key] = obs.duration_s if prev is None else 0.98 * prev + 0.02 * obs.duration_s
+            firings.extend(self.triggers.evaluate(obs, p.timestamp))
+        if not firings:
+            return 0
+        plans = self.actions.actions_for_all(firings)
+        await self.history.record_async(firings, plans)
+        now = datetime.now(UTC).isoformat()
+        for f in firings:
+            await A.healing_topic.send(key=f.trigger.encode(), value=orjson.dumps(
+                {"kind": "trigger", "recorded_at": now, **f.model_dump(mode="json")}))
+        for a in plans:
+            await A.healing_topic.send(key=a.trigger.encode(), value=orjson.dumps(
+                {"kind": "action", "recorded_at": now, **a.model_dump(mode="json")}))
+        log.warning("self-healing triggers fired", triggers=[f.trigger for f in firings],
+                    actions=[a.action for a in plans])
+        return len(firings)
+
+
+_healing: dict[str, Healing] = {}
+
+
+def healing() -> Healing:
+    h = _healing.get("h")
+    if h is None:
+        h = _healing["h"] = Healing()
+    return h
