@@ -10,7 +10,7 @@ WILDCARD: Final = "<*>"
 _PLACEHOLDER = re.compile(r"<(?:\*|[A-Z]+)>")
 
 _B = r"(?<![\w.:/-])"  # start boundary: not glued to a word, path, host or number on the left
-_E = r"(?![\w:/-]|\.\w)"  # end boundary: a trailing sentence dot is fine, ".5" or ".com" is not
+_E = r"(?![\w/-]|:\d|\.\w)"  # end boundary: a trailing sentence dot is fine, ".5" or ".com" is not
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*"
@@ -25,8 +25,11 @@ _RULES: Final[tuple[tuple[str, str], ...]] = (
     # Whole human-readable timestamps ("Fri Jun 17 07:07:00 2005", ISO 8601, syslog style) are one
     # value; masking only their digits would leave the month/day names as fake constants.
     ("TS", r"\b(?:" + _DAY + r",?\s+)?" + _MONTH + r"\s+\d{1,2},?\s+" + _TIME + r"(?:\s+\d{4})?\b"),
-    ("TS", _B + r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T\s_-]+" + _TIME + r"|[-.]\d{2}\.\d{2}\.\d{2}(?:\.\d+)?)?"
-     r"(?:Z|[+-]\d{2}:?\d{2})?" + _E),
+    (
+        "TS",
+        _B + r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T\s_-]+" + _TIME + r"|[-.]\d{2}\.\d{2}\.\d{2}(?:\.\d+)?)?"
+        r"(?:Z|[+-]\d{2}:?\d{2})?" + _E,
+    ),
     ("TS", _B + _TIME + _E),
     ("MAC", _B + r"(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}" + _E),
     ("IP", _B + r"(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?:%\w+)?(?=[\s,;)\]]|$)"),
@@ -45,9 +48,6 @@ _RULES: Final[tuple[tuple[str, str], ...]] = (
 )
 _COMPILED: Final = tuple((f"<{name}>", re.compile(rx)) for name, rx in _RULES)
 
-# Splitting on this punctuation lets "user=alice", "key:value" or "f(x)" expose their constant
-# part; the delimiter is kept as a token so templates stay readable and positions stay aligned.
-_SPLIT = re.compile(r"(<(?:\*|[A-Z]+)>|[=,;()\[\]{}\"'|]|(?<!:):(?!:)|\s+)")
 _HAS_DIGIT = re.compile(r"\d")
 
 
@@ -56,13 +56,6 @@ def mask(message: str) -> str:
     for placeholder, rx in _COMPILED:
         message = rx.sub(placeholder, message)
     return message
-
-
-def tokenize(masked: str, split_punctuation: bool = True) -> list[str]:
-    """Split a masked message into tokens; placeholders are always their own token."""
-    if not split_punctuation:
-        return masked.split()
-    return [t for t in _SPLIT.split(masked) if t and not t.isspace()]
 
 
 def is_variable(token: str) -> bool:
