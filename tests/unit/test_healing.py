@@ -151,3 +151,81 @@ async def test_history_append_and_read(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "self_healing").iterdir())[0] == "actions-20260301.jsonl"
     assert [r.kind for r in hist.read(kind="action")] == ["action", "action"]
     assert HealingHistory(tmp_path / "none").read() == []
+
+
+# --- the `kaizen healing` CLI --------------------------------------------------------------------
+
+def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from streams.settings import get_settings
+
+    monkeypatch.setenv("KAIZEN_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("KAIZEN_HEALING_CONFIG", raising=False)
+    get_settings.cache_clear()
+    return tmp_path
+
+
+def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from connectors.execution_log import log_execution_metrics
+    from streams.healing_cli import app
+
+    data = _cli_env(tmp_path, monkeypatch)
+    runner = CliRunner()
+    try:
+        for i in range(30):
+            t = T0 + timedelta(minutes=i)
+            log_execution_metrics(ExecutionMetrics(
+                execution_id=f"e{i}", skill_name="deploy", timestamp_start=t, timestamp_end=t,
+                execution_succeeded=True, total_latency_ms=90_000 if i == 29 else 2000, retries=4 if i == 10 else 0,
+                cost_usd=0.01), data / "execution_metrics.jsonl")
+        res = runner.invoke(app, ["check", "--json"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        assert out["executions"] == 30
+        assert sorted(f["trigger"] for f in out["firings"]) == ["duration_increase", "high_retry_rate", "slow_tasks"]
+        assert {a["action"] for a in out["actions"]} >= {"analyze_slow_tasks", "resolve_retry_failures"}
+        again = json.loads(runner.invoke(app, ["check", "--json"]).output)
+        assert again["triggers_fired"] == 0  # already in the history
+        hist = json.loads(runner.invoke(app, ["history", "--json", "--limit", "2"]).output)
+        assert len(hist) == 2 and hist[-1]["kind"] == "action"
+        table = runner.invoke(app, ["history"])
+        assert table.exit_code == 0 and "slow_tasks" in table.output
+        st = runner.invoke(app, ["status", "--health", "--json"])
+        assert st.exit_code == 0 and json.loads(st.output)["healthy"] is True
+        assert json.loads(st.output)["triggers_fired"] == 3
+        for cmd in (["triggers"], ["actions"], ["status"], ["check", "--dry-run"]):
+            r = runner.invoke(app, cmd)
+            assert r.exit_code == 0, (cmd, r.output)
+        assert "comprehensive_system_analysis" in runner.invoke(app, ["actions", "--json"]).output
+        assert len(json.loads(runner.invoke(app, ["triggers", "--json"]).output)) == 7
+    finally:
+        from streams.settings import get_settings
+
+        get_settings.cache_clear()
+
+
+def test_cli_bad_arguments_say_what_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.healing_cli import app
+
+    _cli_env(tmp_path, monkeypatch)
+    runner = CliRunner()
+    try:
+        r = runner.invoke(app, ["check", "--input", str(tmp_path / "nope.jsonl")])
+        assert r.exit_code == 2 and "pass --input FILE.jsonl" in r.output
+        r = runner.invoke(app, ["history", "--limit", "0"])
+        assert r.exit_code == 2 and "--limit" in r.output
+        r = runner.invoke(app, ["history", "--kind", "x"])
+        assert r.exit_code == 2 and "must be 'trigger' or 'action'" in r.output
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"triggers": {"slow_tasks": {"threshold": "soon"}}}')
+        r = runner.invoke(app, ["triggers", "--config", str(bad)])
+        assert r.exit_code == 2 and "invalid healing config" in r.output
+    finally:
+        from streams.settings import get_settings
+
+        get_settings.cache_clear()
