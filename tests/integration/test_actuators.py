@@ -12,7 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.logic.fingerprint import fingerprint
-from connectors.actuators.base import AppliedChange, FingerprintMismatch, encode_value, logical_key, target_key
+from connectors.actuators.base import (
+    AppliedChange,
+    FingerprintMismatch,
+    encode_value,
+    logical_key,
+    target_key,
+)
 from connectors.actuators.git import GitActuator
 from connectors.actuators.kafka_config import KafkaConfigActuator
 from connectors.actuators.ssm import SSMActuator
