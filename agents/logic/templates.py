@@ -219,7 +219,10 @@ class PatternMiner:
 
     @classmethod
     def from_state(cls, data: bytes, config: MinerConfig | None = None) -> PatternMiner:
-        doc: dict[str, Any] = json.loads(zlib.decompress(data))
+        try:
+            doc: dict[str, Any] = json.loads(zlib.decompress(data))
+        except (zlib.error, ValueError) as exc:  # corrupt checkpoint: callers decide to start fresh
+            raise ValueError(f"unreadable pattern-miner state: {exc}") from exc
         if doc.get("version") != _STATE_VERSION:
             raise ValueError(f"unsupported pattern-miner state version {doc.get('version')!r}")
         miner = cls(config or MinerConfig(**doc["config"]))
