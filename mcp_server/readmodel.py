@@ -106,13 +106,11 @@ class ReadModel:
             wanted |= {TopicPartition(topic, p) for p in parts}
         if wanted == self._assigned:
             return
-        positions = {tp: await consumer.position(tp) for tp in self._assigned}
-        consumer.assign(sorted(wanted))
-        for tp in wanted:
-            if tp in positions:
-                consumer.seek(tp, positions[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
+        kept = sorted(self._assigned & wanted)
+        positions = dict(zip(kept, await asyncio.gather(*(consumer.position(tp) for tp in kept)), strict=True))
+        consumer.assign(sorted(wanted))  # new partitions start at the earliest offset (no group, no commits)
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
         if self._assigned:
             log.info("read model picked up new partitions", added=len(wanted - self._assigned))
         self._assigned = wanted

@@ -102,7 +102,7 @@ class Views:
                 self.timelines.setdefault(ex.improvement_id, {}).setdefault(ev.event_id, ev)
         elif topic == t.IMPROVEMENT_EVENTS:
             ev = ImprovementEvent.from_bytes(value)
-            self.timelines.setdefault(ev.improvement_id, {})[ev.event_id] = ev
+            self.timelines.setdefault(ev.improvement_id, {}).setdefault(ev.event_id, ev)  # a re-send is a duplicate
         elif topic == t.INSIGHTS:
             ins = TelemetryInsight.from_bytes(value)
             if ins.insight_id not in self._insight_ids:

@@ -42,10 +42,10 @@ NOW = datetime.now(UTC)
 
 
 def opp(oid: str, tenant: str, severity: str, score: float, priority: str, **kw: Any) -> ImprovementOpportunity:
-    return ImprovementOpportunity(
+    return ImprovementOpportunity.model_validate(dict(
         opportunity_id=oid, title=f"{oid} title", description=f"{oid} description", impact_score=score,
         priority=priority, severity=severity, tenant_id=tenant, problem_type="latency",
-        affected_components=["checkout"], first_seen=NOW - timedelta(hours=2), last_seen=NOW, **kw)  # type: ignore[arg-type]
+        affected_components=["checkout"], first_seen=NOW - timedelta(hours=2), last_seen=NOW, **kw))
 
 
 def timeline(iid: str, tenant: str, statuses: list[tuple[str, dict[str, Any]]], cycle: str = "") -> list[ImprovementEvent]:
@@ -139,7 +139,8 @@ async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 async def server(backend: Any) -> AsyncIterator[RunningServer]:
-    settings = Settings(kafka_bootstrap_servers=backend.kafka_bootstrap, max_concurrent_improvements=3)
+    settings = Settings.model_validate({"kafka_bootstrap_servers": backend.kafka_bootstrap,
+                                        "max_concurrent_improvements": 3})
     # the read model creates the topics; seed before starting so the initial load sees it all
     async with running_server(settings, TokenStore(TOKENS), cycle_wait_seconds=1.5) as srv:
         await produce(backend.kafka_bootstrap, demo_state())

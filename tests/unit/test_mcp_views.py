@@ -1,0 +1,43 @@
+"""The read model's views: ranking, timelines, tombstones, bad records (pure: no broker)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mcp_server.views import Views
+from streams import topics as t
+from streams.records import ImprovementEvent, ImprovementOpportunity
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _opp(oid: str, severity: str, score: float, risk: str = "medium", priority: str = "high") -> bytes:
+    return ImprovementOpportunity.model_validate(dict(
+        opportunity_id=oid, title=oid, description=oid, impact_score=score, severity=severity, risk_level=risk,
+        priority=priority, tenant_id="t1", problem_type="latency", first_seen=NOW, last_seen=NOW)).to_bytes()
+
+
+def test_ranking_critical_first_then_score_then_risk() -> None:
+    v = Views()
+    for oid, sev, score, risk in [("a", "high", 5000, "medium"), ("b", "critical", 10, "high"),
+                                  ("c", "medium", 6000, "high"), ("d", "medium", 6000, "low")]:
+        v.apply(t.OPPORTUNITIES, oid.encode(), _opp(oid, sev, score, risk))
+    assert [o.opportunity_id for o in v.ranked_opportunities()] == ["b", "d", "c", "a"]
+    v.apply(t.OPPORTUNITIES, b"a", _opp("a", "high", 7000))  # an update replaces, never duplicates
+    assert [o.opportunity_id for o in v.ranked_opportunities()] == ["b", "a", "d", "c"]
+    v.apply(t.OPPORTUNITIES, b"b", None)  # tombstone
+    assert "b" not in v.opportunities
+
+
+def test_timeline_fold_dedup_and_bad_records() -> None:
+    v = Views()
+    for i, status in enumerate(["pending", "deploying", "rolled_back", "deploying"]):
+        ev = ImprovementEvent(event_id=f"e{min(i, 2)}" if i < 3 else "e1", improvement_id="imp", status=status,  # type: ignore[arg-type]
+                              timestamp=NOW + timedelta(seconds=i), tenant_id="t1")
+        v.apply(t.IMPROVEMENT_EVENTS, b"imp", ev.to_bytes())
+    ex = v.execution("imp")
+    assert ex is not None and ex.status == "rolled_back" and ex.tenant_id == "t1"
+    assert [e.event_id for e in v.timeline("imp")] == ["e0", "e1", "e2"]
+    v.apply(t.OPPORTUNITIES, b"x", b"{not json")
+    v.apply(t.SERIES, b"s", b"[1, 2]")
+    assert v.decode_errors == {t.OPPORTUNITIES: 1, t.SERIES: 1} and "x" not in v.opportunities
