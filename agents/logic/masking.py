@@ -46,16 +46,34 @@ _RULES: Final[tuple[tuple[str, str], ...]] = (
     ("ID", r"(?<![\w<>.-])(?=[\w.-]*\d)(?=[\w.-]*[A-Za-z_])[\w][\w.-]*(?<![.-])"),
     ("NUM", r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*" + _E),
 )
-_COMPILED: Final = tuple((f"<{name}>", re.compile(rx)) for name, rx in _RULES)
+# All rules as one alternation, so a message is scanned once instead of once per rule; at each
+# position the first rule that matches wins, which keeps the "specific before generic" order.
+# Every rule refuses to start right after a word character, so that check is hoisted in front of
+# the alternation: most positions in a message are then rejected once instead of once per rule.
+# A second guard skips plain words: every rule needs a digit or one of @ / . : \\ - somewhere in the
+# token, except the timestamp rule, which may start with a month or day name.
+_ONE_PASS: Final = re.compile(
+    r"(?<!\w)(?=\S*[\d@/.:\\-]|"
+    + _DAY
+    + "|"
+    + _MONTH
+    + r")(?:"
+    + "|".join(f"(?P<{name}_{i}>{rx})" for i, (name, rx) in enumerate(_RULES))
+    + ")"
+)
+_GROUP_PLACEHOLDER: Final = {f"{name}_{i}": f"<{name}>" for i, (name, _) in enumerate(_RULES)}
+
+
+def _placeholder(m: re.Match[str]) -> str:
+    return _GROUP_PLACEHOLDER[m.lastgroup or ""]
+
 
 _HAS_DIGIT = re.compile(r"\d")
 
 
 def mask(message: str) -> str:
     """Replace variable-looking substrings (numbers, ids, addresses, ...) with typed placeholders."""
-    for placeholder, rx in _COMPILED:
-        message = rx.sub(placeholder, message)
-    return message
+    return _ONE_PASS.sub(_placeholder, message)
 
 
 def is_variable(token: str) -> bool:
