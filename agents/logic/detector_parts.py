@@ -8,17 +8,15 @@ from array import array
 
 __all__ = ["Likelihood", "PatternCounter", "log_score"]
 
-_LOG_EPS = -math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 
 
-def log_score(p_tail: float) -> float:
-    """Map a tail probability to [0, 1] on a log scale: 1e-10 -> 1, 1 -> 0 (Numenta's log-likelihood)."""
-    if p_tail <= 1e-10:
+def log_score(p_tail: float, decades: float) -> float:
+    """Map a tail probability to [0, 1] on a log scale: 10**-decades -> 1, 1 -> 0 (Numenta's log-likelihood)."""
+    if p_tail <= 0.0:
         return 1.0
-    if p_tail >= 1.0:
-        return 0.0
-    return -math.log(p_tail) / _LOG_EPS
+    s = -math.log10(p_tail) / decades
+    return 1.0 if s > 1.0 else (0.0 if s < 0.0 else s)
 
 
 class Likelihood:
@@ -42,7 +40,7 @@ class Likelihood:
         self.n = 0
         self.two_sided = two_sided
 
-    def update(self, raw: float, alpha: float) -> float:
+    def update(self, raw: float, alpha: float, decades: float) -> float:
         """Add `raw`, return the log-scaled tail probability of the current short mean (before learning it)."""
         ring = self.ring
         k = self.pos
@@ -69,7 +67,7 @@ class Likelihood:
         if z <= 0.0:
             return 0.0
         p = 0.5 * math.erfc(z / _SQRT2)
-        return log_score(2.0 * p if self.two_sided else p)
+        return log_score(2.0 * p if self.two_sided else p, decades)
 
     def pack(self) -> bytes:
         return self._HEAD.pack(self.pos, self.n, self.total, self.mean, self.var, self.two_sided) + \
@@ -108,6 +106,12 @@ class PatternCounter:
         if c < 65535:
             tab[h] = c + 1
         return 1.0 / (1.0 + c)
+
+    def halve(self) -> None:
+        tab = self.table
+        for i, c in enumerate(tab):
+            if c:
+                tab[i] = c >> 1
 
     def pack(self) -> bytes:
         return self.table.tobytes()

@@ -24,13 +24,17 @@ class DetectorParams:
     coarse_shift: int = 1          # coarse bin = fine bin >> shift, used for sequences (noise-tolerant)
     table_bits: int = 9            # each hashed pattern table has 2**bits uint16 counters
     level_weight: float = 1.0      # rare value level (fine bin count)
-    seq_weight: float = 1.0        # rare sequence of three coarse bins
+    seq_weight: float = 0.0        # rare sequence of three coarse bins
     val_weight: float = 1.0        # value short mean far from its long-run distribution (windowed Gaussian)
     short_win: int = 10            # short window of the novelty likelihoods
     long_alpha: float = 0.005      # EW rate of the novelty likelihoods' long-run distribution
     val_short: int = 3             # short window of the value likelihood
     val_alpha: float = 0.001       # EW rate of the value distribution
-    rest: int = 200                # report a score only if it beats every score of the last `rest` points
+    decay_every: int = 0           # >0: halve the pattern counts every this many points (forget old levels)
+    decades: float = 10.0          # a tail probability of 10**-decades maps to score 1 (log scale)
+    mute: int = 0                  # after reporting a score >= mute_level, report nothing for this many points
+    mute_level: float = 0.79
+    rest: int = 100                # report a score only if it beats every score of the last `rest` points
 
 
 DEFAULT_PARAMS = DetectorParams()
@@ -50,7 +54,7 @@ class SeriesDetector:
     """Scores then learns each point of one metric series; score in [0, 1]."""
 
     __slots__ = ("p", "_n", "_vmin", "_vmax", "_origin", "_width", "_c1", "_c2", "_c3",
-                 "_levels", "_seqs", "_lev", "_seq", "_val", "_hist", "_hpos")
+                 "_levels", "_seqs", "_lev", "_seq", "_val", "_hist", "_hpos", "_muted")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -71,6 +75,7 @@ class SeriesDetector:
         # recent scores for the "beat the recent maximum" rule; float32 is precise enough to compare
         self._hist = array("f", bytes(4 * max(p.rest, 1)))
         self._hpos = 0
+        self._muted = 0
 
     @property
     def n_seen(self) -> int:
@@ -98,12 +103,15 @@ class SeriesDetector:
         if self._width > 0.0:
             b = math.floor((x - self._origin) / self._width)
             c = b >> p.coarse_shift
+            if p.decay_every and n % p.decay_every == 0:
+                self._levels.halve()
+                self._seqs.halve()
             r_lev = self._levels.novelty(b)
             r_seq = self._seqs.novelty((self._c2 * 4099 + self._c1) * 4099 + c)
             self._c2, self._c1 = self._c1, c
-            s_lev = self._lev.update(r_lev, p.long_alpha)
-            s_seq = self._seq.update(r_seq, p.long_alpha)
-        s_val = self._val.update(x, p.val_alpha)
+            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades)
+            s_seq = self._seq.update(r_seq, p.long_alpha, p.decades)
+        s_val = self._val.update(x, p.val_alpha, p.decades)
         self._n = n + 1
         if n < p.warmup:
             return 0.0
@@ -115,7 +123,14 @@ class SeriesDetector:
         prior = max(hist)
         hist[self._hpos] = score
         self._hpos = self._hpos + 1 if self._hpos + 1 < len(hist) else 0
-        return score if score > prior else 0.0
+        if self._muted > 0:
+            self._muted -= 1
+            return 0.0
+        if score <= prior:
+            return 0.0
+        if score >= p.mute_level:
+            self._muted = p.mute
+        return score
 
     def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
         """Batch path: same results as calling score_one in a loop (the state is sequential)."""

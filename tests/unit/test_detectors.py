@@ -1,0 +1,96 @@
+"""Unit tests of the per-series anomaly detector."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from agents.logic.detectors import (
+    ANOMALY_THRESHOLD,
+    DEFAULT_PARAMS,
+    DetectorParams,
+    SeriesDetector,
+    score_series,
+)
+
+
+def _noisy(n: int, seed: int = 7, mean: float = 100.0, sd: float = 5.0) -> list[tuple[float, float]]:
+    rng = random.Random(seed)
+    return [(1_700_000_000.0 + 60.0 * i, rng.gauss(mean, sd)) for i in range(n)]
+
+
+def test_scores_are_in_unit_interval_for_awkward_inputs() -> None:
+    rng = random.Random(1)
+    pts = _noisy(600)
+    pts += [(0.0, 1e12), (0.0, -1e12), (0.0, math.nan), (0.0, math.inf), (0.0, 0.0)]
+    pts += [(0.0, rng.choice([0.0, 1.0, 1e6])) for _ in range(400)]
+    scores = score_series(pts)
+    assert len(scores) == len(pts)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_warmup_scores_are_zero_even_for_wild_values() -> None:
+    det = SeriesDetector()
+    rng = random.Random(2)
+    warm = [det.score_one(float(i), rng.choice([0.0, 1e9])) for i in range(DEFAULT_PARAMS.warmup)]
+    assert warm == [0.0] * DEFAULT_PARAMS.warmup
+    assert det.n_seen == DEFAULT_PARAMS.warmup
+
+
+def test_level_shift_is_flagged_quickly() -> None:
+    pts = _noisy(1500)
+    shift_at = len(pts)
+    pts += [(t + 1e6, v + 60.0) for t, v in _noisy(50, seed=8)]  # +12 sigma
+    scores = score_series(pts)
+    assert max(scores[shift_at:shift_at + 5]) >= ANOMALY_THRESHOLD
+
+
+def test_steady_noisy_series_stays_quiet() -> None:
+    for seed in range(3):
+        scores = score_series(_noisy(4000, seed=seed))
+        assert max(scores[DEFAULT_PARAMS.warmup + 300:]) < ANOMALY_THRESHOLD, seed
+
+
+def test_spike_gives_one_alarm_not_a_burst() -> None:
+    pts = _noisy(1500)
+    pts[1200] = (pts[1200][0], 400.0)
+    scores = score_series(pts)
+    alarms = [i for i, s in enumerate(scores) if s >= ANOMALY_THRESHOLD]
+    assert alarms and alarms[0] == 1200
+    assert len([i for i in alarms if 1200 <= i < 1200 + DEFAULT_PARAMS.rest]) == 1
+
+
+def test_score_many_matches_score_one_loop() -> None:
+    pts = _noisy(900) + [(t, v * 3) for t, v in _noisy(300, seed=3)]
+    a, b = SeriesDetector(), SeriesDetector()
+    loop = [a.score_one(t, v) for t, v in pts]
+    batch = b.score_many(pts[:500]) + b.score_many(pts[500:])
+    assert loop == batch == score_series(pts)
+
+
+@pytest.mark.parametrize("cut", [10, 400, 1200])
+def test_checkpoint_round_trip_continues_identically(cut: int) -> None:
+    pts = _noisy(1200) + [(t, v + 40.0) for t, v in _noisy(600, seed=4)]
+    original = SeriesDetector()
+    original.score_many(pts[:cut])
+    state = original.to_state()
+    assert state == original.to_state()          # deterministic
+    assert len(state) <= 8 * 1024                # compact
+    restored = SeriesDetector.from_state(state)
+    assert restored.n_seen == original.n_seen
+    assert restored.score_many(pts[cut:]) == original.score_many(pts[cut:])
+    assert restored.to_state() == original.to_state()
+
+
+def test_checkpoint_rejects_other_parameters() -> None:
+    det = SeriesDetector()
+    det.score_many(_noisy(50))
+    with pytest.raises(ValueError):
+        SeriesDetector.from_state(det.to_state(), DetectorParams(rest=DEFAULT_PARAMS.rest + 1))
+
+
+def test_params_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        DEFAULT_PARAMS.rest = 3  # type: ignore[misc]

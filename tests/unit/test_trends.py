@@ -1,0 +1,100 @@
+"""Unit tests of the seeds' trend rules."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agents.logic.trends import (
+    TrendParams,
+    TrendTracker,
+    classify_metric,
+    error_unit_for,
+    evaluate_trend,
+    is_degraded,
+)
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("Latency", "latency"), ("Duration", "latency"), ("TargetResponseTime", "latency"), ("p95", "latency"),
+    ("Errors", "error_rate"), ("ErrorRate", "error_rate"), ("5XXError", "error_rate"),
+    ("HTTPCode_Target_5XX_Count", "error_rate"),
+    ("CPUUtilization", "utilization"), ("MemoryUtilization", "utilization"),
+    ("RequestCount", "throughput"), ("Invocations", "throughput"), ("Throughput", "throughput"),
+    ("FreeableMemory", "other"), ("CPUCreditBalance", "other"), ("SomethingElse", "other"),
+])
+def test_classify_metric(name: str, kind: str) -> None:
+    assert classify_metric(name) == kind
+
+
+def test_error_unit() -> None:
+    assert error_unit_for("ErrorRate") == "percent"
+    assert error_unit_for("5XXError") == "count"
+
+
+def _rules(base: list[float], cur: list[float], kind: str, unit: str = "percent") -> set[str]:
+    return {f.rule for f in evaluate_trend(base, cur, kind, error_unit=unit)}  # type: ignore[arg-type]
+
+
+FLAT = [100.0] * 60
+
+
+def test_latency_rule_threshold() -> None:
+    assert "latency_increase" in _rules(FLAT, [121.0] * 10, "latency")
+    assert "latency_increase" not in _rules(FLAT, [119.0] * 10, "latency")
+
+
+def test_error_rate_rule_in_points_and_relative() -> None:
+    assert "error_rate_increase" in _rules([1.0] * 60, [6.5] * 10, "error_rate")        # +5.5 points
+    assert "error_rate_increase" not in _rules([1.0] * 60, [5.5] * 10, "error_rate")    # +4.5 points
+    assert "error_rate_increase" in _rules([0.01] * 60, [0.07] * 10, "error_rate", "ratio")
+    assert "error_rate_increase" in _rules(FLAT, [106.0] * 10, "error_rate", "count")   # +6 %
+    assert "error_rate_increase" not in _rules(FLAT, [104.0] * 10, "error_rate", "count")
+
+
+def test_utilization_rule() -> None:
+    assert "high_utilization" in _rules([50.0] * 60, [81.0] * 10, "utilization")
+    assert "high_utilization" not in _rules([50.0] * 60, [79.0] * 10, "utilization")
+
+
+def test_throughput_drop_rule() -> None:
+    assert "throughput_drop" in _rules(FLAT, [69.0] * 10, "throughput")
+    assert "throughput_drop" not in _rules(FLAT, [71.0] * 10, "throughput")
+    assert "throughput_drop" not in _rules(FLAT, [150.0] * 10, "throughput")
+
+
+def test_std_rule_direction_and_threshold() -> None:
+    rng = random.Random(3)
+    base = [rng.gauss(100.0, 2.0) for _ in range(200)]
+    assert is_degraded(base, [106.0] * 10)
+    assert not is_degraded(base, [102.0] * 10)
+    assert not is_degraded(base, [90.0] * 10)
+    assert is_degraded(base, [90.0] * 10, higher_is_worse=False)
+    assert "std_degradation" in _rules(base, [106.0] * 10, "other")
+    assert "std_degradation" in _rules(base, [90.0] * 10, "throughput")
+
+
+def test_tracker_reports_once_per_episode_and_rearms() -> None:
+    t = TrendTracker("latency", TrendParams(baseline_size=30, current_size=5, min_baseline=20))
+    found = [f for i in range(40) for f in t.observe(float(i), 100.0)]
+    assert found == []
+    found = [f for i in range(5) for f in t.observe(40.0 + i, 150.0)]
+    lat = [f for f in found if f.rule == "latency_increase"]
+    assert len(lat) == 1 and lat[0].baseline == pytest.approx(100.0) and lat[0].change_pct > 20.0
+    # the change persists: absorbed into the baseline, nothing new, then a second episode fires again
+    found = [f for i in range(60) for f in t.observe(50.0 + i, 150.0)]
+    assert [f for f in found if f.rule == "latency_increase"] == []
+    found = [f for i in range(5) for f in t.observe(200.0 + i, 200.0)]
+    assert [f.rule for f in found].count("latency_increase") == 1
+
+
+def test_tracker_state_round_trip() -> None:
+    rng = random.Random(5)
+    a = TrendTracker.for_metric("CPUUtilization")
+    for i in range(100):
+        a.observe(float(i), rng.uniform(40.0, 60.0))
+    b = TrendTracker.from_state(a.to_state(), a.kind, a.p, a.error_unit)
+    tail = [rng.uniform(70.0, 95.0) for _ in range(50)]
+    assert [a.observe(0.0, v) for v in tail] == [b.observe(0.0, v) for v in tail]
+    assert a.to_state() == b.to_state()
