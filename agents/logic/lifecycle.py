@@ -140,7 +140,7 @@ def fold(execution: ImprovementExecution | None, event: ImprovementEvent) -> Imp
                 f"improvement {execution.improvement_id}: {execution.status} -> {event.status} is not allowed"
                 + (" (terminal)" if is_terminal(execution.status) else "")
             )
-        state = execution.model_copy(deep=True)
+        state = execution.model_copy()  # shallow: fields are replaced, never mutated in place
         state.status = event.status
     for name in _DATA_FIELDS:
         if name in event.data:

@@ -90,3 +90,10 @@ def test_event_for_other_improvement_rejected() -> None:
     ex = fold(None, new_event("imp-1", "pending", T0))
     with pytest.raises(IllegalTransition):
         fold(ex, new_event("imp-2", "generating", T0, sequence=1))
+
+
+def test_fold_does_not_mutate_the_previous_state() -> None:
+    ex = _run(["generating"])
+    after = fold(ex, next_event(ex, "validating", T0, data={"plan": {"changes": [1]}}))
+    assert ex.status == "generating" and ex.plan == {} and len(ex.history) == 2
+    assert after.status == "validating" and after.plan == {"changes": [1]} and len(after.history) == 3
