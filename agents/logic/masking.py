@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 # A placeholder is what masking leaves behind; a token holding one is a variable for the miner.
@@ -69,6 +70,7 @@ def _placeholder(m: re.Match[str]) -> str:
 
 
 _HAS_DIGIT = re.compile(r"\d")
+_ALNUM = re.compile(r"[^\W_]")  # placeholders contain letters, so they never count as punctuation
 
 
 def mask(message: str) -> str:
@@ -76,6 +78,8 @@ def mask(message: str) -> str:
     return _ONE_PASS.sub(_placeholder, message)
 
 
+# Token classifiers are hot (called per token per comparison) and tokens repeat a lot: cache them.
+@lru_cache(maxsize=1 << 16)
 def is_variable(token: str) -> bool:
     """True for tokens that hold a placeholder or still contain a digit (ids that escaped masking)."""
     return _PLACEHOLDER.search(token) is not None or _HAS_DIGIT.search(token) is not None
@@ -85,6 +89,7 @@ def is_placeholder(token: str) -> bool:
     return _PLACEHOLDER.fullmatch(token) is not None
 
 
+@lru_cache(maxsize=1 << 16)
 def is_punctuation(token: str) -> bool:
     """True for tokens made only of punctuation (they carry little evidence of sameness)."""
-    return not any(ch.isalnum() for ch in token) and not is_placeholder(token)
+    return _ALNUM.search(token) is None

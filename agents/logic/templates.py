@@ -245,48 +245,45 @@ class PatternMiner:
         return miner
 
 
-_CATEGORY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    # Database first: "connection to postgres timed out" is a database-connection failure, the more
-    # actionable finding; a bare timeout anywhere else is a timeout.
-    (
-        "database_connection",
-        re.compile(
-            r"(?i)(?=.*\b(?:database|db|sql|jdbc|postgres\w*|mysql|mariadb|oracle|mongo\w*|redis|dynamodb|rds|"
-            r"aurora|hikari\w*|sqlalchemy|psycopg\w*|connection pool|sqlstate)\b)"
-            r"(?=.*\b(?:connect\w*|pool|refused|unreachable|timed? ?out|timeout|lost|closed|reset|"
-            r"too many|unavailable|handshake|authenticat\w*)\b)"
-        ),
-    ),
-    (
-        "timeout",
-        re.compile(
-            r"(?i)\b(?:timed? ?out|timeout\w*|deadline exceeded|etimedout|time limit exceeded|took too long)"
-        ),
-    ),
-    (
-        "api_error",
-        re.compile(
-            r"(?i)\b(?:api|http|https|rest|graphql|grpc|endpoint|upstream|status code|webhook|"
-            r"bad gateway|service unavailable|too many requests|rate limit\w*|throttl\w*)\b"
-            r"|\b(?:HTTP/\d\.\d\"? )?[45]\d\d\b(?=.*\b(?:error|status|response|fail\w*)\b)"
-            r"|\b(?:status|response|code)[ =:]+[45]\d\d\b"
-        ),
-    ),
-    (
-        "exception",
-        re.compile(
-            r"(?i)\b(?:\w+(?:exception|error)\b|exception|traceback|stack ?trace|panic|fatal|segfault|"
-            r"unhandled|uncaught|assert\w*)"
-        ),
-    ),
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+_DB = _rx(
+    r"\b(?:database|db|sql|jdbc|postgres\w*|mysql|mariadb|oracle|mongo\w*|redis|dynamodb|rds|aurora|"
+    r"hikari\w*|sqlalchemy|psycopg\w*|connection pool|sqlstate)\b"
+)
+_CONNECTION_TROUBLE = _rx(
+    r"\b(?:connect\w*|pool|refused|unreachable|timed? ?out|timeout|lost|closed|reset|too many|"
+    r"unavailable|handshake|authenticat\w*)\b"
+)
+_TIMEOUT = _rx(r"\b(?:timed? ?out|timeout\w*|deadline exceeded|etimedout|time limit exceeded|took too long)")
+_API = _rx(
+    r"\b(?:api|http|https|rest|graphql|grpc|endpoint|upstream|status code|webhook|bad gateway|"
+    r"service unavailable|too many requests|rate limit\w*|throttl\w*)\b"
+    r"|\b(?:status|response|code)[ =:]+[45]\d\d\b"
+)
+_EXCEPTION = _rx(
+    r"\b(?:\w+(?:exception|error)\b|exception|traceback|stack ?trace|panic|fatal|segfault|unhandled|"
+    r"uncaught|assert\w*)"
+)
+# Each category needs all of its patterns to match. Database comes first: "connection to postgres
+# timed out" is a database-connection failure, the more actionable finding; a bare timeout
+# anywhere else is a timeout. (Separate searches instead of one regex with ".*" lookaheads keep
+# the cost linear in the message length.)
+_CATEGORY_RULES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = (
+    ("database_connection", (_DB, _CONNECTION_TROUBLE)),
+    ("timeout", (_TIMEOUT,)),
+    ("api_error", (_API,)),
+    ("exception", (_EXCEPTION,)),
 )
 
 
 def categorize(message: str, template: str | None = None) -> str:
-    """Name the seeds' error category of a message: timeout, database_connection, api_error, exception, other."""
+    """The seeds' error category: timeout, database_connection, api_error, exception or other."""
     text = message if template is None else f"{message} {template}"
-    for name, rx in _CATEGORY_RULES:
-        if rx.search(text):
+    for name, patterns in _CATEGORY_RULES:
+        if all(rx.search(text) for rx in patterns):
             return name
     return "other"
 

@@ -17,18 +17,21 @@ from agents.logic.templates import (
     write_clusters_csv,
 )
 
+_TIMEOUT_VARIANTS = [  # (peer, duration in ms, request id)
+    ("10.0.0.1:5432", 3000, "7f3a9c1e-2b4d-4e8f-9a1b-3c5d7e9f1a2b"),
+    ("10.0.0.2:5432", 3100, "0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
+    ("192.168.1.20:8080", 12, "11111111-2222-3333-4444-555555555555"),
+    ("db-1.internal.example.com:5432", 5000, "abcdefab-cdef-abcd-efab-cdefabcdefab"),
+    ("api.example.org:443", 250, "98765432-1098-7654-3210-987654321098"),
+    ("172.16.0.9:6379", 75, "deadbeef-dead-beef-dead-beefdeadbeef"),
+    ("10.1.2.3:9092", 30000, "c0ffee00-c0ff-ee00-c0ff-ee00c0ffee00"),
+    ("cache.prod.svc.cluster.local:6379", 1, "a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5"),
+    ("[2001:db8::1]:443", 999, "f0f0f0f0-0f0f-f0f0-0f0f-f0f0f0f0f0f0"),
+    ("8.8.8.8:53", 42, "12345678-9abc-def0-1234-56789abcdef0"),
+    ("queue.eu-west-1.amazonaws.com:443", 60000, "0badf00d-0bad-f00d-0bad-f00d0badf00d"),
+]
 TIMEOUTS = [
-    "Connection to 10.0.0.1:5432 timed out after 3000 ms (request_id=7f3a9c1e-2b4d-4e8f-9a1b-3c5d7e9f1a2b)",
-    "Connection to 10.0.0.2:5432 timed out after 3100 ms (request_id=0a1b2c3d-4e5f-6789-abcd-ef0123456789)",
-    "Connection to 192.168.1.20:8080 timed out after 12 ms (request_id=11111111-2222-3333-4444-555555555555)",
-    "Connection to db-1.internal.example.com:5432 timed out after 5000 ms (request_id=abcdefab-cdef-abcd-efab-cdefabcdefab)",
-    "Connection to api.example.org:443 timed out after 250 ms (request_id=98765432-1098-7654-3210-987654321098)",
-    "Connection to 172.16.0.9:6379 timed out after 75 ms (request_id=deadbeef-dead-beef-dead-beefdeadbeef)",
-    "Connection to 10.1.2.3:9092 timed out after 30000 ms (request_id=c0ffee00-c0ff-ee00-c0ff-ee00c0ffee00)",
-    "Connection to cache.prod.svc.cluster.local:6379 timed out after 1 ms (request_id=a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5)",
-    "Connection to [2001:db8::1]:443 timed out after 999 ms (request_id=f0f0f0f0-0f0f-f0f0-0f0f-f0f0f0f0f0f0)",
-    "Connection to 8.8.8.8:53 timed out after 42 ms (request_id=12345678-9abc-def0-1234-56789abcdef0)",
-    "Connection to queue.eu-west-1.amazonaws.com:443 timed out after 60000 ms (request_id=0badf00d-0bad-f00d-0bad-f00d0badf00d)",
+    f"Connection to {p} timed out after {ms} ms (request_id={rid})" for p, ms, rid in _TIMEOUT_VARIANTS
 ]
 
 
@@ -59,7 +62,8 @@ def test_variants_with_optional_variable_parts_share_a_pattern() -> None:
     matches = mine_lines(
         [
             "host.example.com:443 close, 120 bytes sent, 300 bytes received, lifetime 00:01",
-            "host.example.com:443 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime 00:02",
+            "host.example.com:443 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, "
+            "lifetime 00:02",
         ]
     )
     assert matches[0].pattern_id == matches[1].pattern_id
