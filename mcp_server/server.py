@@ -130,10 +130,10 @@ async def serve(settings: Settings, stop_event: asyncio.Event) -> None:
 
 async def run_stdio(settings: Settings) -> None:
     """Serve MCP over stdin/stdout for `kaizen mcp --stdio`; the caller is the token's principal."""
+    store = build_token_store(settings, generate_if_empty=False)
+    principal = stdio_principal(store, settings)  # refuse before touching Kafka
     readmodel, producer = await _start_kafka(settings)
     try:
-        store = build_token_store(settings, generate_if_empty=False)
-        principal = stdio_principal(store, settings)
         service = KaizenService(settings, readmodel, Publisher(producer))
         mcp = build_mcp(service, None, stdio=principal)
         await mcp.run_stdio_async(show_banner=False)
