@@ -1,4 +1,4 @@
-"""Source-agnostic masking and tokenisation of log messages before template mining."""
+"""Source-agnostic masking of variable parts (numbers, ids, addresses, paths, times) in log messages."""
 
 from __future__ import annotations
 
