@@ -11,8 +11,8 @@ import faust
 import orjson
 import structlog
 
-from agents.logic.detectors import ANOMALY_THRESHOLD
 from agents.healing import healing
+from agents.logic.detectors import ANOMALY_THRESHOLD
 from agents.logic.series import SeriesModel, anomaly_insight, trend_insight
 from agents.opportunities import context as opportunity_context
 from agents.routing import insight_partition

@@ -107,12 +107,24 @@ def mcp_cmd(stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over 
     """The MCP server: streamable HTTP on SELF_BUILDING_MCP_PORT at /mcp (+ /health, /metrics, dashboard), or stdio."""
     configure_logging(stderr=True)
     settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        _fail("KAFKA_BOOTSTRAP_SERVERS is not set: point the MCP server at the cluster (`kaizen run` prints it)")
     from mcp_server import server
 
     if stdio:
-        server.run_stdio(settings)
-    else:
-        server.run_http(settings)
+        asyncio.run(server.run_stdio(settings))
+        return
+
+    async def _serve() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.serve(settings, stop)
+
+    asyncio.run(_serve())
 
 
 @app.command()

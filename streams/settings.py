@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     monitoring_check_interval_seconds: float = 1.0
     rollback_degradation_threshold: float = 0.10
     canary_fraction: float = 0.1
+    canary_share_of_monitoring: float = 0.3  # the canary stage lasts this share of the monitoring period
+    monitoring_min_samples: int = 3
+    baseline_window_seconds: float = 120.0
+    kaizen_actuator: Literal["ssm", "kafka_config", "git"] = "ssm"
+    kaizen_git_repo: Path | None = None  # generated code is committed here (default: <data dir>/repo)
     tenant_improvement_configs: dict[str, dict[str, Any]] = {}
     improvement_profile: Literal["basic", "conservative", "aggressive"] = "basic"
 

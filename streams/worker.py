@@ -49,28 +49,19 @@ def run_worker(loglevel: str = "info") -> None:
     modules = load_agents()
     log.info("worker starting", agents=modules, broker=str(app.conf.broker), process=runtime.process_id)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         for store in runtime.stores:
             parts = {tp.partition for tp in revoked if tp.topic == getattr(store, "source_topic", None)}
             if parts:
                 store.forget(parts)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _report_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         log.info("partitions assigned", count=len(assigned))
 
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
-    @app.on_after_configured.connect
-    def _noop(*_: Any, **__: Any) -> None:
-        return None
-
-    async def _stop_stores() -> None:
-        for store in runtime.stores:
-            await store.stop()
-
-    app.on_shutdown = getattr(app, "on_shutdown", None)  # faust exposes a shutdown hook via tasks
     try:
         worker.execute_from_commandline()
     finally:

@@ -19,19 +19,26 @@ class DetectorParams:
     """All tuned parameters; the defaults were tuned on NAB (one set for every series, no per-file tuning)."""
 
     warmup: int = 150              # points scored 0 while the statistics settle (NAB probation is >= 15 %)
-    grid_at: int = 150             # the value grid (origin, bin width) is frozen after this many points
-    bins: int = 16                 # initial value range split into this many fine bins
+    grid_at: int = 300             # the value grid (origin, bin width) is frozen after this many points
+    bins: int = 8                 # initial value range split into this many fine bins
     coarse_shift: int = 1          # coarse bin = fine bin >> shift, used for sequences (noise-tolerant)
     table_bits: int = 9            # each hashed pattern table has 2**bits uint16 counters
     level_weight: float = 1.0      # rare value level (fine bin count)
+    neighbour: float = 0.0         # weight of the two adjacent bins' counts in the level familiarity
+    season_weight: float = 1.0     # value far from its usual level at this time of day (daily profile)
+    season_bins: int = 24          # time-of-day slots of the daily profile
+    season_alpha: float = 0.1      # EW rate of each slot's level (per visit)
+    season_min: int = 3            # visits of a slot before its residual is scored
+    combine: float = 0.0           # 0: max of the signals; c > 0: max + c * (sum - max), evidence adds up
+    min_sd: float = 0.0            # floor of the novelty likelihoods' spread (novelty is in [0, 1])
     seq_weight: float = 0.0        # rare sequence of three coarse bins
     val_weight: float = 1.0        # value short mean far from its long-run distribution (windowed Gaussian)
-    short_win: int = 10            # short window of the novelty likelihoods
-    long_alpha: float = 0.005      # EW rate of the novelty likelihoods' long-run distribution
+    short_win: int = 5            # short window of the novelty likelihoods
+    long_alpha: float = 0.002      # EW rate of the novelty likelihoods' long-run distribution
     val_short: int = 3             # short window of the value likelihood
-    val_alpha: float = 0.001       # EW rate of the value distribution
+    val_alpha: float = 0.0005       # EW rate of the value distribution
     decay_every: int = 0           # >0: halve the pattern counts every this many points (forget old levels)
-    decades: float = 10.0          # a tail probability of 10**-decades maps to score 1 (log scale)
+    decades: float = 8.0          # a tail probability of 10**-decades maps to score 1 (log scale)
     mute: int = 0                  # after reporting a score >= mute_level, report nothing for this many points
     mute_level: float = 0.79
     rest: int = 100                # report a score only if it beats every score of the last `rest` points
@@ -54,7 +61,7 @@ class SeriesDetector:
     """Scores then learns each point of one metric series; score in [0, 1]."""
 
     __slots__ = ("p", "_n", "_vmin", "_vmax", "_origin", "_width", "_c1", "_c2", "_c3",
-                 "_levels", "_seqs", "_lev", "_seq", "_val", "_hist", "_hpos", "_muted")
+                 "_levels", "_seqs", "_lev", "_seq", "_val", "_hist", "_hpos", "_muted", "_prof", "_visits", "_sea")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -76,6 +83,9 @@ class SeriesDetector:
         self._hist = array("f", bytes(4 * max(p.rest, 1)))
         self._hpos = 0
         self._muted = 0
+        self._prof = array("d", bytes(8 * p.season_bins))
+        self._visits = array("H", bytes(2 * p.season_bins))
+        self._sea = Likelihood(p.val_short, two_sided=True)
 
     @property
     def n_seen(self) -> int:
@@ -83,7 +93,6 @@ class SeriesDetector:
 
     def score_one(self, timestamp: float, value: float) -> float:
         """Score `value` against what was learnt so far, then learn it. `timestamp` is epoch seconds."""
-        del timestamp  # order is what matters; kept in the signature for callers and future seasonality
         x = float(value)
         if not math.isfinite(x):
             return 0.0
@@ -106,16 +115,30 @@ class SeriesDetector:
             if p.decay_every and n % p.decay_every == 0:
                 self._levels.halve()
                 self._seqs.halve()
-            r_lev = self._levels.novelty(b)
+            r_lev = self._levels.novelty(b, p.neighbour)
             r_seq = self._seqs.novelty((self._c2 * 4099 + self._c1) * 4099 + c)
             self._c2, self._c1 = self._c1, c
-            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades)
-            s_seq = self._seq.update(r_seq, p.long_alpha, p.decades)
+            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.min_sd)
+            s_seq = self._seq.update(r_seq, p.long_alpha, p.decades, p.min_sd)
         s_val = self._val.update(x, p.val_alpha, p.decades)
+        s_sea = 0.0
+        if p.season_weight > 0.0:
+            slot = int(timestamp % 86400.0 * p.season_bins / 86400.0)
+            k = self._visits[slot]
+            if k >= p.season_min:
+                s_sea = self._sea.update(x - self._prof[slot], p.val_alpha, p.decades)
+            if k == 0:
+                self._prof[slot] = x
+            else:
+                self._prof[slot] += p.season_alpha * (x - self._prof[slot])
+            if k < 65535:
+                self._visits[slot] = k + 1
         self._n = n + 1
         if n < p.warmup:
             return 0.0
-        score = max(p.level_weight * s_lev, p.seq_weight * s_seq, p.val_weight * s_val)
+        a, b2, c2, d2 = p.level_weight * s_lev, p.seq_weight * s_seq, p.val_weight * s_val, p.season_weight * s_sea
+        top = max(a, b2, c2, d2)
+        score = top + p.combine * (a + b2 + c2 + d2 - top)
         if score > 1.0:
             score = 1.0
         # One incident, one alarm: only a score above everything in the last `rest` points is reported.

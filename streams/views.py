@@ -1,0 +1,162 @@
+"""Worker-side views over all partitions: compacted state topics and a rolling metrics tap.
+
+Cycles need the global ranking of opportunities and the set of active improvements, whichever
+worker owns them; monitoring needs a component's recent metrics whichever worker scores them. Each
+worker therefore tails these topics itself (no consumer group), as DESIGN.md recommends instead of
+Faust's GlobalTable (faust-streaming #283).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.logic.verdicts import ERROR_RATE_METRICS, LATENCY_METRICS, THROUGHPUT_METRICS
+from streams import topics as T
+from streams.records import ImprovementExecution, ImprovementOpportunity, MetricDataPoint
+
+log = structlog.get_logger(__name__)
+WATCHED_METRICS = LATENCY_METRICS | ERROR_RATE_METRICS | THROUGHPUT_METRICS
+
+
+class TopicTail:
+    """Reads topics from the beginning (or the end) across all partitions and calls `on_record`."""
+
+    def __init__(self, bootstrap: str, topics: list[str], on_record: Callable[[str, bytes | None, bytes], None],
+                 from_end: bool = False) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.on_record = on_record
+        self.from_end = from_end
+        self.caught_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                          auto_offset_reset="latest" if self.from_end else "earliest")
+        await self._consumer.start()
+        tps: list[TopicPartition] = []
+        for topic in self.topics:
+            parts = self._consumer.partitions_for_topic(topic)
+            for _ in range(50):
+                if parts:
+                    break
+                await self._consumer.force_metadata_update()
+                parts = self._consumer.partitions_for_topic(topic)
+                await asyncio.sleep(0.1)
+            tps.extend(TopicPartition(topic, p) for p in sorted(parts or ()))
+        self._consumer.assign(tps)
+        if self.from_end:
+            await self._consumer.seek_to_end(*tps)
+        else:
+            await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        empty = 0
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            if not batch:
+                empty += 1
+                if empty >= 2:
+                    self.caught_up.set()  # read until polls come back empty (Tansu end offsets are wrong)
+                continue
+            empty = 0
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    if m.value is not None:
+                        try:
+                            self.on_record(tp.topic, m.key, m.value)
+                        except (ValueError, KeyError, TypeError) as exc:
+                            log.warning("view skipped a record", topic=tp.topic, error=str(exc)[:200])
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class StateViews:
+    """Opportunities, improvements and runtime flags as seen by every worker."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.opportunities: dict[str, ImprovementOpportunity] = {}
+        self.improvements: dict[str, ImprovementExecution] = {}
+        self.flags: dict[str, bool] = {}
+        self.config: dict[str, Any] = {}
+        self.tail = TopicTail(bootstrap, [T.OPPORTUNITIES, T.IMPROVEMENT_STATE, T.CONFIG], self._on)
+
+    def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if topic == T.OPPORTUNITIES:
+            opp = ImprovementOpportunity.model_validate_json(value)
+            self.opportunities[opp.opportunity_id] = opp
+        elif topic == T.IMPROVEMENT_STATE:
+            ex = ImprovementExecution.model_validate_json(value)
+            self.improvements[ex.improvement_id] = ex
+        elif topic == T.CONFIG and key is not None:
+            k = key.decode()
+            rec = orjson.loads(value)
+            self.config[k] = rec
+            if k.startswith("flags/"):
+                self.flags[k.removeprefix("flags/")] = bool(rec.get("value"))
+
+    def active(self, statuses: frozenset[str]) -> list[ImprovementExecution]:
+        return [ex for ex in self.improvements.values() if ex.status in statuses]
+
+
+class MetricsTap:
+    """Recent samples of the watched signals per (tenant, component), from telemetry.metrics."""
+
+    def __init__(self, bootstrap: str, horizon_seconds: float = 900.0, per_key: int = 5000) -> None:
+        self.horizon = horizon_seconds
+        self.samples: dict[tuple[str, str], deque[tuple[float, float, MetricDataPoint]]] = defaultdict(
+            lambda: deque(maxlen=per_key))
+        self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True)
+        self.waiters: list[asyncio.Event] = []
+
+    def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
+        obj = orjson.loads(value)
+        items = obj.get("records", [obj]) if isinstance(obj, dict) else []
+        now = time.time()
+        got = False
+        for it in items:
+            if it.get("metric_name") not in WATCHED_METRICS:
+                continue
+            p = MetricDataPoint.model_validate(it)
+            self.samples[(p.tenant_id, p.component())].append((p.timestamp.timestamp(), now, p))
+            got = True
+        if got:
+            for w in self.waiters:
+                w.set()
+
+    def window(self, tenant: str, component: str, since: float, until: float | None = None,
+               variant: str | None = None) -> list[MetricDataPoint]:
+        """Points with event time in [since, until), optionally of one deployment variant."""
+        out = []
+        for ts, _arrived, p in self.samples.get((tenant, component), ()):
+            if ts < since or (until is not None and ts >= until):
+                continue
+            v = p.dimensions.get("variant")
+            if variant is None and v == "canary":
+                continue  # the stable view excludes canary traffic
+            if variant is not None and v != variant:
+                continue
+            out.append(p)
+        return out
+
+    def has_variant(self, tenant: str, component: str, variant: str, since: float) -> bool:
+        return any(p.dimensions.get("variant") == variant and ts >= since
+                   for ts, _a, p in self.samples.get((tenant, component), ()))
