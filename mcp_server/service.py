@@ -147,8 +147,9 @@ class KaizenService:
                     cycles.add(ex.cycle_id)
             deployed += bool(seen & DEPLOYED)
             rolled += "rolled_back" in seen or bool(ex and ex.rollback_triggered)
-            generating += "generating" in seen
-            validated += bool(seen & PAST_VALIDATION)
+            if "generating" in seen:
+                generating += 1
+                validated += bool(seen & PAST_VALIDATION)
         requests = generating + v.command_counts["generate_component"]
         m = SelfBuildingMetrics(
             improvement_cycles_started=len(cycles),
