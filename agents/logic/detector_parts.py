@@ -40,7 +40,7 @@ class Likelihood:
         self.n = 0
         self.two_sided = two_sided
 
-    def update(self, raw: float, alpha: float, decades: float, min_sd: float = 0.0) -> float:
+    def update(self, raw: float, alpha: float, decades: float) -> float:
         """Add `raw`, return the log-scaled tail probability of the current short mean (before learning it)."""
         ring = self.ring
         k = self.pos
@@ -51,9 +51,7 @@ class Likelihood:
         n = self.n
         short = self.total / (n + 1 if n + 1 < size else size)
         m, v = self.mean, self.var
-        if min_sd > 0.0:
-            z = (short - m) / max(math.sqrt(v), min_sd)
-        elif v > 1e-18:
+        if v > 1e-18:
             z = (short - m) / math.sqrt(v)
         else:
             # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
@@ -100,25 +98,14 @@ class PatternCounter:
         self.table = array("H", bytes(2 << bits))
         self.mask = (1 << bits) - 1
 
-    def _slot(self, key: int) -> int:
-        return (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
-
-    def novelty(self, key: int, neighbour: float = 0.0) -> float:
-        """Novelty of `key` before counting it, then count it; `neighbour` > 0 lets keys +-1 count too."""
+    def novelty(self, key: int) -> float:
+        """Novelty of `key` before counting it, then count it."""
         tab = self.table
-        h = self._slot(key)
+        h = (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
         c = tab[h]
         if c < 65535:
             tab[h] = c + 1
-        if neighbour > 0.0:
-            return 1.0 / (1.0 + c + neighbour * (tab[self._slot(key - 1)] + tab[self._slot(key + 1)]))
         return 1.0 / (1.0 + c)
-
-    def halve(self) -> None:
-        tab = self.table
-        for i, c in enumerate(tab):
-            if c:
-                tab[i] = c >> 1
 
     def pack(self) -> bytes:
         return self.table.tobytes()
