@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -142,6 +143,14 @@ async def run_stdio(settings: Settings) -> None:
         await readmodel.stop()
 
 
+async def _serve_until_signal(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)
+
+
 def _log_to_stderr() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
@@ -169,9 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.stdio:
             asyncio.run(run_stdio(settings))
         else:
-            stop = asyncio.Event()
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(serve(settings, stop))
+            asyncio.run(_serve_until_signal(settings))
     finally:
         if stack is not None:
             stack.stop()
