@@ -40,7 +40,7 @@ class Likelihood:
         self.n = 0
         self.two_sided = two_sided
 
-    def update(self, raw: float, alpha: float, decades: float) -> float:
+    def update(self, raw: float, alpha: float, decades: float, quiet: int = 0) -> float:
         """Add `raw`, return the log-scaled tail probability of the current short mean (before learning it)."""
         ring = self.ring
         k = self.pos
@@ -64,7 +64,7 @@ class Likelihood:
         self.mean = m + a * d
         self.var = (1.0 - a) * (v + a * d * d)
         self.n = n + 1
-        if z <= 0.0:
+        if z <= 0.0 or n < quiet:
             return 0.0
         p = 0.5 * math.erfc(z / _SQRT2)
         return log_score(2.0 * p if self.two_sided else p, decades)
@@ -98,13 +98,20 @@ class PatternCounter:
         self.table = array("H", bytes(2 << bits))
         self.mask = (1 << bits) - 1
 
-    def novelty(self, key: int) -> float:
-        """Novelty of `key` before counting it, then count it."""
+    def _slot(self, key: int) -> int:
+        return (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
+
+    def novelty(self, key: int, adjacent: float = 1.0) -> float:
+        """Novelty of `key` before counting it, then count it. A never-seen key next to a seen one
+        (key +- 1) scores `adjacent` instead of 1: a new extreme just past the known range is far less
+        telling than a jump to a level never visited."""
         tab = self.table
-        h = (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
+        h = self._slot(key)
         c = tab[h]
         if c < 65535:
             tab[h] = c + 1
+        if c == 0 and adjacent < 1.0 and (tab[self._slot(key - 1)] or tab[self._slot(key + 1)]):
+            return adjacent
         return 1.0 / (1.0 + c)
 
     def pack(self) -> bytes:

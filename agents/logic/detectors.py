@@ -25,6 +25,7 @@ class DetectorParams:
     bins: int = 8                  # the range seen until then is split into this many bins
     table_bits: int = 9            # the level-count table has 2**bits uint16 counters
     level_weight: float = 1.0      # signal 1: value in a rarely seen level (bin count)
+    adjacent: float = 0.5          # ... novelty of a never-seen bin next to a seen one (1 = as novel as any)
     short_win: int = 5             # ... its likelihood's short window
     long_alpha: float = 0.002      # ... EW rate of its long-run distribution
     val_weight: float = 1.0        # signal 2: short mean of values far from their long-run distribution
@@ -34,6 +35,7 @@ class DetectorParams:
     season_bins: int = 24          # ... time-of-day slots of the daily profile
     season_alpha: float = 0.1      # ... EW rate of each slot's level (per visit)
     season_min: int = 3            # ... visits of a slot before its residual is scored
+    quiet: int = 50                # updates of each likelihood before it may score (its distribution settles)
     decades: float = 8.0           # a tail probability of 10**-decades maps to score 1 (log scale)
     rest: int = 100                # report a score only if it beats every score of the last `rest` points
 
@@ -108,14 +110,14 @@ class SeriesDetector:
             self._origin = self._vmin
         s_lev = 0.0
         if self._width > 0.0:
-            r_lev = self._levels.novelty(math.floor((x - self._origin) / self._width))
-            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades)
-        s_val = self._val.update(x, p.val_alpha, p.decades)
+            r_lev = self._levels.novelty(math.floor((x - self._origin) / self._width), p.adjacent)
+            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.quiet)
+        s_val = self._val.update(x, p.val_alpha, p.decades, p.quiet)
         s_sea = 0.0
         slot = int(timestamp % _DAY * p.season_bins / _DAY) % p.season_bins
         k = self._visits[slot]
         if k >= p.season_min:
-            s_sea = self._sea.update(x - self._prof[slot], p.val_alpha, p.decades)
+            s_sea = self._sea.update(x - self._prof[slot], p.val_alpha, p.decades, p.quiet)
         if k == 0:
             self._prof[slot] = x
         else:
