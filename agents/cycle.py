@@ -181,14 +181,21 @@ async def commands(stream: faust.StreamT[bytes]) -> None:
         except ValueError as exc:
             log.error("invalid command", error=str(exc)[:300])
             continue
-        if cmd.kind == "trigger_cycle":
-            await start_cycle(cmd)
-        elif cmd.kind in ("approve", "reject", "defer"):
-            await decide(cmd)
-        elif cmd.kind == "set_flag":
-            await set_flag(cmd)
-        elif cmd.kind == "generate_component":
-            await generate_component(cmd)
+        try:
+            await handle_command(cmd)
+        except Exception:  # noqa: BLE001 - one failing command must not stop the agent
+            log.exception("command failed", command=cmd.command_id, kind=cmd.kind)
+
+
+async def handle_command(cmd: Command) -> None:
+    if cmd.kind == "trigger_cycle":
+        await start_cycle(cmd)
+    elif cmd.kind in ("approve", "reject", "defer"):
+        await decide(cmd)
+    elif cmd.kind == "set_flag":
+        await set_flag(cmd)
+    elif cmd.kind == "generate_component":
+        await generate_component(cmd)
 
 
 @A.app.timer(interval=1.0)

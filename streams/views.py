@@ -50,7 +50,7 @@ class TopicTail:
             for _ in range(50):
                 if parts:
                     break
-                await self._consumer.force_metadata_update()
+                await self._consumer.topics()  # refreshes metadata
                 parts = self._consumer.partitions_for_topic(topic)
                 await asyncio.sleep(0.1)
             tps.extend(TopicPartition(topic, p) for p in sorted(parts or ()))

@@ -21,6 +21,7 @@ AGENT_MODULES: tuple[str, ...] = (
     "agents.opportunities",
     "agents.events",
     "agents.cycle",
+    "agents.improvements",
 )
 
 

@@ -1,0 +1,74 @@
+"""The environment profile the demo stack runs with: 1 s telemetry, short monitoring, demo MCP tokens."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import MutableMapping
+from pathlib import Path
+
+import orjson
+
+# Defaults only: anything already set in the environment wins.
+DEMO_ENV: dict[str, str] = {
+    "KAIZEN_DATA_DIR": ".kaizen/demo",
+    "CLOUDWATCH_NAMESPACE": "Kaizen/Demo",
+    "CLOUDWATCH_STREAM_INTERVAL_SECONDS": "1",
+    "CLOUDWATCH_METRICS_PERIOD": "1",  # high-resolution metrics (StorageResolution=1); moto serves 1 s periods
+    "CLOUDWATCH_METRICS_LAG_SECONDS": "5",
+    "CLOUDWATCH_METRICS_STATISTICS": '["Average"]',
+    "CLOUDWATCH_LOG_GROUP_PATTERN": "/kaizen/demo/*",
+    "CLOUDWATCH_BREAKER_RECOVERY_SECONDS": "10",
+    "IMPROVEMENT_CYCLE_INTERVAL_HOURS": "8760",  # cycles come from the demo (MCP) and the critical alarm
+    "MAX_CONCURRENT_IMPROVEMENTS": "4",
+    "MONITORING_DURATION_SECONDS": "30",
+    "MONITORING_CHECK_INTERVAL_SECONDS": "1",
+    "BASELINE_WINDOW_SECONDS": "20",
+    "ROLLBACK_DEGRADATION_THRESHOLD": "0.10",
+    "CANARY_FRACTION": "0.1",
+    "KAIZEN_ACTUATOR": "ssm",
+    "KAFKA_TOPIC_PARTITIONS": "4",
+    "KAIZEN_BROKER_SESSION_TIMEOUT": "4",
+    "OPPORTUNITY_DECAY_HOURS": "1",
+    "LLM_PROVIDER": "offline",
+}
+OPERATOR_TOKEN_ENV = "KAIZEN_DEMO_OPERATOR_TOKEN"
+APPROVER_TOKEN_ENV = "KAIZEN_DEMO_APPROVER_TOKEN"
+OPERATOR = "demo-operator"
+APPROVER = "demo-approver"
+
+
+def apply_demo_env(env: MutableMapping[str, str]) -> dict[str, str]:
+    """Set the demo defaults that are not already set; returns what was set."""
+    applied = {k: v for k, v in DEMO_ENV.items() if k not in env}
+    env.update(applied)
+    return applied
+
+
+def write_tokens(env: MutableMapping[str, str]) -> Path | None:
+    """Two demo principals for the MCP server: an operator (triggers cycles) and a different approver.
+
+    Written to <data dir>/demo-tokens.json unless a tokens file is configured; the demo process finds
+    the tokens in KAIZEN_DEMO_OPERATOR_TOKEN / KAIZEN_DEMO_APPROVER_TOKEN. Returns the file written."""
+    if env.get("SELF_BUILDING_MCP_TOKENS_FILE"):
+        return None
+    path = Path(env.get("KAIZEN_DATA_DIR", DEMO_ENV["KAIZEN_DATA_DIR"])) / "demo-tokens.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    operator, approver = "op-" + secrets.token_urlsafe(24), "ap-" + secrets.token_urlsafe(24)
+    path.write_bytes(orjson.dumps({
+        operator: {"principal": OPERATOR, "tenants": "*", "roles": ["operator"]},
+        approver: {"principal": APPROVER, "tenants": "*", "roles": ["approver"]},
+    }, option=orjson.OPT_INDENT_2))
+    path.chmod(0o600)
+    env.update({"SELF_BUILDING_MCP_TOKENS_FILE": str(path), OPERATOR_TOKEN_ENV: operator,
+                APPROVER_TOKEN_ENV: approver})
+    env.setdefault("SELF_BUILDING_MCP_API_KEY", "admin-" + secrets.token_urlsafe(24))
+    return path
+
+
+def reset_connector_state(data_dir: Path) -> None:
+    """A fresh embedded endpoint has no history: forget the connector cursors of earlier runs."""
+    for sub in ("cursors",):
+        target = data_dir / sub
+        if target.is_dir():
+            shutil.rmtree(target)

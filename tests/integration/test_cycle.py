@@ -1,0 +1,224 @@
+"""The improvement cycle through the real broker and moto's SSM: keep, roll back, approval, SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams import topics as T
+from streams.records import Command, TelemetryInsight
+from tests.conftest import Backend
+from tests.kafka_utils import collect, start_kaizen
+
+
+def _ssm(backend: Backend) -> Any:
+    return boto3.client("ssm", endpoint_url=backend.aws_endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _get(ssm: Any, name: str) -> str | None:
+    try:
+        return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        return None
+
+
+class MiniService:
+    """A tiny service reporting wall-clock metrics straight to the raw topic; its latency depends on
+    its SSM parameters: `good` gets faster with a bigger cache, `bad` slower with more concurrency."""
+
+    def __init__(self, backend: Backend, tenant: str, component: str, kind: str) -> None:
+        self.backend, self.tenant, self.component, self.kind = backend, tenant, component, kind
+        self.ssm = _ssm(backend)
+
+    def _latency(self, prefix: str) -> float:
+        if self.kind == "good":
+            cache = float(_get(self.ssm, f"{prefix}/cache_size") or 1024)
+            return 120.0 if cache >= 2048 else 200.0
+        conc = float(_get(self.ssm, f"{prefix}/concurrency") or 8)
+        return 150.0 if conc > 8 else 100.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        base = f"/kaizen/{self.tenant}/{self.component}"
+        producer = AIOKafkaProducer(bootstrap_servers=self.backend.kafka_bootstrap)
+        await producer.start()
+        try:
+            i = 0
+            while not stop.is_set():
+                lat = await asyncio.to_thread(self._latency, base)
+                canary = await asyncio.to_thread(_get, self.ssm, f"{base}/canary/concurrency") is not None or \
+                    await asyncio.to_thread(_get, self.ssm, f"{base}/canary/cache_size") is not None
+                ts = time.time()
+                dims = {"service": self.component}
+                recs = [
+                    {"metric_name": "Latency", "value": lat + (i % 3), "unit": "Milliseconds", "timestamp": ts,
+                     "tenant_id": self.tenant, "namespace": "Test/Cycle", "dimensions": dims},
+                    {"metric_name": "ErrorRate", "value": 0.01, "timestamp": ts, "tenant_id": self.tenant,
+                     "namespace": "Test/Cycle", "dimensions": dims},
+                    {"metric_name": "RequestCount", "value": 1000.0, "timestamp": ts, "tenant_id": self.tenant,
+                     "namespace": "Test/Cycle", "dimensions": dims},
+                ]
+                if canary:
+                    clat = await asyncio.to_thread(self._latency, f"{base}/canary")
+                    recs.append({"metric_name": "Latency", "value": clat, "unit": "Milliseconds", "timestamp": ts,
+                                 "tenant_id": self.tenant, "namespace": "Test/Cycle",
+                                 "dimensions": {**dims, "variant": "canary"}})
+                await producer.send_and_wait(T.RAW_TOPICS["metric"], orjson.dumps({"records": recs}),
+                                             key=self.tenant.encode())
+                i += 1
+                await asyncio.sleep(0.25)
+        finally:
+            await producer.stop()
+
+
+def _insight(tenant: str, component: str) -> TelemetryInsight:
+    return TelemetryInsight(insight_type="performance_degradation", severity="high", affected_component=component,
+                            affected_tenants=[tenant], tenant_id=tenant, source="trends", metric_name="Latency",
+                            problem_type="latency", confidence_score=0.9, timestamp=datetime.now(UTC),
+                            metrics={"baseline": 100.0, "current": 200.0, "change_pct": 100.0},
+                            description=f"latency of {component} doubled")
+
+
+async def _send(backend: Backend, topic: str, key: str, value: bytes) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await p.stop()
+
+
+def _cmd(kind: str, actor: str, roles: list[str], tenant: str | None = None, improvement_id: str | None = None,
+         **args: Any) -> bytes:
+    return Command(command_id=f"cmd-{uuid.uuid4().hex}", kind=kind, timestamp=datetime.now(UTC),  # type: ignore[arg-type]
+                   actor=actor, roles=roles, tenant_id=tenant, improvement_id=improvement_id, args=args).to_bytes()
+
+
+async def _events(backend: Backend, tenant: str, until: Any, timeout: float = 60.0,
+                  settle: float = 0.0) -> list[dict[str, Any]]:
+    pairs = await collect(backend.kafka_bootstrap, [T.IMPROVEMENT_EVENTS], lambda ps: until([r for _, r in ps]),
+                          timeout=timeout, keep=lambda _t, r: r.get("tenant_id") == tenant, settle=settle)
+    return [r for _, r in pairs]
+
+
+def _has(status: str) -> Any:
+    return lambda evs: any(e["status"] == status for e in evs)
+
+
+def _terminal(evs: list[dict[str, Any]]) -> bool:
+    return any(e["status"] in ("completed", "rolled_back", "failed", "rejected") for e in evs)
+
+
+@pytest.fixture
+def cycle_env(backend: Backend, tmp_path: Path) -> dict[str, str]:
+    return {**backend.env(), "KAIZEN_APP_ID": f"kz-cycle-{uuid.uuid4().hex[:6]}", "KAIZEN_DATA_DIR": str(tmp_path),
+            "MONITORING_DURATION_SECONDS": "8", "MONITORING_CHECK_INTERVAL_SECONDS": "0.5",
+            "BASELINE_WINDOW_SECONDS": "20", "KAIZEN_ACTUATOR": "ssm"}
+
+
+@pytest.fixture
+async def service_factory(backend: Backend) -> AsyncIterator[Any]:
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(tenant: str, component: str, kind: str) -> None:
+        tasks.append(asyncio.create_task(MiniService(backend, tenant, component, kind).run(stop)))
+
+    yield start
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _to_approval(backend: Backend, tenant: str, component: str) -> str:
+    await _send(backend, T.INSIGHTS, tenant, _insight(tenant, component).to_bytes())
+    await asyncio.sleep(2.0)  # the opportunity reaches the workers' views
+    await _send(backend, T.COMMANDS, tenant, _cmd("trigger_cycle", "alice", ["operator"], tenant,
+                                                  analysis_window_hours=1, max_improvements=1))
+    evs = await _events(backend, tenant, _has("awaiting_approval"))
+    waiting = [e for e in evs if e["status"] == "awaiting_approval"]
+    assert waiting, f"no improvement reached awaiting_approval: {[e['status'] for e in evs]}"
+    return str(waiting[0]["improvement_id"])
+
+
+async def test_good_change_kept_bad_change_rolled_back(backend: Backend, cycle_env: dict[str, str],
+                                                       service_factory: Any) -> None:
+    ssm = _ssm(backend)
+    good, bad = f"good-{uuid.uuid4().hex[:6]}", f"bad-{uuid.uuid4().hex[:6]}"
+    for tenant in (good, bad):
+        ssm.put_parameter(Name=f"/kaizen/{tenant}/api/cache_size", Value="1024", Type="String", Overwrite=True)
+        ssm.put_parameter(Name=f"/kaizen/{tenant}/api/concurrency", Value="8", Type="String", Overwrite=True)
+    worker = start_kaizen(["worker"], cycle_env, "cycle-worker")
+    try:
+        service_factory(good, "api", "good")
+        service_factory(bad, "api", "bad")
+        imp_good = await _to_approval(backend, good, "api")
+        imp_bad = await _to_approval(backend, bad, "api")
+        # the requester may not approve its own change
+        await _send(backend, T.COMMANDS, imp_good, _cmd("approve", "alice", ["approver"], good, imp_good))
+        await asyncio.sleep(2.0)
+        evs = await _events(backend, good, lambda e: True, timeout=2.0, settle=1.0)
+        assert not any(e["status"] == "deploying" for e in evs), "the requester approved its own change"
+        for imp, tenant in ((imp_good, good), (imp_bad, bad)):
+            await _send(backend, T.COMMANDS, imp, _cmd("approve", "bob", ["approver"], tenant, imp, reason="ok"))
+        good_evs = await _events(backend, good, _terminal, timeout=60)
+        bad_evs = await _events(backend, bad, _terminal, timeout=60)
+    finally:
+        worker.stop()
+    g_final = [e for e in good_evs if e["status"] in ("completed", "rolled_back", "failed")]
+    b_final = [e for e in bad_evs if e["status"] in ("completed", "rolled_back", "failed")]
+    assert [e["status"] for e in g_final] == ["completed"], g_final
+    assert g_final[0]["data"]["verdict"] == "keep"
+    assert _get(ssm, f"/kaizen/{good}/api/cache_size") == "2048"
+    assert _get(ssm, f"/kaizen/{good}/api/canary/cache_size") is None, "the canary key is removed after rollout"
+    impact = g_final[0]["data"]["impact"]["metrics"]["improvement"]
+    assert impact["latency_reduction_pct"] > 20, impact
+    assert [e["status"] for e in b_final] == ["rolled_back"], b_final
+    assert b_final[0]["data"]["degradation"] > 0.10
+    assert _get(ssm, f"/kaizen/{bad}/api/concurrency") == "8", "the previous value is back in SSM"
+    stages = [e["data"]["deployment"]["stage"] for e in good_evs if e["status"] == "monitoring"]
+    assert stages[:2] == ["canary", "full"], stages
+    assert imp_bad != imp_good
+
+
+async def test_sigkill_during_monitoring_one_deployment_one_verdict(backend: Backend, cycle_env: dict[str, str],
+                                                                    service_factory: Any) -> None:
+    ssm = _ssm(backend)
+    tenant = f"kill-{uuid.uuid4().hex[:6]}"
+    ssm.put_parameter(Name=f"/kaizen/{tenant}/api/cache_size", Value="1024", Type="String", Overwrite=True)
+    env = {**cycle_env, "MONITORING_DURATION_SECONDS": "12"}
+    w1 = start_kaizen(["worker"], env, "kill-worker-1")
+    try:
+        service_factory(tenant, "api", "good")
+        imp = await _to_approval(backend, tenant, "api")
+        await _send(backend, T.COMMANDS, imp, _cmd("approve", "bob", ["approver"], tenant, imp))
+        await _events(backend, tenant, _has("monitoring"))
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.proc.wait(10)
+    finally:
+        w1.stop()
+    w2 = start_kaizen(["worker"], env, "kill-worker-2")
+    try:
+        evs = await _events(backend, tenant, _terminal, timeout=90, settle=3.0)
+    finally:
+        w2.stop()
+    ids = {e["event_id"]: e for e in evs}
+    deployments = [e for e in ids.values() if e["status"] == "monitoring" and e["data"].get("deployment", {})
+                   .get("stage") == "canary"]
+    verdicts = [e for e in ids.values() if e["status"] in ("completed", "rolled_back", "failed")]
+    assert len(deployments) == 1, deployments
+    assert len(verdicts) == 1, verdicts
+    history = ssm.get_parameter_history(Name=f"/kaizen/{tenant}/api/canary/cache_size")["Parameters"] \
+        if _get(ssm, f"/kaizen/{tenant}/api/canary/cache_size") else []
+    assert len(history) <= 1
