@@ -31,7 +31,7 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 async def dash(backend: Any) -> AsyncIterator[RunningServer]:
     settings = Settings.model_validate({"kafka_bootstrap_servers": backend.kafka_bootstrap})
-    store = TokenStore({TOKEN: Principal("dash-admin", None, frozenset({"admin"})),
+    store = TokenStore({TOKEN: Principal("dash-ops", frozenset({TA, TB}), frozenset({"approver"})),
                         TOKEN_B: Principal("dash-b", frozenset({TB}), frozenset({"reader"}))})
     async with running_server(settings, store) as srv:
         await produce(backend.kafka_bootstrap, demo_state())
