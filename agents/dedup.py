@@ -8,12 +8,11 @@ from collections import defaultdict
 from typing import Any
 
 import faust
-import orjson
 import structlog
 
 from agents.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash, make_window_factory
 from streams import app as A
-from streams.codec import ENVELOPE_KEY, decode_telemetry
+from streams.codec import decode_telemetry, encode_envelope
 from streams.metrics import DEADLETTERS, DUPLICATES_DROPPED, TELEMETRY_PROCESSED
 from streams.records import Record
 from streams.runtime import runtime
@@ -93,8 +92,7 @@ def _make_agent(kind: str) -> None:
             msg = event.message
             groups = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
             for part, recs in groups.items():
-                payload = orjson.dumps({ENVELOPE_KEY: [r.model_dump(mode="json") for r in recs]})
-                await A.clean_topics[kind].send(value=payload, partition=part)
+                await A.clean_topics[kind].send(value=encode_envelope(recs), partition=part)
 
     A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
 

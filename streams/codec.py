@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from streams.records import TELEMETRY_MODELS, DeadLetter, Record
 
@@ -20,6 +21,13 @@ class Decoded:
 
     records: list[Any]
     dead: list[DeadLetter]
+
+
+@cache
+def list_adapter(model: type[Record]) -> TypeAdapter[list[Any]]:
+    """Validates / serialises a whole list of records in one pydantic-core call (about twice as fast
+    per record as one model_validate / model_dump each)."""
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def _original(raw: bytes) -> str:
@@ -59,6 +67,11 @@ def decode_telemetry(kind: str, raw: bytes | None, *, topic: str, partition: int
                                            original=_original(raw))])
     else:
         items = [payload]
+    if all(isinstance(item, dict) for item in items):
+        try:  # fast path: the whole batch is valid (the usual case)
+            return Decoded(list_adapter(model).validate_python(items), [])
+        except ValidationError:
+            pass  # some record is bad: validate one by one so each bad one gets its own dead letter
     good: list[Record] = []
     dead: list[DeadLetter] = []
     for i, item in enumerate(items):
@@ -80,4 +93,7 @@ def decode_telemetry(kind: str, raw: bytes | None, *, topic: str, partition: int
 
 def encode_envelope(records: Sequence[Record]) -> bytes:
     """One Kafka message carrying many records of one kind (Faust's cost is per message)."""
-    return orjson.dumps({ENVELOPE_KEY: [rec.model_dump(mode="json") for rec in records]})
+    if not records:
+        return orjson.dumps({ENVELOPE_KEY: []})
+    # Same JSON as model_dump(mode="json") per record, serialised in one pydantic-core call.
+    return b'{"%s":' % ENVELOPE_KEY.encode() + list_adapter(type(records[0])).dump_json(list(records)) + b"}"
