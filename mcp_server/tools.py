@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
+from fastmcp.resources.base import ResourceResult
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.server.middleware.middleware import CallNext
@@ -76,6 +77,23 @@ class AuditMiddleware(Middleware):
             await self.service.publisher.audit(actor, f"mcp.{name}", tenant_id=tenant,
                                                target=args.get("improvement_id"),
                                                detail={"arguments": args, "outcome": outcome, "error": error})
+
+
+    async def on_read_resource(self, context: MiddlewareContext[mt.ReadResourceRequestParams],
+                               call_next: CallNext[mt.ReadResourceRequestParams, ResourceResult]) -> ResourceResult:
+        try:
+            actor = self.caller().name
+        except ToolError:
+            actor = "anonymous"
+        outcome = "ok"
+        try:
+            return await call_next(context)
+        except Exception:  # noqa: BLE001 - recorded in the audit trail, then re-raised unchanged
+            outcome = "error"
+            raise
+        finally:
+            await self.service.publisher.audit(actor, "mcp.read_resource", target=str(context.message.uri),
+                                               detail={"outcome": outcome})
 
 
 def _guard(exc: Exception) -> ToolError:
