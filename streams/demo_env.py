@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import orjson
+from rich.console import Console
+
+from streams.embedded import free_port
+from streams.settings import Settings
 
 # Defaults only: anything already set in the environment wins.
 DEMO_ENV: dict[str, str] = {
@@ -72,3 +78,44 @@ def reset_connector_state(data_dir: Path) -> None:
         target = data_dir / sub
         if target.is_dir():
             shutil.rmtree(target)
+
+
+class DemoError(RuntimeError):
+    """The demo stack cannot start as configured."""
+
+
+@contextlib.contextmanager
+def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
+    """The whole stack for `kaizen demo`: embedded broker and moto (the demo never writes to real AWS unless
+    AWS_ENDPOINT_URL points somewhere), a worker, the connectors and the MCP server; all stopped by pid."""
+    from streams.embedded import port_in_use
+    from streams.settings import get_settings
+    from streams.supervisor import Supervisor
+
+    apply_demo_env(os.environ)
+    write_tokens(os.environ)
+    if "SELF_BUILDING_MCP_PORT" not in os.environ and port_in_use(8004):
+        os.environ["SELF_BUILDING_MCP_PORT"] = str(free_port())
+    get_settings.cache_clear()
+    settings = get_settings()
+    reset_connector_state(settings.kaizen_data_dir)
+    sup = Supervisor(settings, settings.kaizen_data_dir / "logs", force_moto=True)
+    try:
+        env = sup.start_infrastructure()
+        os.environ.update(env)
+        get_settings.cache_clear()
+        settings = get_settings()
+        for i in range(workers):
+            sup.spawn(f"worker-{i}", ["worker"])
+        from streams.demo_cli import connectors_available
+
+        if connectors_available():
+            sup.spawn("connect", ["connect"])
+        sup.spawn("mcp", ["mcp"])
+        console.print(f"kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  aws {env.get('AWS_ENDPOINT_URL')}  "
+                      f"MCP http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/mcp  "
+                      f"logs {sup.log_dir}")
+        yield settings
+    finally:
+        sup.stop()
+        console.print("stopped every process the demo started")

@@ -30,12 +30,14 @@ class Supervisor:
     stack: EmbeddedStack = field(default_factory=EmbeddedStack)
     children: list[ManagedProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    force_moto: bool = False  # the demo: moto even when AWS credentials exist (never write to real AWS)
 
     def start_infrastructure(self) -> dict[str, str]:
         s = self.settings
         self.stack = start_embedded(
             kafka=s.kafka_bootstrap_servers, aws_endpoint=s.aws_endpoint_url,
             kafka_port=s.kaizen_embedded_kafka_port, moto_port=s.kaizen_embedded_moto_port, log_dir=self.log_dir,
+            force_moto=self.force_moto,
         )
         self.env = dict(self.stack.env)
         if s.kafka_bootstrap_servers:

@@ -1,0 +1,99 @@
+"""How the demo steers kaizen the way a user does: MCP tools over HTTP, or Commands on the broker as a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import structlog
+from aiokafka import AIOKafkaProducer
+from fastmcp import Client
+from fastmcp.exceptions import ToolError
+
+from streams.records import Command, utcnow
+from streams.topics import COMMANDS
+
+log = structlog.get_logger(__name__)
+
+
+class Steering:
+    """Trigger cycles (as the operator) and approve improvements (as a different principal, the approver).
+
+    With MCP tokens and a healthy server, calls `trigger_improvement_cycle` / `approve_improvement` over
+    streamable HTTP; otherwise publishes the equivalent Command to the commands topic."""
+
+    def __init__(self, producer: AIOKafkaProducer, mcp_url: str | None, operator_token: str | None,
+                 approver_token: str | None, operator: str = "demo-operator", approver: str = "demo-approver") -> None:
+        self.producer = producer
+        self.mcp_url = mcp_url
+        self.operator_token = operator_token
+        self.approver_token = approver_token
+        self.operator = operator
+        self.approver = approver
+        self.via = "commands"
+
+    async def wait_for_mcp(self, timeout: float = 60.0) -> bool:
+        """True once the MCP server answers /health (and tokens are known); decides the path used."""
+        if not (self.mcp_url and self.operator_token and self.approver_token):
+            return False
+        health = self.mcp_url.rsplit("/mcp", 1)[0] + "/health"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while loop.time() < deadline:
+                try:
+                    if (await http.get(health)).status_code == 200:
+                        self.via = "mcp"
+                        return True
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        log.warning("MCP server not reachable; steering through the commands topic", url=self.mcp_url)
+        return False
+
+    async def _tool(self, token: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.mcp_url is not None
+        async with Client(self.mcp_url, auth=token, timeout=30.0) as client:
+            result = await client.call_tool(name, args)
+        data = result.structured_content or {}
+        return dict(data)
+
+    async def _command(self, kind: str, actor: str, roles: list[str], tenant: str | None,
+                       improvement_id: str | None, args: dict[str, Any]) -> str:
+        cmd = Command(command_id=f"demo-{uuid.uuid4().hex[:12]}", kind=kind, timestamp=utcnow(),  # type: ignore[arg-type]
+                      actor=actor, roles=roles, tenant_id=tenant, improvement_id=improvement_id, args=args)
+        key = (improvement_id or tenant or "").encode()
+        await self.producer.send_and_wait(COMMANDS, key=key, value=cmd.to_bytes())
+        return cmd.command_id
+
+    async def trigger(self, tenant: str) -> str:
+        """A manual cycle for one tenant, last hour, one improvement; returns a short description."""
+        if self.via == "mcp" and self.operator_token:
+            try:
+                res = await self._tool(self.operator_token, "trigger_improvement_cycle",
+                                       {"tenant_id": tenant, "analysis_window_hours": 1, "max_improvements": 1})
+                return f"MCP trigger_improvement_cycle: {res.get('status', '?')} ({res.get('cycle_id', '')})"
+            except (ToolError, httpx.HTTPError, OSError, RuntimeError) as exc:
+                log.warning("MCP trigger failed; using the commands topic", error=str(exc)[:200])
+        cid = await self._command("trigger_cycle", self.operator, ["operator"], tenant, None,
+                                  {"analysis_window_hours": 1, "max_improvements": 1, "cycle_kind": "manual"})
+        return f"command trigger_cycle {cid}"
+
+    async def approve(self, improvement_id: str, tenant: str, reason: str) -> str:
+        """Approve as the approver principal (never the requester)."""
+        if self.via == "mcp" and self.approver_token:
+            for attempt in range(5):
+                try:
+                    await self._tool(self.approver_token, "approve_improvement",
+                                     {"improvement_id": improvement_id, "reason": reason})
+                    return f"{self.approver} via MCP approve_improvement"
+                except ToolError as exc:  # the server's read model may not know the improvement yet
+                    log.info("approve not accepted yet", attempt=attempt, error=str(exc)[:200])
+                    await asyncio.sleep(1.0)
+                except (httpx.HTTPError, OSError, RuntimeError) as exc:
+                    log.warning("MCP approve failed; using the commands topic", error=str(exc)[:200])
+                    break
+        await self._command("approve", self.approver, ["approver"], tenant, improvement_id, {"reason": reason})
+        return f"{self.approver} via command"
