@@ -28,59 +28,73 @@ class Likelihood:
     distribution is of the short mean, so its spread is the spread the score is actually compared with.
     """
 
-    __slots__ = ("ring", "pos", "total", "mean", "var", "n", "two_sided")
-    _HEAD = struct.Struct("<IIdddB")
+    __slots__ = ("ring", "size", "pos", "mean", "var", "n", "two_sided")
+    _HEAD = struct.Struct("<IIddB")
 
     def __init__(self, short: int, two_sided: bool = False) -> None:
         self.ring = array("d", bytes(8 * short))
+        self.size = short
         self.pos = 0
-        self.total = 0.0
         self.mean = 0.0
         self.var = 0.0
         self.n = 0
         self.two_sided = two_sided
 
-    def update(self, raw: float, alpha: float, decades: float, quiet: int = 0) -> float:
-        """Add `raw`, return the log-scaled tail probability of the current short mean (before learning it)."""
+    def update(self, raw: float, alpha: float, decades: float, quiet: int = 0, min_sd: float = 0.0) -> float:
+        """Add `raw`; return the log-scaled tail probability of the current short mean, scored against
+        the distribution learnt before it (score first, then learn)."""
         ring = self.ring
         k = self.pos
-        self.total += raw - ring[k]
         ring[k] = raw
-        size = len(ring)
+        size = self.size
         self.pos = k + 1 if k + 1 < size else 0
         n = self.n
-        short = self.total / (n + 1 if n + 1 < size else size)
-        m, v = self.mean, self.var
-        if v > 1e-18:
-            z = (short - m) / math.sqrt(v)
-        else:
-            # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
-            z = 0.0 if short == m else (short - m) / max(abs(m) * 1e-3, 1e-9)
-        if self.two_sided:
-            z = abs(z)
+        self.n = n + 1
+        # sum() of a handful of slots is exact and cheaper than a running total that drifts after 1e12 spikes
+        short = sum(ring) / (n + 1 if n < size else size)
+        m = self.mean
+        v = self.var
+        d = short - m
         # alpha is raised to 1/(n+1) at first so early points get a plain running mean
         a = alpha if n * alpha > 1.0 else 1.0 / (n + 1)
-        d = short - m
         self.mean = m + a * d
         self.var = (1.0 - a) * (v + a * d * d)
-        self.n = n + 1
-        if z <= 0.0 or n < quiet:
+        if n < quiet or d == 0.0:
             return 0.0
-        p = 0.5 * math.erfc(z / _SQRT2)
-        return log_score(2.0 * p if self.two_sided else p, decades)
+        sd = math.sqrt(v)
+        if sd < min_sd:
+            sd = min_sd
+        if sd > 1e-9:
+            z = d / sd
+        else:
+            # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
+            z = d / (abs(m) * 1e-3 if abs(m) > 1e-6 else 1e-9)
+        if self.two_sided:
+            if z < 0.0:
+                z = -z
+            p = math.erfc(z / _SQRT2)
+        elif z <= 0.0:
+            return 0.0
+        else:
+            p = 0.5 * math.erfc(z / _SQRT2)
+        if p <= 0.0:
+            return 1.0
+        sc = -math.log10(p) / decades
+        return 1.0 if sc > 1.0 else (sc if sc > 0.0 else 0.0)
 
     def pack(self) -> bytes:
-        return self._HEAD.pack(self.pos, self.n, self.total, self.mean, self.var, self.two_sided) + \
-            self.ring.tobytes()
+        return self._HEAD.pack(self.pos, self.n, self.mean, self.var, self.two_sided) + self.ring.tobytes()
 
     def unpack(self, data: bytes, offset: int) -> int:
         """Restore from `data` at `offset`; return the offset after this block."""
-        self.pos, self.n, self.total, self.mean, self.var, two = self._HEAD.unpack_from(data, offset)
+        self.pos, self.n, self.mean, self.var, two = self._HEAD.unpack_from(data, offset)
         self.two_sided = bool(two)
         offset += self._HEAD.size
-        end = offset + 8 * len(self.ring)
+        end = offset + 8 * self.size
         ring = array("d")
         ring.frombytes(data[offset:end])
+        if len(ring) != self.size:
+            raise ValueError("truncated likelihood state")
         self.ring = ring
         return end
 

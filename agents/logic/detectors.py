@@ -26,6 +26,7 @@ class DetectorParams:
     table_bits: int = 9            # the level-count table has 2**bits uint16 counters
     level_weight: float = 1.0      # signal 1: value in a rarely seen level (bin count)
     adjacent: float = 0.5          # ... novelty of a never-seen bin next to a seen one (1 = as novel as any)
+    lev_min_sd: float = 0.0        # ... floor of its long-run spread: novelty is sparse, its variance is not Gaussian
     short_win: int = 5             # ... its likelihood's short window
     long_alpha: float = 0.002      # ... EW rate of its long-run distribution
     val_weight: float = 1.0        # signal 2: short mean of values far from their long-run distribution
@@ -45,7 +46,7 @@ DEFAULT_PARAMS = DetectorParams()
 ANOMALY_THRESHOLD: float = 0.978
 
 _VERSION = 1
-_HEAD = struct.Struct("<B8sIddddI")
+_HEAD = struct.Struct("<B8sIddddIdI")
 
 
 def _fingerprint(p: DetectorParams) -> bytes:
@@ -67,7 +68,7 @@ class SeriesDetector:
     """
 
     __slots__ = ("p", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
-                 "_prof", "_visits", "_hist", "_hpos")
+                 "_prof", "_visits", "_hist", "_hpos", "_hmax", "_hage")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -86,6 +87,8 @@ class SeriesDetector:
         # recent scores for the "beat the recent maximum" rule; float32 is precise enough to compare
         self._hist = array("f", bytes(4 * max(p.rest, 1)))
         self._hpos = 0
+        self._hmax = 0.0           # max of _hist, tracked so a point costs O(1) instead of O(rest)
+        self._hage = 0             # points since that max was written
 
     @property
     def n_seen(self) -> int:
@@ -111,7 +114,7 @@ class SeriesDetector:
         s_lev = 0.0
         if self._width > 0.0:
             r_lev = self._levels.novelty(math.floor((x - self._origin) / self._width), p.adjacent)
-            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.quiet)
+            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
         s_val = self._val.update(x, p.val_alpha, p.decades, p.quiet)
         s_sea = 0.0
         slot = int(timestamp % _DAY * p.season_bins / _DAY) % p.season_bins
@@ -133,10 +136,23 @@ class SeriesDetector:
         # One incident, one alarm: only a score above everything in the last `rest` points is reported.
         # Saturated scores (1.0) therefore report once and stay quiet while the incident lasts.
         hist = self._hist
-        prior = max(hist)
+        prior = self._hmax
         h = self._hpos
         hist[h] = score
         self._hpos = h + 1 if h + 1 < len(hist) else 0
+        stored = hist[h]           # float32-rounded, as a later max() over the ring would see it
+        if stored >= prior:
+            self._hmax, self._hage = stored, 0
+        else:
+            self._hage += 1
+            if self._hage >= len(hist):
+                # the max just left the window: rescan once (rare), age = distance to its newest copy
+                self._hmax = m = max(hist)
+                last = (self._hpos - 1) % len(hist)
+                age = 0
+                while hist[(last - age) % len(hist)] != m:
+                    age += 1
+                self._hage = age
         return score if score > prior else 0.0
 
     def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
@@ -147,14 +163,15 @@ class SeriesDetector:
     def to_state(self) -> bytes:
         """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2.5 KB."""
         head = _HEAD.pack(_VERSION, _fingerprint(self.p), self._n, self._vmin, self._vmax, self._origin,
-                          self._width, self._hpos)
+                          self._width, self._hpos, self._hmax, self._hage)
         return b"".join((head, self._levels.pack(), self._lev.pack(), self._val.pack(), self._sea.pack(),
                          self._prof.tobytes(), self._visits.tobytes(), self._hist.tobytes()))
 
     @classmethod
     def from_state(cls, data: bytes, params: DetectorParams | None = None) -> SeriesDetector:
         det = cls(params)
-        ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._hpos = _HEAD.unpack_from(data, 0)
+        (ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._hpos, det._hmax,
+         det._hage) = _HEAD.unpack_from(data, 0)
         if ver != _VERSION or fp != _fingerprint(det.p):
             raise ValueError("checkpoint was written by another detector version or other parameters")
         off = _HEAD.size
