@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -49,6 +50,7 @@ _VERSION = 1
 _HEAD = struct.Struct("<B8sIddddIdI")
 
 
+@functools.lru_cache(maxsize=64)
 def _fingerprint(p: DetectorParams) -> bytes:
     """Short digest of the parameters, so a checkpoint is never restored under different parameters."""
     return hashlib.blake2b(repr(astuple(p)).encode(), digest_size=8).digest()
