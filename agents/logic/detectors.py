@@ -44,7 +44,7 @@ class DetectorParams:
 
 DEFAULT_PARAMS = DetectorParams()
 # Score at or above which the live agent emits an insight: the NAB-optimal threshold (standard profile).
-ANOMALY_THRESHOLD: float = 0.978
+ANOMALY_THRESHOLD: float = 0.9786
 
 _VERSION = 1
 _HEAD = struct.Struct("<B8sIddddIdI")
