@@ -35,6 +35,7 @@ class DetectorParams:
     val_alpha: float = 0.0005      # ... EW rate of the long-run distribution (also used by signal 3)
     season_weight: float = 1.0     # signal 3: value far from its usual level at this time of day
     season_bins: int = 24          # ... time-of-day slots of the daily profile
+    season_days: int = 1           # ... profile period in days (7: weekly profile, slots per day unchanged)
     season_alpha: float = 0.1      # ... EW rate of each slot's level (per visit)
     season_min: int = 3            # ... visits of a slot before its residual is scored
     quiet: int = 50                # updates of each likelihood before it may score (its distribution settles)
@@ -84,8 +85,8 @@ class SeriesDetector:
         self._lev = Likelihood(p.short_win)
         self._val = Likelihood(p.val_short, two_sided=True)
         self._sea = Likelihood(p.val_short, two_sided=True)
-        self._prof = array("d", bytes(8 * p.season_bins))
-        self._visits = array("H", bytes(2 * p.season_bins))
+        self._prof = array("d", bytes(8 * p.season_bins * p.season_days))
+        self._visits = array("H", bytes(2 * p.season_bins * p.season_days))
         # recent scores for the "beat the recent maximum" rule; float32 is precise enough to compare
         self._hist = array("f", bytes(4 * max(p.rest, 1)))
         self._hpos = 0
@@ -119,7 +120,8 @@ class SeriesDetector:
             s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
         s_val = self._val.update(x, p.val_alpha, p.decades, p.quiet)
         s_sea = 0.0
-        slot = int(timestamp % _DAY * p.season_bins / _DAY) % p.season_bins
+        slots = p.season_bins * p.season_days
+        slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % slots
         k = self._visits[slot]
         if k >= p.season_min:
             s_sea = self._sea.update(x - self._prof[slot], p.val_alpha, p.decades, p.quiet)
