@@ -6,7 +6,7 @@ import math
 import struct
 from array import array
 
-__all__ = ["Likelihood", "PatternCounter", "log_score"]
+__all__ = ["Likelihood", "PatternCounter", "RecentMax", "log_score"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -136,4 +136,53 @@ class PatternCounter:
         tab = array("H")
         tab.frombytes(data[offset:end])
         self.table = tab
+        return end
+
+
+class RecentMax:
+    """Maximum of the last `size` values (float32 ring), O(1) per push except when the max expires."""
+
+    __slots__ = ("ring", "pos", "top", "age")
+    _HEAD = struct.Struct("<IdI")
+
+    def __init__(self, size: int) -> None:
+        self.ring = array("f", bytes(4 * max(size, 1)))
+        self.pos = 0
+        self.top = 0.0      # max of the ring
+        self.age = 0        # pushes since the newest copy of `top` was written
+
+    def push(self, value: float) -> float:
+        """Return the max of the previous `size` values, then add `value`."""
+        ring = self.ring
+        prior = self.top
+        k = self.pos
+        ring[k] = value
+        size = len(ring)
+        self.pos = k + 1 if k + 1 < size else 0
+        stored = ring[k]    # float32-rounded, as max() over the ring would see it
+        if stored >= prior:
+            self.top, self.age = stored, 0
+        else:
+            self.age += 1
+            if self.age >= size:
+                # the max was just overwritten: rescan once and find the age of its newest copy
+                top = max(ring)
+                age = 0
+                while ring[(k - age) % size] != top:
+                    age += 1
+                self.top, self.age = top, age
+        return prior
+
+    def pack(self) -> bytes:
+        return self._HEAD.pack(self.pos, self.top, self.age) + self.ring.tobytes()
+
+    def unpack(self, data: bytes, offset: int) -> int:
+        self.pos, self.top, self.age = self._HEAD.unpack_from(data, offset)
+        offset += self._HEAD.size
+        end = offset + 4 * len(self.ring)
+        ring = array("f")
+        ring.frombytes(data[offset:end])
+        if len(ring) != len(self.ring):
+            raise ValueError("truncated recent-max state")
+        self.ring = ring
         return end

@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 
-from agents.logic.detector_parts import Likelihood, PatternCounter
+from agents.logic.detector_parts import Likelihood, PatternCounter, RecentMax
 
 __all__ = ["ANOMALY_THRESHOLD", "DEFAULT_PARAMS", "DetectorParams", "SeriesDetector", "score_series"]
 
@@ -48,7 +48,7 @@ DEFAULT_PARAMS = DetectorParams()
 ANOMALY_THRESHOLD: float = 0.9786
 
 _VERSION = 1
-_HEAD = struct.Struct("<B8sIddddIdI")
+_HEAD = struct.Struct("<B8sIdddd")
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,7 +71,7 @@ class SeriesDetector:
     """
 
     __slots__ = ("p", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
-                 "_prof", "_visits", "_hist", "_hpos", "_hmax", "_hage")
+                 "_prof", "_visits", "_recent")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -87,11 +87,7 @@ class SeriesDetector:
         self._sea = Likelihood(p.val_short, two_sided=True)
         self._prof = array("d", bytes(8 * p.season_bins * p.season_days))
         self._visits = array("H", bytes(2 * p.season_bins * p.season_days))
-        # recent scores for the "beat the recent maximum" rule; float32 is precise enough to compare
-        self._hist = array("f", bytes(4 * max(p.rest, 1)))
-        self._hpos = 0
-        self._hmax = 0.0           # max of _hist, tracked so a point costs O(1) instead of O(rest)
-        self._hage = 0             # points since that max was written
+        self._recent = RecentMax(p.rest)   # recent scores for the "beat the recent maximum" rule
 
     @property
     def n_seen(self) -> int:
@@ -139,24 +135,7 @@ class SeriesDetector:
             score = 1.0
         # One incident, one alarm: only a score above everything in the last `rest` points is reported.
         # Saturated scores (1.0) therefore report once and stay quiet while the incident lasts.
-        hist = self._hist
-        prior = self._hmax
-        h = self._hpos
-        hist[h] = score
-        self._hpos = h + 1 if h + 1 < len(hist) else 0
-        stored = hist[h]           # float32-rounded, as a later max() over the ring would see it
-        if stored >= prior:
-            self._hmax, self._hage = stored, 0
-        else:
-            self._hage += 1
-            if self._hage >= len(hist):
-                # the max just left the window: rescan once (rare), age = distance to its newest copy
-                self._hmax = m = max(hist)
-                last = (self._hpos - 1) % len(hist)
-                age = 0
-                while hist[(last - age) % len(hist)] != m:
-                    age += 1
-                self._hage = age
+        prior = self._recent.push(score)
         return score if score > prior else 0.0
 
     def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
@@ -167,21 +146,20 @@ class SeriesDetector:
     def to_state(self) -> bytes:
         """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2.5 KB."""
         head = _HEAD.pack(_VERSION, _fingerprint(self.p), self._n, self._vmin, self._vmax, self._origin,
-                          self._width, self._hpos, self._hmax, self._hage)
+                          self._width)
         return b"".join((head, self._levels.pack(), self._lev.pack(), self._val.pack(), self._sea.pack(),
-                         self._prof.tobytes(), self._visits.tobytes(), self._hist.tobytes()))
+                         self._recent.pack(), self._prof.tobytes(), self._visits.tobytes()))
 
     @classmethod
     def from_state(cls, data: bytes, params: DetectorParams | None = None) -> SeriesDetector:
         det = cls(params)
-        (ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._hpos, det._hmax,
-         det._hage) = _HEAD.unpack_from(data, 0)
+        ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width = _HEAD.unpack_from(data, 0)
         if ver != _VERSION or fp != _fingerprint(det.p):
             raise ValueError("checkpoint was written by another detector version or other parameters")
         off = _HEAD.size
-        for part in (det._levels, det._lev, det._val, det._sea):
+        for part in (det._levels, det._lev, det._val, det._sea, det._recent):
             off = part.unpack(data, off)
-        for name in ("_prof", "_visits", "_hist"):
+        for name in ("_prof", "_visits"):
             old = getattr(det, name)
             new = array(old.typecode)
             end = off + old.itemsize * len(old)

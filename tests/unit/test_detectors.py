@@ -107,3 +107,21 @@ def test_checkpoint_rejects_other_parameters() -> None:
 def test_params_are_frozen() -> None:
     with pytest.raises(AttributeError):
         DEFAULT_PARAMS.rest = 3  # type: ignore[misc]
+
+
+def test_recent_max_matches_naive_window() -> None:
+    from array import array
+
+    from agents.logic.detector_parts import RecentMax
+
+    rng = random.Random(11)
+    for size in (1, 3, 17):
+        rm = RecentMax(size)
+        naive = array("f", [0.0] * size)
+        for i in range(3000):
+            v = rng.choice([0.0, 1.0, rng.random(), rng.random() ** 8])
+            assert rm.push(v) == max(naive), (size, i)
+            naive[i % size] = v
+        clone = RecentMax(size)
+        clone.unpack(rm.pack(), 0)
+        assert clone.push(0.5) == rm.push(0.5)
