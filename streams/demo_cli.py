@@ -31,6 +31,7 @@ WARMUP_SECONDS = float(os.environ.get("KAIZEN_DEMO_WARMUP_SECONDS", "45"))  # de
 TIMEOUT_SECONDS = float(os.environ.get("KAIZEN_DEMO_TIMEOUT_SECONDS", "420"))
 SETTLE_SECONDS = 10.0  # after a verdict: long enough to measure the latency it leaves behind
 RETRIGGER_SECONDS = 20.0
+MIN_FAULT_AGE_SECONDS = 12.0
 TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
 
 
@@ -122,6 +123,7 @@ class Demo:
         await rep.report(tick)
         tl = self.tracker.timelines[name]
         tl.latency.append((ts, tick.latency_ms))
+        tl.error_rate.append((ts, tick.error_rate_pct))
         if tick.canary_latency_ms is not None:
             tl.canary_latency.append((ts, tick.canary_latency_ms))
 
@@ -171,6 +173,9 @@ class Demo:
             self.say(tl, f"first insight — {tl.first_anomaly}")
         if await self.until(tl, lambda x: x.opportunity_at is not None, 90):
             self.say(tl, f"opportunity — {tl.opportunity}")
+        # Like an operator reading the dashboard: trigger once the faulted state is established, so the
+        # cycle's baseline (BASELINE_WINDOW_SECONDS before deploy) is the faulted service, not the healthy one.
+        await asyncio.sleep(max(0.0, MIN_FAULT_AGE_SECONDS - (now() - tl.fault_injected_at).total_seconds()))
         for attempt in range(6):
             if s.trigger == "manual" or attempt > 0:
                 tl.cycle_triggered_at = tl.cycle_triggered_at or now()
@@ -186,8 +191,7 @@ class Demo:
                     "awaiting_approval", "deploying", "monitoring", "completed", "rolled_back", "failed"), 60):
                 continue
             if tl.improvement_status == "awaiting_approval" and tl.improvement_id:
-                plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in tl.changes)
-                self.say(tl, f"plan [{plan}] awaits approval")
+                self.say(tl, f"improvement {tl.improvement_id} awaits approval")
                 who = await steering.approve(tl.improvement_id, s.profile.tenant_id,
                                              f"demo: approve the {s.name} fix")
                 self.tracker.mark_approved(s.name, now(), who)
@@ -197,12 +201,15 @@ class Demo:
                 break
         if tl.verdict is None:
             return
-        self.say(tl, f"verdict {tl.verdict} (expected {tl.expected_verdict}); degradation {tl.degradation}")
+        plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in tl.changes)
+        self.say(tl, f"verdict {tl.verdict} (expected {tl.expected_verdict}) of [{plan}]; "
+                     f"degradation {tl.degradation if tl.degradation is None else round(tl.degradation, 3)}")
         await asyncio.sleep(SETTLE_SECONDS)
         tl.done_at, tl.stage = now(), f"done: {tl.verdict}"
         f = tl.figures()
         self.say(tl, f"latency {f['latency_before_ms']} ms before → {f['latency_after_ms']} ms after "
-                     f"({f['latency_change_pct']} %)")
+                     f"({f['latency_change_pct']} %); error rate {f['error_rate_before_pct']} % → "
+                     f"{f['error_rate_after_pct']} %")
         self.changed.set()
 
 

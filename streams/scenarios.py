@@ -75,7 +75,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         Faults(working_set_factor=5.0), "a cache-busting traffic mix: working set 5x",
         "alarm", "keep",
         "payments latency crosses its critical alarm; the ALARM transition starts an emergency cycle",
-        alarm=AlarmSpec("umbrella-payments-critical-latency", "Latency", threshold=30.0),
+        alarm=AlarmSpec("umbrella-payments-critical-latency", "Latency", threshold=30.0, evaluation_periods=10),
         seed=41,
     ),
 )}
@@ -127,19 +127,22 @@ class Timeline:
     rollback_at: datetime | None = None
     done_at: datetime | None = None
     error: str | None = None
+    opportunities: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest of each, by id
     latency: list[tuple[datetime, float]] = field(default_factory=list)
     canary_latency: list[tuple[datetime, float]] = field(default_factory=list)
+    error_rate: list[tuple[datetime, float]] = field(default_factory=list)  # percent
 
     def reached_verdict(self) -> bool:
         return self.verdict is not None
 
-    def _latency_between(self, start: datetime | None, end: datetime | None) -> float | None:
+    def _latency_between(self, start: datetime | None, end: datetime | None,
+                         series: list[tuple[datetime, float]] | None = None) -> float | None:
         if start is None or end is None:
             return None
-        return _mean(v for ts, v in self.latency if start <= ts < end)
+        return _mean(v for ts, v in (self.latency if series is None else series) if start <= ts < end)
 
     def figures(self) -> dict[str, float | None]:
-        """Mean latency healthy (before the fault), before the change, while fully deployed, and after the verdict."""
+        """Mean latency (and error rate) healthy (before the fault), before the change, while fully deployed, and after the verdict."""
         before_end = self.deployed_at or self.verdict_at
         last = self.latency[-1][0] + timedelta(seconds=1) if self.latency else None
         after_start = max(self.verdict_at, last - WINDOW) if self.verdict_at and last else None
@@ -150,14 +153,19 @@ class Timeline:
         after = self._latency_between(after_start, last)
         change = round((after - before) / before * 100, 1) if after is not None and before else None
         canary = _mean(v for _ts, v in self.canary_latency)
+        err_before = self._latency_between(before_end - WINDOW, before_end, self.error_rate) if before_end else None
+        err_after = self._latency_between(after_start, last, self.error_rate)
         return {"latency_healthy_ms": healthy, "latency_before_ms": before, "latency_canary_ms": canary,
-                "latency_during_change_ms": during, "latency_after_ms": after, "latency_change_pct": change}
+                "latency_during_change_ms": during, "latency_after_ms": after, "latency_change_pct": change,
+                "error_rate_before_pct": err_before, "error_rate_after_pct": err_after}
 
     def as_report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in asdict(self).items():
-            if k in ("latency", "canary_latency"):
+            if k in ("latency", "canary_latency", "error_rate"):
                 continue
+            if k == "opportunities":
+                v = list(self.opportunities.values())
             out[k] = _iso(v) if isinstance(v, datetime) else v
         out.update(self.figures())
         out["met_expectation"] = self.verdict == self.expected_verdict if self.verdict else None
@@ -207,6 +215,9 @@ class TimelineTracker:
         return tl
 
     def _opportunity(self, tl: Timeline, data: dict[str, Any], at: datetime) -> Timeline | None:
+        oid = str(data.get("opportunity_id", ""))
+        tl.opportunities[oid] = {k: data.get(k) for k in (
+            "opportunity_id", "problem_type", "priority", "impact_score", "severity", "status", "occurrences")}
         if tl.opportunity_at is not None or data.get("status", "open") != "open":
             return None
         tl.opportunity_at = at

@@ -215,8 +215,8 @@ class SimulatedService:
             elif roll < db_share + out.timeout_rate / max(out.error_rate, 1e-9):
                 ms = int(_num(self.parameters, "timeout_ms"))
                 lines.append(LogLine(now, "ERROR", f"ERROR {comp} upstream request timed out after {ms} ms"))
-            else:
-                code = rng.choice((500, 502, 503))
-                lines.append(LogLine(now, "ERROR", f"ERROR {comp} request failed with status {code}"))
+            else:  # the background failures of a healthy service: transient, retried by clients
+                code = rng.choice((502, 503))
+                lines.append(LogLine(now, "WARN", f"WARN {comp} upstream answered {code}; client will retry"))
         return lines
 
