@@ -40,7 +40,9 @@ _cycles: dict[str, CycleRun] = {}
 
 
 def cycle_id_for(cmd: Command) -> str:
-    return "cycle-" + hashlib.sha1(cmd.command_id.encode()).hexdigest()[:16]
+    """The MCP server names the cycle (args.cycle_id) so its tool can follow it; else derived from the command."""
+    given = cmd.args.get("cycle_id")
+    return str(given) if given else "cycle-" + hashlib.sha1(cmd.command_id.encode()).hexdigest()[:16]
 
 
 def improvement_id_for(cycle_id: str, opportunity_id: str) -> str:

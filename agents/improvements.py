@@ -135,7 +135,8 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
         return None
     if cur is not None and new is cur:
         return None  # a duplicate (replayed) event
-    await s.record(partition, {"set": {new.improvement_id: new.model_dump(mode="json")}})
+    # Durable before the event's offset can be committed: a SIGKILL must not leave the state behind the log.
+    await s.record(partition, {"set": {new.improvement_id: new.model_dump(mode="json")}}, wait=True)
     await A.improvement_state_topic.send(key=new.improvement_id.encode(), value=new.to_bytes())
     ctx = await step_context()
     ctx.views.improvements[new.improvement_id] = new

@@ -47,7 +47,12 @@ class PartitionModels:
         m = self.models.get(key)
         if m is None:
             cp = self.checkpoints.get(key)
-            m = SeriesModel.restore(metric_name, base64.b64decode(cp)) if cp else SeriesModel.new(metric_name)
+            m = SeriesModel.new(metric_name)
+            if cp:
+                try:
+                    m = SeriesModel.restore(metric_name, base64.b64decode(cp))
+                except ValueError as exc:  # a checkpoint of another detector version: start this series afresh
+                    log.warning("detector checkpoint not restorable", series=key, error=str(exc))
             self.models[key] = m
         return m
 

@@ -217,7 +217,7 @@ async def test_sigkill_during_monitoring_one_deployment_one_verdict(backend: Bac
     deployments = [e for e in ids.values() if e["status"] == "monitoring" and e["data"].get("deployment", {})
                    .get("stage") == "canary"]
     verdicts = [e for e in ids.values() if e["status"] in ("completed", "rolled_back", "failed")]
-    assert len(deployments) == 1, deployments
+    assert len(deployments) == 1, [(e["status"], e["event_id"], e["data"].get("deployment")) for e in evs]
     assert len(verdicts) == 1, verdicts
     history = ssm.get_parameter_history(Name=f"/kaizen/{tenant}/api/canary/cache_size")["Parameters"] \
         if _get(ssm, f"/kaizen/{tenant}/api/canary/cache_size") else []
