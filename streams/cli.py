@@ -49,8 +49,16 @@ def run(
     """The whole service: embedded broker and moto when nothing is configured, workers, connectors,
     MCP server and (by default) the closed-loop demo. Ctrl-C stops every process it started."""
     configure_logging()
+    from streams.demo_cli import connectors_available
     from streams.supervisor import Supervisor
 
+    if demo:
+        from streams.demo_env import prepare_run_env
+
+        why_not = prepare_run_env(os.environ)  # the demo profile: 1 s telemetry, short monitoring, demo tokens
+        if why_not:
+            typer.echo(why_not)
+            demo = False
     settings = _settings()
     sup = Supervisor(settings, settings.kaizen_data_dir / "logs")
     if mcp:
@@ -61,14 +69,16 @@ def run(
         typer.echo(f"kafka: {env['KAFKA_BOOTSTRAP_SERVERS']}   aws: {env.get('AWS_ENDPOINT_URL', 'real AWS')}")
         for i in range(workers):
             sup.spawn(f"worker-{i}", ["worker"])
-        if connectors:
+        if connectors and connectors_available():
             sup.spawn("connect", ["connect"])
+        elif connectors and not demo:
+            typer.echo("warning: `kaizen connect` is not in this build; no CloudWatch connectors")
         if mcp:
             sup.spawn("mcp", ["mcp"])
             typer.echo(f"MCP server: http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/mcp"
                        f"   dashboard: http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/")
         if demo:
-            sup.spawn("demo", ["demo", "--attach", "--scenario", scenario])
+            sup.spawn("demo", ["demo", "--attach", "--scenario", scenario], terminal=True)
         typer.echo(f"logs: {sup.log_dir}   (Ctrl-C to stop)")
         rc = sup.wait(stop_after)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.workload.reporter import ServiceReporter
@@ -90,7 +92,7 @@ class Demo:
         self.workload_errors = 0
 
     def say(self, tl: Timeline, message: str) -> None:
-        self.console.print(f"[bold]{tl.scenario}[/bold] {_rel(tl, now()) or ''} {message}")
+        self.console.print(f"[bold]{tl.scenario}[/bold] {_rel(tl, now()) or ''} {escape(message)}")
 
     # --- the workload --------------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -317,6 +319,8 @@ async def run_scenarios(settings: Settings, scenarios: list[Scenario], report: P
 
 def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach: bool) -> int:
     """`kaizen demo`: with `attach`, use the stack of the parent `kaizen run`; else start it here."""
+    # The demo talks to people: its own progress lines, and only warnings from the libraries underneath.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
@@ -328,7 +332,7 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
     if attach:
         from streams.settings import get_settings
 
-        return _serve(get_settings(), scenarios, report, exit_after_cycle, console, live=False)
+        return _serve(get_settings(), scenarios, report, exit_after_cycle, console, live=console.is_terminal)
     from streams.demo_env import demo_stack
 
     with demo_stack(console) as settings:

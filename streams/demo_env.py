@@ -119,3 +119,20 @@ def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
     finally:
         sup.stop()
         console.print("stopped every process the demo started")
+
+
+def prepare_run_env(env: MutableMapping[str, str]) -> str | None:
+    """For `kaizen run` with the demo: the demo profile and tokens, unless kaizen would talk to real AWS
+    (credentials and no AWS_ENDPOINT_URL). Returns why the demo is off, or None when it is on."""
+    from streams.embedded import aws_credentials_configured
+    from streams.settings import get_settings
+
+    if not env.get("AWS_ENDPOINT_URL") and aws_credentials_configured():
+        return ("AWS credentials found and no AWS_ENDPOINT_URL: kaizen runs against real AWS, so the demo "
+                "workload is off (run `kaizen demo` for the embedded demo)")
+    apply_demo_env(env)
+    write_tokens(env)
+    get_settings.cache_clear()
+    if not env.get("AWS_ENDPOINT_URL"):
+        reset_connector_state(get_settings().kaizen_data_dir)
+    return None

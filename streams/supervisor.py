@@ -45,14 +45,17 @@ class Supervisor:
         asyncio.run(create_topics(self.env["KAFKA_BOOTSTRAP_SERVERS"], s.kafka_topic_partitions))
         return self.env
 
-    def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
-        """Start `python -m streams.cli ARGS` as a child that dies with us."""
+    def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None,
+              terminal: bool = False) -> ManagedProcess:
+        """Start `python -m streams.cli ARGS` as a child that dies with us; its output goes to its log file,
+        or with `terminal` to our own stdout/stderr (the demo's progress)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        out = None if terminal else open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", *args],
             env={**os.environ, **self.env, **(extra_env or {})},
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=out, stderr=None if terminal else subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         mp = ManagedProcess(name, proc, 0, self.log_dir / f"{name}.log")
         self.children.append(mp)
