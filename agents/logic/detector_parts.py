@@ -9,6 +9,9 @@ from array import array
 __all__ = ["Likelihood", "PatternCounter", "RecentMax", "log_score"]
 
 _SQRT2 = math.sqrt(2.0)
+# Deviations under 1.5 sd score 0 instead of < 0.15: far below any alarm level, and skipping the tail
+# computation for the common quiet point is most of the scoring time saved.
+_Z_MIN2 = 1.5 * 1.5
 
 
 def log_score(p_tail: float, decades: float) -> float:
@@ -59,22 +62,18 @@ class Likelihood:
         a = alpha if n * alpha > 1.0 else 1.0 / (n + 1)
         self.mean = m + a * d
         self.var = (1.0 - a) * (v + a * d * d)
-        if n < quiet or d == 0.0:
+        if n < quiet or d == 0.0 or (d < 0.0 and not self.two_sided):
             return 0.0
-        sd = math.sqrt(v)
-        if sd < min_sd:
-            sd = min_sd
-        if sd > 1e-9:
-            z = d / sd
+        ve = v if v > min_sd * min_sd else min_sd * min_sd
+        if ve > 1e-18:
+            if d * d < _Z_MIN2 * ve:
+                return 0.0
+            z = d / math.sqrt(ve)
         else:
             # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
             z = d / (abs(m) * 1e-3 if abs(m) > 1e-6 else 1e-9)
         if self.two_sided:
-            if z < 0.0:
-                z = -z
-            p = math.erfc(z / _SQRT2)
-        elif z <= 0.0:
-            return 0.0
+            p = math.erfc(abs(z) / _SQRT2)
         else:
             p = 0.5 * math.erfc(z / _SQRT2)
         if p <= 0.0:
