@@ -15,6 +15,7 @@ from agents.logic.detector_parts import Likelihood, PatternCounter, RecentMax
 __all__ = ["ANOMALY_THRESHOLD", "DEFAULT_PARAMS", "DetectorParams", "SeriesDetector", "score_series"]
 
 _DAY = 86400.0
+_HUGE = 1e100
 
 # How the design was chosen (benchmarks/nab_quality.py; 41 NAB files, one threshold for all, standard profile):
 #   windowed Gaussian alone ~39; + level rarity ~53; + "beat the last 100 scores" suppression ~62;
@@ -107,8 +108,10 @@ class SeriesDetector:
     def score_one(self, timestamp: float, value: float) -> float:
         """Score `value` against what was learnt so far, then learn it. `timestamp` is epoch seconds."""
         x = float(value)
-        if not math.isfinite(x):
-            return 0.0          # a gap is not evidence of anything; the state is left untouched
+        if not -_HUGE < x < _HUGE:
+            # NaN/inf is a gap, not evidence; absurd magnitudes would overflow the squared statistics
+            # and poison the state forever. Either way the point is skipped and the state left untouched.
+            return 0.0
         p = self.p
         n = self._n
         if x < self._vmin:

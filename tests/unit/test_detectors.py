@@ -24,11 +24,22 @@ def _noisy(n: int, seed: int = 7, mean: float = 100.0, sd: float = 5.0) -> list[
 def test_scores_are_in_unit_interval_for_awkward_inputs() -> None:
     rng = random.Random(1)
     pts = _noisy(600)
-    pts += [(0.0, 1e12), (0.0, -1e12), (0.0, math.nan), (0.0, math.inf), (0.0, 0.0)]
+    pts += [(0.0, 1e12), (0.0, -1e12), (0.0, math.nan), (0.0, math.inf), (0.0, 0.0), (0.0, 1e308)]
     pts += [(0.0, rng.choice([0.0, 1.0, 1e6])) for _ in range(400)]
     scores = score_series(pts)
     assert len(scores) == len(pts)
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_detector_survives_garbage_and_still_detects() -> None:
+    det = SeriesDetector()
+    det.score_many(_noisy(1000))
+    for bad in (math.nan, math.inf, -math.inf, 1e308, -1e308):
+        assert det.score_one(0.0, bad) == 0.0
+    seen = det.n_seen
+    assert seen == 1000
+    after = det.score_many([(t + 1e6, v + 80.0) for t, v in _noisy(20, seed=9)])
+    assert max(after) >= ANOMALY_THRESHOLD
 
 
 def test_warmup_scores_are_zero_even_for_wild_values() -> None:
