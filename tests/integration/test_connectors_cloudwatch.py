@@ -59,6 +59,24 @@ async def publisher(backend: Backend) -> AsyncIterator[TelemetryPublisher]:
         await pub.stop()
 
 
+async def _run_polls(runner: ConnectorRunner, polls: int, timeout: float = 30.0) -> None:
+    """Run the runner's loop until it completed `polls` polls; fail (not hang) if it dies or stalls."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while runner.polls < polls:
+            if task.done():
+                task.result()  # raises what killed the loop
+                pytest.fail("the runner stopped before polling")
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"only {runner.polls} polls within {timeout}s")
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+
+
 def _series_ts(rec: dict[str, Any]) -> tuple[str, str]:
     point = MetricDataPoint.model_validate(rec)
     return point.series_key(), point.timestamp.isoformat()
@@ -90,12 +108,7 @@ async def test_metrics_exactly_once_across_restart(aws_env: Backend, tmp_path: P
 
     first = ConnectorRunner(settings, publisher, _clients(settings), sources=("metrics",),
                             metrics_lookback_seconds=1500)
-    stop = asyncio.Event()
-    task = asyncio.create_task(first.run(stop))
-    while first.polls < 3:
-        await asyncio.sleep(0.05)
-    stop.set()
-    await task
+    await _run_polls(first, 3)
     status = first.status()
     src = status["sources"][f"metrics:{ns}"]
     assert src["unsupported_statistics"] == ["p95"], src  # moto answers 500 to percentiles
@@ -111,12 +124,7 @@ async def test_metrics_exactly_once_across_restart(aws_env: Backend, tmp_path: P
     ])
     second = ConnectorRunner(settings, publisher, _clients(settings), sources=("metrics",),
                              metrics_lookback_seconds=1500)
-    stop2 = asyncio.Event()
-    task2 = asyncio.create_task(second.run(stop2))
-    while second.polls < 3:
-        await asyncio.sleep(0.05)
-    stop2.set()
-    await task2
+    await _run_polls(second, 3)
     assert second.status()["sources"][f"metrics:{ns}"]["records"] == 3  # only the late window, 3 statistics
 
     expected = 3 * (10 + 3)
