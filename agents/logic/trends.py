@@ -12,7 +12,7 @@ from typing import Literal
 
 __all__ = [
     "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "classify_metric",
-    "error_unit_for", "evaluate_trend", "is_degraded", "window_stats",
+    "error_unit_for", "evaluate_trend", "is_degraded", "rules_from_stats", "window_stats",
 ]
 
 MetricKind = Literal["latency", "error_rate", "utilization", "throughput", "other"]
@@ -112,16 +112,21 @@ def is_degraded(baseline: Sequence[float], current: Sequence[float], std_k: floa
 def evaluate_trend(baseline: Sequence[float], current: Sequence[float], kind: MetricKind,
                    params: TrendParams | None = None, error_unit: ErrorUnit = "percent") -> list[TrendFinding]:
     """All seeds' rules that hold for this baseline / current pair (pure; no state, no time)."""
-    p = params or TrendParams()
     if len(baseline) < 1 or len(current) < 1:
         return []
     bm, bs = window_stats(baseline)
-    cm = math.fsum(current) / len(current)
+    return rules_from_stats(bm, bs, math.fsum(current) / len(current), kind, params, error_unit)
+
+
+def rules_from_stats(bm: float, bs: float, cm: float, kind: MetricKind, params: TrendParams | None = None,
+                     error_unit: ErrorUnit = "percent") -> list[TrendFinding]:
+    """The rules on summary statistics: baseline mean `bm` and std `bs`, recent mean `cm`."""
+    p = params or TrendParams()
     pct = _change_pct(bm, cm)
     out: list[TrendFinding] = []
     # Throughput degrades downwards; every other kind (latency, errors, utilisation, other) upwards.
     down = kind == "throughput"
-    if is_degraded(baseline, current, p.std_k, higher_is_worse=not down) and bs > 0.0:
+    if bs > 0.0 and (cm < bm - p.std_k * bs if down else cm > bm + p.std_k * bs):
         z = abs(cm - bm) / bs
         out.append(TrendFinding("std_degradation", _severity(z / (p.std_k * 1.25)), bm, cm, pct))
     if kind == "latency" and bm > 0.0 and (cm - bm) / bm > p.latency_increase:
@@ -143,7 +148,8 @@ def evaluate_trend(baseline: Sequence[float], current: Sequence[float], kind: Me
     return out
 
 
-_STATE = struct.Struct("<BIIQ")  # version, filled count, write position, active-rule bitmask
+# version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums
+_STATE = struct.Struct("<BIIQIdddd")
 _RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop")
 
 
@@ -154,9 +160,13 @@ class TrendTracker:
     the ones before them the baseline, so a persistent change is absorbed into the baseline after
     baseline_size points and the rule re-arms. Reporting only the rising edge keeps one finding per
     episode instead of one per point.
+
+    Window sums are kept incrementally (O(1) per point instead of O(window)), relative to the first
+    value seen to limit cancellation, and recomputed exactly once per ring length to bound drift.
     """
 
-    __slots__ = ("kind", "error_unit", "p", "_ring", "_filled", "_pos", "_active")
+    __slots__ = ("kind", "error_unit", "p", "_ring", "_filled", "_pos", "_active", "_steps", "_ref",
+                 "_bsum", "_bsq", "_csum")
 
     def __init__(self, kind: MetricKind = "other", params: TrendParams | None = None,
                  error_unit: ErrorUnit = "percent") -> None:
@@ -167,6 +177,11 @@ class TrendTracker:
         self._filled = 0
         self._pos = 0
         self._active = 0
+        self._steps = 0
+        self._ref = 0.0
+        self._bsum = 0.0
+        self._bsq = 0.0
+        self._csum = 0.0
 
     @classmethod
     def for_metric(cls, metric_name: str, params: TrendParams | None = None) -> TrendTracker:
@@ -184,14 +199,37 @@ class TrendTracker:
         del timestamp
         if not math.isfinite(value):
             return []
-        size = len(self._ring)
-        self._ring[self._pos] = value
-        self._pos = (self._pos + 1) % size
+        ring = self._ring
+        size = len(ring)
+        cs = self.p.current_size
+        if self._filled == 0:
+            self._ref = value
+        r = self._ref
+        pos = self._pos
+        if self._filled == size:            # the oldest value leaves the baseline
+            old = ring[pos] - r
+            self._bsum -= old
+            self._bsq -= old * old
+        if self._filled >= cs:              # the oldest recent value moves into the baseline
+            mv = ring[(pos - cs) % size] - r
+            self._csum -= mv
+            self._bsum += mv
+            self._bsq += mv * mv
+        ring[pos] = value
+        self._csum += value - r
+        self._pos = (pos + 1) % size
         self._filled = min(self._filled + 1, size)
-        if self._filled - self.p.current_size < self.p.min_baseline:
+        self._steps += 1
+        if self._steps >= size:
+            self._resum()
+        nb = self._filled - cs
+        if nb < self.p.min_baseline:
             return []
-        base, cur = self.windows()
-        found = evaluate_trend(base, cur, self.kind, self.p, self.error_unit)
+        bmean = self._bsum / nb
+        bm = r + bmean
+        bs = math.sqrt(max(self._bsq / nb - bmean * bmean, 0.0))
+        cm = r + self._csum / cs
+        found = rules_from_stats(bm, bs, cm, self.kind, self.p, self.error_unit)
         now = 0
         for f in found:
             now |= 1 << _RULES.index(f.rule)
@@ -199,19 +237,30 @@ class TrendTracker:
         self._active = now
         return fresh
 
+    def _resum(self) -> None:
+        """Exact window sums from the ring (bounds floating drift of the incremental updates)."""
+        base, cur = self.windows()
+        r = self._ref
+        self._bsum = math.fsum(v - r for v in base)
+        self._bsq = math.fsum((v - r) * (v - r) for v in base)
+        self._csum = math.fsum(v - r for v in cur)
+        self._steps = 0
+
     def to_state(self) -> bytes:
-        return _STATE.pack(1, self._filled, self._pos, self._active) + self._ring.tobytes()
+        return _STATE.pack(2, self._filled, self._pos, self._active, self._steps, self._ref, self._bsum,
+                           self._bsq, self._csum) + self._ring.tobytes()
 
     @classmethod
     def from_state(cls, data: bytes, kind: MetricKind = "other", params: TrendParams | None = None,
                    error_unit: ErrorUnit = "percent") -> TrendTracker:
         t = cls(kind, params, error_unit)
-        ver, filled, pos, active = _STATE.unpack_from(data, 0)
-        if ver != 1:
+        ver, filled, pos, active, steps, ref, bsum, bsq, csum = _STATE.unpack_from(data, 0)
+        if ver != 2:
             raise ValueError(f"unknown TrendTracker state version {ver}")
         ring = array("d")
         ring.frombytes(data[_STATE.size:])
         if len(ring) != len(t._ring):
             raise ValueError("state was written with a different window size")
-        t._ring, t._filled, t._pos, t._active = ring, filled, pos, active
+        t._ring, t._filled, t._pos, t._active, t._steps = ring, filled, pos, active, steps
+        t._ref, t._bsum, t._bsq, t._csum = ref, bsum, bsq, csum
         return t

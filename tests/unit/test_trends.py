@@ -98,3 +98,18 @@ def test_tracker_state_round_trip() -> None:
     tail = [rng.uniform(70.0, 95.0) for _ in range(50)]
     assert [a.observe(0.0, v) for v in tail] == [b.observe(0.0, v) for v in tail]
     assert a.to_state() == b.to_state()
+
+
+def test_tracker_matches_pure_rules_on_its_windows() -> None:
+    rng = random.Random(8)
+    p = TrendParams(baseline_size=40, current_size=8, min_baseline=20)
+    t = TrendTracker("latency", p)
+    for i in range(2000):
+        level = 100.0 if (i // 150) % 2 == 0 else 135.0
+        v = rng.gauss(level, 4.0) * (1e6 if i > 1500 else 1.0)   # a scale jump tests cancellation
+        got = {f.rule for f in t.observe(float(i), v)}
+        base, cur = t.windows()
+        if len(base) >= p.min_baseline:
+            want = {f.rule for f in evaluate_trend(base, cur, "latency", p)}
+            # the tracker reports rising edges only, so what it reports must hold on the pure rules
+            assert got <= want, i
