@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from connectors.cloudwatch.base import SourceBatch, SourceError
-from connectors.cloudwatch.client import GuardedClient
+from connectors.cloudwatch.client import GuardedClient, is_outage
 from connectors.cloudwatch.cursor import CursorStore
 from connectors.cloudwatch.mapping import (
     log_tenant,
@@ -65,6 +67,7 @@ class LogsSource:
         self.groups: list[str] = []
         self.sampled_out = 0
         self.filtered_out = 0
+        self.group_errors: dict[str, str] = {}
 
     async def discover(self) -> list[str]:
         prefix = glob_prefix(self.pattern)
@@ -107,7 +110,13 @@ class LogsSource:
             cursor = self.cursors.load(f"logs:{group}")
             last_ts = int(cursor.get("ts", now_ms - self.initial_lookback_ms))
             seen_ids = set(cursor.get("ids", []))
-            events = await self._filter(group, last_ts, now_ms)
+            try:
+                events = await self._filter(group, last_ts, now_ms)
+            except ClientError as exc:
+                if is_outage(exc):
+                    raise
+                self.group_errors[group] = str(exc)[:200]  # e.g. deleted since DescribeLogGroups: skip it
+                continue
             max_ts, ids_at_max = last_ts, set(seen_ids)
             for e in events:
                 ts, eid = int(e["timestamp"]), f'{e.get("logStreamName", "")}/{e.get("eventId", "")}'
@@ -194,5 +203,5 @@ class LogsSource:
             "pattern": self.pattern, "groups": list(self.groups),
             "mode": "insights" if self.settings.cloudwatch_logs_insights_query else "filter_log_events",
             "sampling_rate": self.settings.cloudwatch_log_sampling_rate,
-            "sampled_out": self.sampled_out, "filtered_out": self.filtered_out,
+            "sampled_out": self.sampled_out, "filtered_out": self.filtered_out, "group_errors": self.group_errors,
         }

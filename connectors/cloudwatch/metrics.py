@@ -55,6 +55,7 @@ class MetricsSource:
     def __init__(
         self, client: GuardedClient, cursors: CursorStore, settings: Settings, *, namespace: str | None = None,
         initial_lookback_seconds: int | None = None, max_periods_per_poll: int = 1440,
+        max_unit_lookups_per_poll: int = 100,
     ) -> None:
         self.client = client
         self.cursors = cursors
@@ -69,6 +70,8 @@ class MetricsSource:
         self.unsupported_statistics: dict[str, str] = {}
         self._percentiles_checked = False
         self.series_seen = 0
+        self.max_unit_lookups = max_unit_lookups_per_poll
+        self.units: dict[str, str] | None = None  # metric identity → unit, learnt once per metric
         self.last_window: tuple[str, str] | None = None
 
     # --- discovery --------------------------------------------------------------------------
@@ -77,6 +80,9 @@ class MetricsSource:
         kwargs: dict[str, Any] = {"Namespace": self.namespace}
         dims = [{"Name": k, **({"Value": v} if v not in ("", "*") else {})}
                 for k, v in self.settings.cloudwatch_dimension_filters.items()]
+        tenants = self.settings.cloudwatch_tenant_filter
+        if len(tenants) == 1 and self.settings.cloudwatch_tenant_dimension not in self.settings.cloudwatch_dimension_filters:
+            dims.append({"Name": self.settings.cloudwatch_tenant_dimension, "Value": tenants[0]})
         if dims:
             kwargs["Dimensions"] = dims
         metrics: list[dict[str, Any]] = []
@@ -104,6 +110,24 @@ class MetricsSource:
             for s in wanted:
                 self.unsupported_statistics[s] = f"endpoint rejects percentile statistics: {exc}"[:200]
             log.warning("percentile statistics unsupported by the endpoint; skipped", statistics=wanted)
+
+    @staticmethod
+    def metric_key(metric: dict[str, Any]) -> str:
+        dims = ",".join(f"{k}={v}" for k, v in sorted(dims_to_dict(metric.get("Dimensions")).items()))
+        return f"{metric['MetricName']}|{dims}"
+
+    async def _learn_units(self, metrics: list[dict[str, Any]], start: int, end: int) -> None:
+        """GetMetricData does not return units: ask GetMetricStatistics once per new metric (capped per poll)."""
+        assert self.units is not None
+        unknown = [m for m in metrics if self.metric_key(m) not in self.units][: self.max_unit_lookups]
+        for m in unknown:
+            res = await self.client.call(
+                "get_metric_statistics", Namespace=m.get("Namespace", self.namespace), MetricName=m["MetricName"],
+                Dimensions=m.get("Dimensions", []), StartTime=datetime.fromtimestamp(start, UTC),
+                EndTime=datetime.fromtimestamp(end, UTC), Period=self.period, Statistics=["SampleCount"])
+            points = res.get("Datapoints", [])
+            if points:  # no data yet: ask again on a later poll
+                self.units[self.metric_key(m)] = str(points[0].get("Unit") or "None")
 
     def _query(self, i: int, metric: dict[str, Any], stat: str) -> dict[str, Any]:
         return {"Id": f"q{i}", "ReturnData": True, "MetricStat": {
@@ -147,6 +171,11 @@ class MetricsSource:
         self.series_seen = len(metrics)
         if metrics and not self._percentiles_checked:
             await self._check_percentiles(metrics[0], start, end)
+        if self.units is None:
+            self.units = dict(cursor.get("units") or {})
+        await self._learn_units(metrics, start, end)
+        live = {self.metric_key(m) for m in metrics}
+        units = {k: v for k, v in self.units.items() if k in live}
         stats = [s for s in self.statistics if s not in self.unsupported_statistics]
         pairs = [(m, s) for m in metrics for s in stats]
         per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
@@ -164,7 +193,7 @@ class MetricsSource:
         batch.stats = {"window_start": start, "window_end": end, "series": len(metrics), "queries": len(pairs)}
 
         async def commit() -> None:
-            self.cursors.save(self.name, {"end": max(end, prev_end), "emitted": new_emitted,
+            self.cursors.save(self.name, {"end": max(end, prev_end), "emitted": new_emitted, "units": units,
                                           "period": self.period, "namespace": self.namespace})
             self.last_window = (datetime.fromtimestamp(start, UTC).isoformat(),
                                 datetime.fromtimestamp(end, UTC).isoformat())
@@ -176,12 +205,13 @@ class MetricsSource:
              seen: dict[str, set[int]], out: list[Record]) -> None:
         dims = dims_to_dict(metric.get("Dimensions"))
         tenant = dims.get(self.settings.cloudwatch_tenant_dimension, DEFAULT_TENANT)
+        unit = (self.units or {}).get(self.metric_key(metric), "None")
         for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
             t = int(to_datetime(ts).timestamp())
             if t < start or t + self.period > end:
                 continue  # outside the window or not complete yet
             point = MetricDataPoint(
-                metric_name=metric["MetricName"], value=float(value), dimensions=dims,
+                metric_name=metric["MetricName"], value=float(value), unit=unit, dimensions=dims,
                 timestamp=datetime.fromtimestamp(t, UTC), tenant_id=tenant,
                 namespace=metric.get("Namespace", self.namespace), statistic=stat,
             )

@@ -135,6 +135,7 @@ async def test_metrics_exactly_once_across_restart(aws_env: Backend, tmp_path: P
     series = Counter(_series_ts(r) for _, r in pairs)
     assert all(c == 1 for c in series.values())
     assert {r["statistic"] for _, r in pairs} == {"Average", "Sum", "Maximum"}
+    assert {r["unit"] for _, r in pairs} == {"Milliseconds"}  # learnt once per metric via GetMetricStatistics
     by_tenant = Counter(r["tenant_id"] for _, r in pairs)
     assert by_tenant == {"a": 30, "b": 9}
     late = [r for _, r in pairs if r["tenant_id"] == "b" and r["statistic"] == "Sum"]
