@@ -31,19 +31,25 @@ class Likelihood:
     distribution is of the short mean, so its spread is the spread the score is actually compared with.
     """
 
-    __slots__ = ("ring", "size", "pos", "mean", "var", "n", "two_sided")
-    _HEAD = struct.Struct("<IIddB")
+    __slots__ = ("ring", "size", "pos", "mean", "var", "n", "two_sided", "alpha", "decades", "quiet", "min_var")
+    _HEAD = struct.Struct("<IIdd")
 
-    def __init__(self, short: int, two_sided: bool = False) -> None:
+    def __init__(self, short: int, alpha: float, decades: float, quiet: int = 0, min_sd: float = 0.0,
+                 two_sided: bool = False) -> None:
         self.ring = array("d", bytes(8 * short))
         self.size = short
         self.pos = 0
         self.mean = 0.0
         self.var = 0.0
         self.n = 0
+        # configuration (from the parameters, not part of the checkpoint)
         self.two_sided = two_sided
+        self.alpha = alpha            # EW rate of the long-run distribution
+        self.decades = decades        # a tail probability of 10**-decades scores 1
+        self.quiet = quiet            # updates before it may score
+        self.min_var = min_sd * min_sd
 
-    def update(self, raw: float, alpha: float, decades: float, quiet: int = 0, min_sd: float = 0.0) -> float:
+    def update(self, raw: float) -> float:
         """Add `raw`; return the log-scaled tail probability of the current short mean, scored against
         the distribution learnt before it (score first, then learn)."""
         ring = self.ring
@@ -59,12 +65,13 @@ class Likelihood:
         v = self.var
         d = short - m
         # alpha is raised to 1/(n+1) at first so early points get a plain running mean
+        alpha = self.alpha
         a = alpha if n * alpha > 1.0 else 1.0 / (n + 1)
         self.mean = m + a * d
         self.var = (1.0 - a) * (v + a * d * d)
-        if n < quiet or d == 0.0 or (d < 0.0 and not self.two_sided):
+        if n < self.quiet or d == 0.0 or (d < 0.0 and not self.two_sided):
             return 0.0
-        ve = v if v > min_sd * min_sd else min_sd * min_sd
+        ve = v if v > self.min_var else self.min_var
         if ve > 1e-18:
             if d * d < _Z_MIN2 * ve:
                 return 0.0
@@ -78,16 +85,15 @@ class Likelihood:
             p = 0.5 * math.erfc(z / _SQRT2)
         if p <= 0.0:
             return 1.0
-        sc = -math.log10(p) / decades
+        sc = -math.log10(p) / self.decades
         return 1.0 if sc > 1.0 else (sc if sc > 0.0 else 0.0)
 
     def pack(self) -> bytes:
-        return self._HEAD.pack(self.pos, self.n, self.mean, self.var, self.two_sided) + self.ring.tobytes()
+        return self._HEAD.pack(self.pos, self.n, self.mean, self.var) + self.ring.tobytes()
 
     def unpack(self, data: bytes, offset: int) -> int:
         """Restore from `data` at `offset`; return the offset after this block."""
-        self.pos, self.n, self.mean, self.var, two = self._HEAD.unpack_from(data, offset)
-        self.two_sided = bool(two)
+        self.pos, self.n, self.mean, self.var = self._HEAD.unpack_from(data, offset)
         offset += self._HEAD.size
         end = offset + 8 * self.size
         ring = array("d")

@@ -94,9 +94,9 @@ class SeriesDetector:
         self._origin = 0.0
         self._width = 0.0          # 0 until the grid is frozen
         self._levels = PatternCounter(p.table_bits)
-        self._lev = Likelihood(p.short_win)
-        self._val = Likelihood(p.val_short, two_sided=True)
-        self._sea = Likelihood(p.val_short, two_sided=True)
+        self._lev = Likelihood(p.short_win, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
+        self._val = Likelihood(p.val_short, p.val_alpha, p.decades, p.quiet, two_sided=True)
+        self._sea = Likelihood(p.val_short, p.val_alpha, p.decades, p.quiet, two_sided=True)
         self._prof = array("d", bytes(8 * p.season_bins * p.season_days))
         self._visits = array("H", bytes(2 * p.season_bins * p.season_days))
         self._recent = RecentMax(p.rest)   # recent scores for the "beat the recent maximum" rule
@@ -127,14 +127,14 @@ class SeriesDetector:
         s_lev = 0.0
         if self._width > 0.0:
             r_lev = self._levels.novelty(math.floor((x - self._origin) / self._width), p.adjacent)
-            s_lev = self._lev.update(r_lev, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
-        s_val = self._val.update(x, p.val_alpha, p.decades, p.quiet)
+            s_lev = self._lev.update(r_lev)
+        s_val = self._val.update(x)
         s_sea = 0.0
         slots = p.season_bins * p.season_days
         slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % slots
         k = self._visits[slot]
         if k >= p.season_min:
-            s_sea = self._sea.update(x - self._prof[slot], p.val_alpha, p.decades, p.quiet)
+            s_sea = self._sea.update(x - self._prof[slot])
         if k == 0:
             self._prof[slot] = x
         else:
