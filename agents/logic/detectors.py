@@ -130,21 +130,27 @@ class SeriesDetector:
             s_lev = self._lev.update(r_lev)
         s_val = self._val.update(x)
         s_sea = 0.0
-        slots = p.season_bins * p.season_days
-        slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % slots
-        k = self._visits[slot]
+        prof, visits = self._prof, self._visits
+        slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % len(prof)
+        k = visits[slot]
         if k >= p.season_min:
-            s_sea = self._sea.update(x - self._prof[slot])
+            s_sea = self._sea.update(x - prof[slot])
         if k == 0:
-            self._prof[slot] = x
+            prof[slot] = x
         else:
-            self._prof[slot] += p.season_alpha * (x - self._prof[slot])
+            prof[slot] += p.season_alpha * (x - prof[slot])
         if k < 65535:
-            self._visits[slot] = k + 1
+            visits[slot] = k + 1
         self._n = n + 1
         if n < p.warmup:
             return 0.0
-        score = max(p.level_weight * s_lev, p.val_weight * s_val, p.season_weight * s_sea)
+        score = p.level_weight * s_lev
+        s_val *= p.val_weight
+        if s_val > score:
+            score = s_val
+        s_sea *= p.season_weight
+        if s_sea > score:
+            score = s_sea
         if score > 1.0:
             score = 1.0
         # One incident, one alarm: only a score above everything in the last `rest` points is reported.
