@@ -34,7 +34,7 @@ TIMEOUT_SECONDS = float(os.environ.get("KAIZEN_DEMO_TIMEOUT_SECONDS", "420"))
 SETTLE_SECONDS = 10.0  # after a verdict: long enough to measure the latency it leaves behind
 RETRIGGER_SECONDS = 20.0
 MIN_FAULT_AGE_SECONDS = 12.0
-TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
+TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS, t.CLEAN_TOPICS["metric"])
 
 
 def now() -> datetime:
@@ -141,6 +141,9 @@ class Demo:
                 for tp, msgs in batches.items():
                     for m in msgs:
                         if m.value is None:
+                            continue
+                        if tp.topic == t.CLEAN_TOPICS["metric"]:
+                            self.tracker.observe_metrics(m.value, ts_of(m.timestamp, now()))
                             continue
                         tl = self.tracker.observe(tp.topic, m.value, ts_of(m.timestamp, now()))
                         if tl is not None:

@@ -124,6 +124,8 @@ class Timeline:
     verdict_at: datetime | None = None
     verdict: str | None = None
     degradation: float | None = None
+    verdict_reason: str = ""
+    baseline: dict[str, float] = field(default_factory=dict)  # the cycle's pre-deploy baseline
     rollback_at: datetime | None = None
     done_at: datetime | None = None
     error: str | None = None
@@ -131,6 +133,7 @@ class Timeline:
     latency: list[tuple[datetime, float]] = field(default_factory=list)
     canary_latency: list[tuple[datetime, float]] = field(default_factory=list)
     error_rate: list[tuple[datetime, float]] = field(default_factory=list)  # percent
+    telemetry_lag: list[float] = field(default_factory=list)  # seconds from metric time to telemetry.metrics
 
     def reached_verdict(self) -> bool:
         return self.verdict is not None
@@ -162,12 +165,15 @@ class Timeline:
     def as_report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in asdict(self).items():
-            if k in ("latency", "canary_latency", "error_rate"):
+            if k in ("latency", "canary_latency", "error_rate", "telemetry_lag"):
                 continue
             if k == "opportunities":
                 v = list(self.opportunities.values())
             out[k] = _iso(v) if isinstance(v, datetime) else v
         out.update(self.figures())
+        lags = sorted(self.telemetry_lag)
+        out["telemetry_lag_seconds"] = {"p50": round(lags[len(lags) // 2], 2), "max": round(lags[-1], 2),
+                                        "points": len(lags)} if lags else None
         out["met_expectation"] = self.verdict == self.expected_verdict if self.verdict else None
         return out
 
@@ -197,6 +203,8 @@ class TimelineTracker:
             return None
         tl = self.by_tenant.get(str(data.get("tenant_id", "")))
         if tl is None or tl.fault_injected_at is None or at < tl.fault_injected_at:
+            return None
+        if topic == t.CLEAN_TOPICS["metric"]:
             return None
         if topic == t.INSIGHTS:
             return self._insight(tl, data, at)
@@ -246,6 +254,8 @@ class TimelineTracker:
                 tl.approval_at, tl.approval = at, "automatic (guardrails)"
             tl.deployed_at = tl.deployed_at or at
             stage = (body.get("deployment") or {}).get("stage") if isinstance(body.get("deployment"), dict) else None
+            if isinstance(body.get("baseline"), dict) and body["baseline"]:
+                tl.baseline = dict(body["baseline"])
             if stage == "full" and tl.full_deployed_at is None:
                 tl.full_deployed_at = at
             if stage:
@@ -253,14 +263,31 @@ class TimelineTracker:
         elif status in VERDICT_STATUSES:
             tl.verdict_at = at
             tl.verdict = str(body.get("verdict") or VERDICT_STATUSES[status])
+            tl.verdict_reason = str(data.get("reason", ""))[:300]
             if isinstance(body.get("degradation"), int | float):
                 tl.degradation = float(body["degradation"])
             if status == "rolled_back":
                 tl.rollback_at = at
-            tl.full_deployed_at = tl.full_deployed_at or tl.deployed_at
         elif status in ("failed", "rejected"):
             tl.error = f"improvement {iid} {status}: {data.get('reason', '')}"[:200]
         return tl
+
+    def observe_metrics(self, value: bytes, at: datetime) -> None:
+        """Ingestion lag of the scenarios' Latency points: their time → the worker publishing them clean."""
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return
+        items = data.get("records", [data]) if isinstance(data, dict) else []
+        for it in items:
+            tl = self.by_tenant.get(str(it.get("tenant_id", ""))) if isinstance(it, dict) else None
+            if tl is None or it.get("metric_name") != "Latency" or "variant" in (it.get("dimensions") or {}):
+                continue
+            try:
+                ts = datetime.fromisoformat(str(it["timestamp"]).replace("Z", "+00:00"))
+            except (KeyError, ValueError):
+                continue
+            tl.telemetry_lag.append((at - ts).total_seconds())
 
     def mark_approved(self, scenario: str, at: datetime, who: str) -> None:
         tl = self.timelines[scenario]
