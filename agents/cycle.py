@@ -23,7 +23,8 @@ from streams.metrics import CYCLES_COMPLETED, CYCLES_STARTED
 from streams.records import Command, ImprovementEvent, ImprovementOpportunity
 
 log = structlog.get_logger(__name__)
-EMERGENCY_WAIT_SECONDS = 15.0  # the alarm's own opportunity may still be on its way through the agents
+EMERGENCY_WAIT_SECONDS = 15.0
+DECISION_WAIT_SECONDS = 10.0  # the alarm's own opportunity may still be on its way through the agents
 
 
 @dataclass
@@ -76,7 +77,8 @@ async def start_cycle(cmd: Command) -> CycleRun:
     CYCLES_STARTED.labels(kind).inc()
     component = args.get("component")
     problem = problem_family_hint(args)
-    deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 0)
+    # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
+    deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 3.0)
     while True:
         busy = {ex.opportunity.opportunity_id for ex in ctx.views.improvements.values()
                 if ex.opportunity is not None and not is_terminal(ex.status)}
@@ -118,6 +120,12 @@ async def decide(cmd: Command) -> None:
     ctx = await step_context()
     imp = cmd.improvement_id or ""
     ex = ctx.views.improvements.get(imp)
+    deadline = asyncio.get_running_loop().time() + DECISION_WAIT_SECONDS
+    # The decision may overtake the state (it was read off improvements.events): wait for the view to catch up.
+    while (ex is None or ex.status in ("pending", "queued", "generating", "validating")) \
+            and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        ex = ctx.views.improvements.get(imp)
     ok = ex is not None and can_decide(cmd.actor, cmd.roles, ex.requested_by)
     detail: dict[str, Any] = {"command_id": cmd.command_id, "reason": cmd.args.get("reason", ""),
                               "status": ex.status if ex else None, "allowed": ok}

@@ -46,6 +46,12 @@ def run_worker(loglevel: str = "info") -> None:
 
     from streams.app import app
 
+    import asyncio
+
+    from streams.supervisor import create_topics
+
+    # Every declared topic exists before any agent or view subscribes (idempotent).
+    asyncio.run(create_topics(runtime.bootstrap, app.conf.topic_partitions))
     runtime.process_id = f"worker-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     modules = load_agents()
     log.info("worker starting", agents=modules, broker=str(app.conf.broker), process=runtime.process_id)

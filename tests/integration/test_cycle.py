@@ -143,7 +143,9 @@ async def service_factory(backend: Backend) -> AsyncIterator[Any]:
 
 async def _to_approval(backend: Backend, tenant: str, component: str) -> str:
     await _send(backend, T.INSIGHTS, tenant, _insight(tenant, component).to_bytes())
-    await asyncio.sleep(2.0)  # the opportunity reaches the workers' views
+    opps = await collect(backend.kafka_bootstrap, [T.OPPORTUNITIES], lambda ps: len(ps) >= 1, timeout=40,
+                         keep=lambda _t, r: r.get("tenant_id") == tenant)
+    assert opps, "the insight did not become an opportunity"
     await _send(backend, T.COMMANDS, tenant, _cmd("trigger_cycle", "alice", ["operator"], tenant,
                                                   analysis_window_hours=1, max_improvements=1))
     evs = await _events(backend, tenant, _has("awaiting_approval"))
