@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     kaizen_broker_session_timeout: float = 6.0  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
     kaizen_log_json: bool = True
+    kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader
 
     # --- AWS / CloudWatch (seed: design document, improvement-cycle manual) ------------------
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))

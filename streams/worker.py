@@ -22,6 +22,7 @@ AGENT_MODULES: tuple[str, ...] = (
     "agents.events",
     "agents.cycle",
     "agents.improvements",
+    "agents.status",
 )
 
 
@@ -42,12 +43,11 @@ def load_agents(extra: tuple[str, ...] = ()) -> list[str]:
 
 def run_worker(loglevel: str = "info") -> None:
     """Run one Faust worker in the foreground until SIGINT/SIGTERM."""
+    import asyncio
+
     from faust import Worker
 
     from streams.app import app
-
-    import asyncio
-
     from streams.supervisor import create_topics
 
     # Every declared topic exists before any agent or view subscribes (idempotent).

@@ -1,0 +1,74 @@
+"""Worker heartbeats on the status topic (for get_system_status), and the connectors on the leader."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agents import cycle, dedup, events, improvements, opportunities, patterns, scoring
+from streams import app as A
+from streams.records import StatusReport
+from streams.runtime import runtime
+
+log = structlog.get_logger(__name__)
+_connector: dict[str, Any] = {}
+
+
+def worker_detail() -> dict[str, Any]:
+    processed = dict(dedup.STATS["processed"])
+    try:
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in A.app.consumer.assignment())
+    except (AttributeError, RuntimeError):
+        assigned = []
+    detail: dict[str, Any] = {
+        "telemetry_events_processed": sum(processed.values()),
+        "processed_by_kind": processed,
+        "duplicates_dropped": dict(dedup.STATS["duplicates"]),
+        "deadletters": dict(dedup.STATS["deadletters"]),
+        "points_scored": scoring.STATS.get("points", 0),
+        "insights_generated": scoring.STATS.get("insights", 0) + patterns.STATS.get("insights", 0)
+        + events.STATS.get("alarms", 0),
+        "log_lines": patterns.STATS.get("lines", 0),
+        "opportunity_updates": opportunities.STATS.get("updates", 0),
+        "improvement_events": dict(improvements.STATS),
+        "cycles_running": len(cycle._cycles),
+        "assigned_partitions": len(assigned),
+        "leader": bool(getattr(A.app, "is_leader", lambda: False)()),
+    }
+    runner = _connector.get("runner")
+    if runner is not None:
+        from streams.connect import connector_status
+
+        cst = connector_status(runner, runtime.process_id).detail
+        detail.update(breakers=cst["breakers"], cloudwatch_api_calls=cst["cloudwatch_api_calls"],
+                      circuit_breaker_opens=cst["circuit_breaker_opens"], connectors=cst)
+    return detail
+
+
+@A.app.timer(interval=5.0)
+async def heartbeat() -> None:
+    pid = runtime.process_id or f"worker-{socket.gethostname()}-{os.getpid()}"
+    report = StatusReport(process_id=pid, role="worker", timestamp=datetime.now(UTC), healthy=True,
+                          detail=worker_detail())
+    await A.status_topic.send(key=pid.encode(), value=report.to_bytes())
+
+
+@A.app.timer(interval=max(0.5, A.settings.cloudwatch_stream_interval_seconds), on_leader=True)
+async def leader_connectors() -> None:
+    """KAIZEN_CONNECTORS_IN_WORKER: one poller per source in the cluster — the group leader's."""
+    if not A.settings.kaizen_connectors_in_worker or not A.settings.enable_cloudwatch_streaming:
+        return
+    runner = _connector.get("runner")
+    if runner is None:
+        from connectors.cloudwatch.runner import ConnectorRunner
+        from connectors.publisher import TelemetryPublisher
+        from streams.connect import aws_clients
+
+        publisher = TelemetryPublisher(runtime.bootstrap)
+        await publisher.start()
+        runner = _connector["runner"] = ConnectorRunner(A.settings, publisher, lambda: aws_clients(A.settings))
+    await runner.poll_once()
