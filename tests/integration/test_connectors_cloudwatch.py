@@ -214,6 +214,13 @@ async def test_eventbridge_queue_and_alarm_transitions(aws_env: Backend, tmp_pat
                                       "Detail": json.dumps({"tenant_id": "acme", "uid": uid})}])
     assert res["FailedEntryCount"] == 0
     sqs.send_message(QueueUrl=url, MessageBody=f"not an event {uid}")
+    # moto does not emit "CloudWatch Alarm State Change" to EventBridge: send that envelope to SQS directly
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({
+        "version": "0", "id": f"eb-{uid}", "source": "aws.cloudwatch", "detail-type": "CloudWatch Alarm State Change",
+        "time": "2026-01-01T10:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"alarmName": f"eb-{uid}", "state": {"value": "ALARM", "reason": "r"}, "previousState": {"value": "OK"},
+                   "configuration": {"metrics": [{"metricStat": {"metric": {
+                       "name": "Errors", "dimensions": {"tenant_id": "beta"}}}}]}}}))
     cw.put_metric_alarm(AlarmName=f"{uid}-critical-latency", MetricName="Latency", Namespace="NS",
                         Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=5,
                         ComparisonOperator="GreaterThanThreshold",
@@ -222,7 +229,7 @@ async def test_eventbridge_queue_and_alarm_transitions(aws_env: Backend, tmp_pat
     runner = ConnectorRunner(settings, publisher, _clients(settings), sources=("alarms", "queue"),
                              queue_wait_seconds=1)
     first = await runner.poll_once()
-    assert first == {f"alarms:{uid}": 0, f"queue:{url}": 1}  # moto delivered EventBridge → SQS
+    assert first == {f"alarms:{uid}": 0, f"queue:{url}": 2}  # moto delivered EventBridge → SQS
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
     cw.set_alarm_state(AlarmName=f"{uid}-critical-latency", StateValue="ALARM", StateReason="latency > 5")
@@ -231,14 +238,16 @@ async def test_eventbridge_queue_and_alarm_transitions(aws_env: Backend, tmp_pat
     restarted = ConnectorRunner(settings, publisher, _clients(settings), sources=("alarms",))
     assert (await restarted.poll_once())[f"alarms:{uid}"] == 0
     q = runner.status()["sources"][f"queue:{url}"]
-    assert q["dead_letters"] == 1 and q["deleted"] == 2
+    assert q["dead_letters"] == 1 and q["deleted"] == 3
 
-    pairs = await collect(backend.kafka_bootstrap, [T.RAW_TOPICS["event"], T.DEADLETTER], lambda p: len(p) >= 3,
+    pairs = await collect(backend.kafka_bootstrap, [T.RAW_TOPICS["event"], T.DEADLETTER], lambda p: len(p) >= 4,
                           keep=lambda _t, r: uid in json.dumps(r), settle=1.5)
     evs = [r for t, r in pairs if t == T.RAW_TOPICS["event"]]
-    alarms = [r for r in evs if r["event_type"] == "alarm"]
+    alarms = [r for r in evs if r["event_type"] == "alarm" and r["detail"]["origin"] == "describe_alarms"]
     assert len(alarms) == 1 and alarms[0]["detail"]["new_state"] == "ALARM"
     assert alarms[0]["detail"]["severity"] == "critical" and alarms[0]["tenant_id"] == "acme"
+    eb_alarm = [r for r in evs if r["event_type"] == "alarm" and r["detail"]["origin"] == "eventbridge"]
+    assert len(eb_alarm) == 1 and eb_alarm[0]["tenant_id"] == "beta" and eb_alarm[0]["detail"]["old_state"] == "OK"
     deploys = [r for r in evs if r["event_type"] == "deployment"]
     assert len(deploys) == 1 and deploys[0]["tenant_id"] == "acme" and deploys[0]["detail"]["uid"] == uid
     dead = [r for t, r in pairs if t == T.DEADLETTER]
