@@ -99,17 +99,18 @@ class MetricsSource:
 
     # --- percentile support (moto answers 500 to percentile statistics) ---------------------------
     async def _check_percentiles(self, metric: dict[str, Any], start: int, end: int) -> None:
-        self._percentiles_checked = True
+        """Ask once for one percentile; if the endpoint answers an error but a plain statistic works, the
+        percentiles are skipped from then on (and listed in status). An outage raises and is asked again."""
         wanted = [s for s in self.statistics if is_percentile(s)]
-        if not wanted:
-            return
-        try:
-            await self._get_data([self._query(0, metric, wanted[0])], start, end)
-        except ClientError as exc:
-            await self._get_data([self._query(0, metric, "Sum")], start, end)  # raises if the endpoint is down
-            for s in wanted:
-                self.unsupported_statistics[s] = f"endpoint rejects percentile statistics: {exc}"[:200]
-            log.warning("percentile statistics unsupported by the endpoint; skipped", statistics=wanted)
+        if wanted:
+            try:
+                await self._get_data([self._query(0, metric, wanted[0])], start, end)
+            except ClientError as exc:
+                await self._get_data([self._query(0, metric, "Sum")], start, end)  # raises if the endpoint is down
+                for s in wanted:
+                    self.unsupported_statistics[s] = f"endpoint rejects percentile statistics: {exc}"[:200]
+                log.warning("percentile statistics unsupported by the endpoint; skipped", statistics=wanted)
+        self._percentiles_checked = True
 
     @staticmethod
     def metric_key(metric: dict[str, Any]) -> str:
