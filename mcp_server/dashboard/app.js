@@ -141,12 +141,15 @@ function renderOpportunities(opps) {
 }
 
 function markerFor(ev) {
-  const stage = (ev.data && (ev.data.stage || ev.data.rollout)) || "";
+  // kaizen's cycle reports the rollout stage on "monitoring" events as data.deployment.stage
+  const dep = (ev.data && ev.data.deployment) || {};
+  const stage = (ev.data && (ev.data.stage || ev.data.rollout)) || dep.stage || "";
+  const isDeploy = ev.status === "deploying" || (ev.status === "monitoring" && dep.stage);
   if (ev.status === "rolled_back") {
     return { sym: "✕", color: "#ff4d4f", cls: "rollback-mark", label: "rollback" + (ev.data && ev.data.verdict ? " (" + ev.data.verdict + ")" : "") };
   }
-  if (ev.status === "deploying" && String(stage).includes("canary")) return { sym: "◆", color: "#ffb020", cls: "canary-mark", label: "canary" };
-  if (ev.status === "deploying") return { sym: "●", color: "#4aa3ff", cls: "full-mark", label: "full rollout" };
+  if (isDeploy && String(stage).includes("canary")) return { sym: "◆", color: "#ffb020", cls: "canary-mark", label: "canary" };
+  if (isDeploy) return { sym: "●", color: "#4aa3ff", cls: "full-mark", label: "full rollout" };
   if (ev.data && ev.data.verdict) return { sym: "★", color: "#c58bff", cls: "verdict-mark", label: "verdict " + ev.data.verdict };
   if (ev.status === "completed") return { sym: "★", color: "#3ecf8e", cls: "verdict-mark", label: "kept" };
   return { sym: "•", color: "#8a97a6", cls: "step-mark", label: ev.status };
