@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -97,7 +98,7 @@ class AlarmsSource:
         self.transitions += len(batch.records)
 
         async def commit() -> None:
-            self.cursors.save(self.name, {"states": new_states})
+            await asyncio.to_thread(self.cursors.save, self.name, {"states": new_states})
 
         batch.commit = commit
         return batch

@@ -134,7 +134,7 @@ class LogsSource:
 
         async def commit() -> None:
             for group, value in new_cursors.items():
-                self.cursors.save(f"logs:{group}", value)
+                await asyncio.to_thread(self.cursors.save, f"logs:{group}", value)
 
         batch.commit = commit
         batch.stats = {"groups": len(groups)}
@@ -175,7 +175,7 @@ class LogsSource:
                     batch.records.append(rec)
 
         async def commit() -> None:
-            self.cursors.save(key, {"end": end_s})
+            await asyncio.to_thread(self.cursors.save, key, {"end": end_s})
 
         batch.commit = commit
         batch.stats = {"groups": len(groups), "insights_window": [start_s, end_s]}

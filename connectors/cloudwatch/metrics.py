@@ -194,8 +194,9 @@ class MetricsSource:
         batch.stats = {"window_start": start, "window_end": end, "series": len(metrics), "queries": len(pairs)}
 
         async def commit() -> None:
-            self.cursors.save(self.name, {"end": max(end, prev_end), "emitted": new_emitted, "units": units,
-                                          "period": self.period, "namespace": self.namespace})
+            value = {"end": max(end, prev_end), "emitted": new_emitted, "units": units, "period": self.period,
+                     "namespace": self.namespace}
+            await asyncio.to_thread(self.cursors.save, self.name, value)
             self.last_window = (datetime.fromtimestamp(start, UTC).isoformat(),
                                 datetime.fromtimestamp(end, UTC).isoformat())
 

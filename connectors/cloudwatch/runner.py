@@ -18,6 +18,7 @@ from connectors.cloudwatch.client import AwsClients, GuardedClient, make_breaker
 from connectors.cloudwatch.cursor import CursorStore
 from connectors.cloudwatch.events import AlarmsSource, QueueSource
 from connectors.cloudwatch.logs import LogsSource
+from connectors.cloudwatch.mapping import tenant_allowed
 from connectors.cloudwatch.metrics import MetricsSource
 from connectors.fallback import FallbackReader
 from connectors.publisher import TelemetryPublisher
@@ -132,10 +133,12 @@ class ConnectorRunner:
 
     async def _poll_fallback(self, kind: str) -> int:
         batch = await asyncio.to_thread(self.fallback.read, kind)
-        await self.publisher.publish(kind, batch.records)
+        tenants = self.settings.cloudwatch_tenant_filter
+        records = [r for r in batch.records if tenant_allowed(str(getattr(r, "tenant_id", "")), tenants)]
+        await self.publisher.publish(kind, records)
         await self.publisher.publish_dead(batch.dead)
         await asyncio.to_thread(self.fallback.commit, batch)
-        return len(batch.records)
+        return len(records)
 
     # --- the loop -------------------------------------------------------------------------------
     async def run(self, stop_event: asyncio.Event) -> None:
