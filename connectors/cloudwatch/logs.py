@@ -54,7 +54,7 @@ class LogsSource:
     def __init__(
         self, client: GuardedClient, cursors: CursorStore, settings: Settings, *,
         initial_lookback_seconds: int = 3600, insights_timeout_seconds: float = 60.0,
-        insights_poll_seconds: float = 0.5,
+        insights_poll_seconds: float = 0.5, page_limit: int | None = None,
     ) -> None:
         self.client = client
         self.cursors = cursors
@@ -64,6 +64,7 @@ class LogsSource:
         self.initial_lookback_ms = initial_lookback_seconds * 1000
         self.insights_timeout = insights_timeout_seconds
         self.insights_poll = insights_poll_seconds
+        self.page_limit = page_limit  # FilterLogEvents page size (None: the service default, up to 10 000)
         self.groups: list[str] = []
         self.sampled_out = 0
         self.filtered_out = 0
@@ -147,6 +148,8 @@ class LogsSource:
             kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start_ms, "endTime": end_ms}
             if self.settings.cloudwatch_log_filter_pattern:
                 kwargs["filterPattern"] = self.settings.cloudwatch_log_filter_pattern
+            if self.page_limit:
+                kwargs["limit"] = self.page_limit
             if token:
                 kwargs["nextToken"] = token
             page = await self.client.call("filter_log_events", **kwargs)

@@ -16,8 +16,10 @@ from typing import Any
 import boto3
 import pytest
 
-from connectors.cloudwatch.client import AwsClients, boto_config, make_clients
+from connectors.breaker import CircuitBreaker
+from connectors.cloudwatch.client import AwsClients, GuardedClient, boto_config, make_clients
 from connectors.cloudwatch.cursor import CursorStore
+from connectors.cloudwatch.logs import LogsSource
 from connectors.cloudwatch.mapping import align_down
 from connectors.cloudwatch.runner import ConnectorRunner
 from connectors.publisher import TelemetryPublisher
@@ -172,6 +174,13 @@ async def test_logs_sampling_and_insights(aws_env: Backend, tmp_path: Path, publ
     runner2 = ConnectorRunner(settings, publisher, _clients(settings), sources=("logs",))  # restart
     assert sum((await runner2.poll_once()).values()) == 1
     assert sum((await runner2.poll_once()).values()) == 0
+
+    paged = LogsSource(GuardedClient("logs", _clients(settings).logs, CircuitBreaker("paged")),
+                       CursorStore(tmp_path / "paged"), settings, page_limit=1)
+    batch = await paged.collect(datetime.now(UTC))  # FilterLogEvents one event per page: nextToken paging
+    assert sorted(r.model_dump()["message"] for r in batch.records) == sorted(
+        ["[ERROR] boom", "INFO ok", json.dumps({"level": "warn", "tenant_id": "zeta", "msg": "slow"}), "DEBUG later"])
+    assert paged.client.breaker.calls >= 5
 
     g2 = f"/aws/lambda/happyos-{uid}-sampled"
     put(g2, "s", ["INFO a", "ERROR b", "DEBUG c", "CRITICAL d", "WARN e"], now_ms - 4000)
