@@ -335,7 +335,9 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
     if attach:
         from streams.settings import get_settings
 
-        return _serve(get_settings(), scenarios, report, exit_after_cycle, console, live=console.is_terminal)
+        settings = get_settings()
+        report = report or settings.kaizen_data_dir / "demo-report.json"
+        return _serve(settings, scenarios, report, exit_after_cycle, console, live=console.is_terminal)
     from streams.demo_env import demo_stack
 
     with demo_stack(console) as settings:

@@ -27,7 +27,7 @@ DEMO_ENV: dict[str, str] = {
     "CLOUDWATCH_BREAKER_RECOVERY_SECONDS": "10",
     "IMPROVEMENT_CYCLE_INTERVAL_HOURS": "8760",  # cycles come from the demo (MCP) and the critical alarm
     "MAX_CONCURRENT_IMPROVEMENTS": "4",
-    "MONITORING_DURATION_SECONDS": "30",
+    "MONITORING_DURATION_SECONDS": "40",  # canary stage 30 % of it: > telemetry lag (p50 ≈ 5 s)
     "MONITORING_CHECK_INTERVAL_SECONDS": "1",
     "BASELINE_WINDOW_SECONDS": "10",
     "ROLLBACK_DEGRADATION_THRESHOLD": "0.10",

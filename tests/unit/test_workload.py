@@ -156,4 +156,11 @@ def test_timeline_tracker_folds_a_rolled_back_improvement() -> None:
     assert r["met_expectation"] is True
     assert r["changes"] == [{"parameter": "pool_size", "old": 10, "new": 15}]
     assert r["latency_healthy_ms"] == 100.0 and r["latency_before_ms"] == 130.0
+    assert r["full_deployed_at"] is None  # rolled back during the canary stage
+    tr.observe_metrics(orjson.dumps({"records": [
+        {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(), "dimensions": {}},
+        {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(),
+         "dimensions": {"variant": "canary"}},
+        {"tenant_id": "other", "metric_name": "Latency", "timestamp": T0.isoformat()}]}), T0 + timedelta(seconds=4))
+    assert tr.report()["scenarios"]["bad-change"]["telemetry_lag_seconds"] == {"p50": 4.0, "max": 4.0, "points": 1}
     orjson.dumps(tr.report())  # JSON-serialisable as it is
