@@ -15,6 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from connectors.breaker import CircuitBreaker
 from connectors.cloudwatch.client import AwsClients, GuardedClient, boto_config, make_clients
@@ -24,7 +26,7 @@ from connectors.cloudwatch.mapping import align_down
 from connectors.cloudwatch.runner import ConnectorRunner
 from connectors.publisher import TelemetryPublisher
 from streams import topics as T
-from streams.embedded import MOTO_CREDENTIALS, start_moto
+from streams.embedded import MOTO_CREDENTIALS, start_moto, start_tansu
 from streams.records import MetricDataPoint
 from streams.settings import Settings
 from tests.conftest import Backend
@@ -337,3 +339,29 @@ async def test_outage_opens_breaker_uses_fallback_and_fills_gap(backend: Backend
         assert cursor["end"] == base
     finally:
         moto.stop()
+
+
+async def test_sqs_messages_kept_when_kafka_does_not_acknowledge(aws_env: Backend, tmp_path: Path) -> None:
+    backend = aws_env
+    uid = uuid.uuid4().hex[:8]
+    sqs = _boto(backend.aws_endpoint, "sqs")
+    url = sqs.create_queue(QueueName=f"kz-nack-{uid}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+        {"source": "my.app", "detail-type": "Custom", "time": "2026-01-01T00:00:00Z", "detail": {"uid": uid}}))
+    broker = start_tansu(0, tmp_path / "tansu")
+    producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{broker.port}", request_timeout_ms=1500,
+                                acks="all", enable_idempotence=False)
+    pub = TelemetryPublisher(f"127.0.0.1:{broker.port}", producer=producer)
+    await pub.start()
+    try:
+        broker.stop()  # Kafka goes away after the connector started
+        settings = _settings(tmp_path, backend, cloudwatch_events_queue_url=url)
+        runner = ConnectorRunner(settings, pub, _clients(settings), sources=("queue",), queue_wait_seconds=1)
+        with pytest.raises(KafkaError):
+            await runner.poll_once()
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"  # received, not deleted: redelivered later
+        assert runner.status()["sources"][f"queue:{url}"]["deleted"] == 0
+    finally:
+        broker.stop()
+        await producer.stop()
