@@ -117,18 +117,18 @@ class MetricsSource:
         dims = ",".join(f"{k}={v}" for k, v in sorted(dims_to_dict(metric.get("Dimensions")).items()))
         return f"{metric['MetricName']}|{dims}"
 
-    async def _learn_units(self, metrics: list[dict[str, Any]], start: int, end: int) -> None:
-        """GetMetricData does not return units: ask GetMetricStatistics once per new metric (capped per poll)."""
+    async def _learn_units(self, seen_at: dict[str, tuple[dict[str, Any], int]]) -> None:
+        """GetMetricData does not return units: ask GetMetricStatistics once per metric that has data, for
+        one period where it has a value (at most `max_unit_lookups_per_poll` per poll; the rest next poll)."""
         assert self.units is not None
-        unknown = [m for m in metrics if self.metric_key(m) not in self.units][: self.max_unit_lookups]
-        for m in unknown:
+        unknown = [(k, m, t) for k, (m, t) in seen_at.items() if k not in self.units][: self.max_unit_lookups]
+        for key, m, t in unknown:
             res = await self.client.call(
                 "get_metric_statistics", Namespace=m.get("Namespace", self.namespace), MetricName=m["MetricName"],
-                Dimensions=m.get("Dimensions", []), StartTime=datetime.fromtimestamp(start, UTC),
-                EndTime=datetime.fromtimestamp(end, UTC), Period=self.period, Statistics=["SampleCount"])
+                Dimensions=m.get("Dimensions", []), StartTime=datetime.fromtimestamp(t, UTC),
+                EndTime=datetime.fromtimestamp(t + self.period, UTC), Period=self.period, Statistics=["SampleCount"])
             points = res.get("Datapoints", [])
-            if points:  # no data yet: ask again on a later poll
-                self.units[self.metric_key(m)] = str(points[0].get("Unit") or "None")
+            self.units[key] = str(points[0].get("Unit") or "None") if points else "None"
 
     def _query(self, i: int, metric: dict[str, Any], stat: str) -> dict[str, Any]:
         return {"Id": f"q{i}", "ReturnData": True, "MetricStat": {
@@ -174,20 +174,25 @@ class MetricsSource:
             await self._check_percentiles(metrics[0], start, end)
         if self.units is None:
             self.units = dict(cursor.get("units") or {})
-        await self._learn_units(metrics, start, end)
-        live = {self.metric_key(m) for m in metrics}
-        units = {k: v for k, v in self.units.items() if k in live}
         stats = [s for s in self.statistics if s not in self.unsupported_statistics]
         pairs = [(m, s) for m in metrics for s in stats]
         per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
-        seen = {k: set(v) for k, v in emitted.items()}
+        answers: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+        seen_at: dict[str, tuple[dict[str, Any], int]] = {}
         for i in range(0, len(pairs), per_call):
             chunk = pairs[i:i + per_call]
             queries = [self._query(j, m, s) for j, (m, s) in enumerate(chunk)]
             for result in await self._get_data(queries, start, end):
                 m, stat = chunk[int(str(result["Id"])[1:])]
-                self._map(result, m, stat, start, end, seen, batch.records)
-            await asyncio.sleep(0)
+                answers.append((result, m, stat))
+                if result.get("Timestamps"):
+                    seen_at.setdefault(self.metric_key(m), (m, int(to_datetime(result["Timestamps"][0]).timestamp())))
+        await self._learn_units(seen_at)
+        live = {self.metric_key(m) for m in metrics}
+        units = {k: v for k, v in self.units.items() if k in live}
+        seen = {k: set(v) for k, v in emitted.items()}
+        for result, m, stat in answers:
+            self._map(result, m, stat, start, end, seen, batch.records)
         keep_from = align_down(end - self.lag, self.period)
         new_emitted = {k: sorted(t for t in v if t >= keep_from) for k, v in seen.items()}
         new_emitted = {k: v for k, v in new_emitted.items() if v}
