@@ -46,6 +46,10 @@ def _series_done(n: int) -> Callable[[list[tuple[str, dict[str, Any]]]], bool]:
     return done
 
 
+def _anomaly_of(tenant: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r.get("tenant_id") == tenant and r.get("insight_type") == "anomaly"
+
+
 async def _tail(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     """A consumer positioned at the end of every partition of `topic` (so only new records are read)."""
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -123,8 +127,7 @@ async def test_level_shift_gives_anomaly_insight_within_one_second(backend: Back
                 shifted = {**warm[t][-1], "timestamp": now, "value": 200.0}  # a level shift of +100 %
                 sent = time.monotonic()
                 await producer.send_and_wait(T.RAW_TOPICS["metric"], envelope([shifted]), key=t.encode())
-                insights.append(await _wait_for(
-                    tail, lambda r, t=t: r.get("tenant_id") == t and r.get("insight_type") == "anomaly", timeout=10))
+                insights.append(await _wait_for(tail, _anomaly_of(t), timeout=10))
                 latencies.append(time.monotonic() - sent)
         finally:
             await tail.stop()
