@@ -12,7 +12,7 @@ import faust
 import orjson
 import structlog
 
-from agents.logic.patterns import PatternCounter, pattern_insight
+from agents.logic.patterns import PatternCounter, PatternEntry, pattern_insight
 from agents.logic.templates import PatternMiner
 from agents.routing import insight_partition
 from streams import app as A
@@ -40,6 +40,7 @@ class PartitionPatterns:
         self.miner_dirty = False
         self.miner_cp_at = time.monotonic()
         self.published: dict[str, float] = {}
+        self.pending: dict[str, PatternEntry] = {}  # changed since their last publication (rate-limited)
 
 
 _store: dict[str, ChangelogStore[dict[str, Any]]] = {}
@@ -65,6 +66,7 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
     """Template, count and (maybe) raise insights for one batch of log lines; returns insights sent."""
     store, pp = await _partition(partition)
     updates: dict[str, Any] = {}
+    urgent: set[str] = set()
     sent = 0
     for ev in events:
         match = pp.miner.add(ev.message)
@@ -78,10 +80,14 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
                                         partition=insight_partition(ins, A.settings.kafka_topic_partitions))
             INSIGHTS_GENERATED.labels("patterns").inc()
             sent += 1
-        last_pub = pp.published.get(entry.key, 0.0)
-        if findings or match.is_new or now - last_pub >= PUBLISH_SECONDS:
-            pp.published[entry.key] = now
-            await A.patterns_topic.send(key=entry.key.encode(), value=orjson.dumps(entry.to_json()))
+        pp.pending[entry.key] = entry
+        if findings or match.is_new:
+            urgent.add(entry.key)
+    # One publication per touched pattern per batch, with its final counts; a pattern published less than
+    # PUBLISH_SECONDS ago waits for the flush timer instead (the topic always converges to the latest).
+    for key in list(pp.pending):
+        if key in urgent or now - pp.published.get(key, 0.0) >= PUBLISH_SECONDS:
+            await publish_entry(pp, key, now)
     if pp.miner_dirty and time.monotonic() - pp.miner_cp_at >= MINER_CHECKPOINT_SECONDS:
         updates[MINER_KEY] = base64.b64encode(pp.miner.to_state()).decode()
         pp.miner_dirty = False
@@ -91,6 +97,14 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
     STATS["lines"] += len(events)
     STATS["insights"] += sent
     return sent
+
+
+async def publish_entry(pp: PartitionPatterns, key: str, now: float) -> None:
+    entry = pp.pending.pop(key, None)
+    if entry is None:
+        return
+    pp.published[key] = now
+    await A.patterns_topic.send(key=key.encode(), value=orjson.dumps(entry.to_json()))
 
 
 @A.app.agent(A.clean_topics["log"], name="error-patterns")
@@ -104,10 +118,18 @@ async def patterns(stream: faust.StreamT[bytes]) -> None:
 
 @A.app.timer(interval=2.0)
 async def checkpoint_miners() -> None:
-    """New patterns learnt since the last checkpoint are persisted even when the stream goes quiet."""
+    """New patterns learnt since the last checkpoint are persisted, and rate-limited pattern counts
+    published, even when the stream goes quiet."""
     s = _store.get("s")
     if s is None:
         return
+    now = time.time()
+    for partition, pp in list(_parts.items()):
+        if not s.loaded(partition):
+            pp.pending.clear()  # revoked: the partition's new owner publishes from the rebuilt state
+            continue
+        for key in [k for k in pp.pending if now - pp.published.get(k, 0.0) >= PUBLISH_SECONDS]:
+            await publish_entry(pp, key, now)
     for partition, pp in list(_parts.items()):
         if pp.miner_dirty and s.loaded(partition):
             await s.record(partition, {"set": {MINER_KEY: base64.b64encode(pp.miner.to_state()).decode()}})
