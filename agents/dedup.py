@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
 import structlog
+from aiokafka.errors import KafkaError
 
 from agents.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash, make_window_factory
 from streams import app as A
@@ -45,8 +48,11 @@ def dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
 
 
 async def process_raw(kind: str, value: bytes | None, partition: int, offset: int,
-                      store: ChangelogStore[DedupWindow], now: float) -> dict[int, list[Record]]:
-    """Decode, dead-letter, dedup one raw message; returns fresh records grouped by output partition."""
+                      store: ChangelogStore[DedupWindow], now: float
+                      ) -> tuple[dict[int, list[Record]], dict[str, Any] | None]:
+    """Decode, dead-letter, dedup one raw message: the fresh records grouped by output partition, and
+    the dedup delta admitting them — already applied in memory, to be changelogged by the caller once
+    the records are on the broker (see persist_after)."""
     topic_name = A.raw_topics[kind].get_topic_name()
     decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset)
     for dead in decoded.dead:
@@ -54,7 +60,7 @@ async def process_raw(kind: str, value: bytes | None, partition: int, offset: in
         DEADLETTERS.labels(kind).inc()
         STATS["deadletters"][kind] += 1
     if not decoded.records:
-        return {}
+        return {}, None
     window = await store.state(partition)
     hashes = [id_hash(r.event_id) for r in decoded.records]
     fresh_flags = window.filter_new(hashes, now)
@@ -68,13 +74,41 @@ async def process_raw(kind: str, value: bytes | None, partition: int, offset: in
             continue
         fresh_hashes.append(h)
         out[partition_for(output_key(kind, rec), nparts)].append(rec)
+    delta = None
     if fresh_hashes:
-        # Outputs are sent before the dedup delta is durable: a crash in between re-sends records
-        # (at least once) rather than losing them; downstream effects are keyed by event id.
-        await store.record(partition, dedup_delta(fresh_hashes, now))
+        delta = dedup_delta(fresh_hashes, now)
+        apply_dedup_delta(window, delta)  # later copies in this worker are dropped from now on
     TELEMETRY_PROCESSED.labels(kind).inc(len(fresh_hashes))
     STATS["processed"][kind] += len(fresh_hashes)
-    return out
+    return out, delta
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+                        sends: list[Awaitable[Any]]) -> None:
+    """Changelog a dedup delta only once the records it admits are on the broker.
+
+    Written before them, a worker killed in between would come back knowing ids whose records
+    never left it, and drop their redelivery: lost. Written after, a crash in between re-admits
+    them (at least once); downstream effects are keyed by event id. Faust flushes the outputs
+    before it commits the raw offset, so the raw message is redelivered in that case.
+    """
+    try:
+        await asyncio.gather(*sends)
+    except KafkaError as exc:
+        log.error("clean records not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
+        return
+    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
+        await store.record(partition, delta)
+
+
+def _persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+                           sends: list[Awaitable[Any]]) -> None:
+    task = asyncio.ensure_future(persist_after(store, partition, delta, sends))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def _make_agent(kind: str) -> None:
@@ -90,9 +124,11 @@ def _make_agent(kind: str) -> None:
             store_holder["s"] = store
         async for event in stream.events():
             msg = event.message
-            groups = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
-            for part, recs in groups.items():
-                await A.clean_topics[kind].send(value=encode_envelope(recs), partition=part)
+            groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
+            sends = [await A.clean_topics[kind].send(value=encode_envelope(recs), partition=part)
+                     for part, recs in groups.items()]
+            if delta is not None:
+                _persist_in_background(store, msg.partition, delta, sends)
 
     A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
 
