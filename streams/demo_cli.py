@@ -33,7 +33,7 @@ WARMUP_SECONDS = float(os.environ.get("KAIZEN_DEMO_WARMUP_SECONDS", "45"))  # de
 TIMEOUT_SECONDS = float(os.environ.get("KAIZEN_DEMO_TIMEOUT_SECONDS", "420"))
 SETTLE_SECONDS = 10.0  # after a verdict: long enough to measure the latency it leaves behind
 RETRIGGER_SECONDS = 20.0
-MIN_FAULT_AGE_SECONDS = 12.0
+MIN_FAULT_AGE_SECONDS = 16.0  # deploy lands ≈ BASELINE_WINDOW_SECONDS after the fault
 TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS, t.CLEAN_TOPICS["metric"])
 
 

@@ -29,7 +29,7 @@ DEMO_ENV: dict[str, str] = {
     "MAX_CONCURRENT_IMPROVEMENTS": "4",
     "MONITORING_DURATION_SECONDS": "40",  # canary stage 30 % of it: > telemetry lag (p50 ≈ 5 s)
     "MONITORING_CHECK_INTERVAL_SECONDS": "1",
-    "BASELINE_WINDOW_SECONDS": "10",
+    "BASELINE_WINDOW_SECONDS": "20",  # > telemetry lag, and within the faulted period (see demo_cli)
     "ROLLBACK_DEGRADATION_THRESHOLD": "0.10",
     "CANARY_FRACTION": "0.1",
     "KAIZEN_ACTUATOR": "ssm",
