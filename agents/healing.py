@@ -14,6 +14,9 @@ from streams.records import MetricDataPoint
 
 log = structlog.get_logger(__name__)
 
+# Under KAIZEN_DATA_DIR: the directory `kaizen healing history/check` read and write (the seed's
+# logs/self_healing layout), so the worker's firings and the CLI's share one history.
+HISTORY_DIR = "self_healing"
 WATCHED = frozenset({"Duration", "Latency", "ResponseTime", "ErrorRate", "TestFailureRate", "Retries",
                      "RetryCount", "TokensUsed", "CostUSD"})
 
@@ -25,7 +28,7 @@ class Healing:
         config = load_healing_config()
         self.triggers = TriggerFramework(config)
         self.actions = ActionRegistry(config)
-        self.history = HealingHistory(A.settings.kaizen_data_dir / "healing")
+        self.history = HealingHistory(A.settings.kaizen_data_dir / HISTORY_DIR)
         self.baselines: dict[tuple[str, str], float] = {}
 
     async def observe(self, points: list[MetricDataPoint]) -> int:

@@ -75,7 +75,7 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
         entry, findings = pp.counter.observe(ev, match, now)
         updates[entry.key] = entry.to_json()
         for reason in findings:
-            ins = pattern_insight(ev, match, entry, reason, now)
+            ins = pattern_insight(ev, match, entry, reason, now, pp.counter.window)
             await A.insights_topic.send(key=ins.insight_id.encode(), value=ins.to_bytes(),
                                         partition=insight_partition(ins, A.settings.kafka_topic_partitions))
             INSIGHTS_GENERATED.labels("patterns").inc()

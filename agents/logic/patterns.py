@@ -115,9 +115,14 @@ def _severity(entry: PatternEntry, reason: str) -> str:
 
 
 def pattern_insight(ev: LogEvent, match: PatternMatch, entry: PatternEntry, reason: str,
-                    now: float) -> TelemetryInsight:
-    """An `error_pattern` insight: a recurring pattern (> threshold per window) or a new error pattern."""
-    per_hour = entry.count_window * 3600.0 / max(1.0, min(3600.0, entry.last_seen - entry.window_start + 1))
+                    now: float, window_seconds: float = 3600.0) -> TelemetryInsight:
+    """An `error_pattern` insight: a recurring pattern (> threshold per window) or a new error pattern.
+
+    occurrences_per_hour is the window's count scaled to an hour (the hourly count for the default
+    one-hour window): it never extrapolates from the few seconds since the window opened, so the rate
+    only grows while a window fills (a first line reports 1/hour, not 3600/hour one second in).
+    """
+    per_hour = entry.count_window * 3600.0 / max(1.0, window_seconds)
     what = "recurring" if reason == "recurring" else "new"
     return TelemetryInsight(
         insight_type="error_pattern", severity=_severity(entry, reason),  # type: ignore[arg-type]
@@ -131,5 +136,6 @@ def pattern_insight(ev: LogEvent, match: PatternMatch, entry: PatternEntry, reas
         timestamp=datetime.fromtimestamp(ev.timestamp.timestamp(), UTC),
         evidence={"reason": reason, "pattern_id": match.pattern_id, "template": entry.template,
                   "category": match.category, "log_group": ev.log_group, "window_start": entry.window_start,
-                  "count_window": entry.count_window, "sample": entry.sample, "detected_at": now},
+                  "count_window": entry.count_window, "window_seconds": window_seconds, "sample": entry.sample,
+                  "detected_at": now},
     )
