@@ -133,7 +133,11 @@ async def test_level_shift_gives_anomaly_insight_within_one_second(backend: Back
             await tail.stop()
             await producer.stop()
         print("level shift → anomaly insight, ms:", [round(x * 1000) for x in latencies])
-        assert max(latencies) < 1.0, f"anomaly insight latencies (s): {latencies}"
+        # Two consumer hops (raw → dedup → clean → scoring). Tansu answers a Fetch only when data is there
+        # at request time or when fetch_max_wait_ms runs out (no wake-up on produce), and Faust's aiokafka
+        # driver hard-codes fetch_max_wait_ms=1500: up to 1.5 s per hop unless the worker lowers it.
+        assert max(latencies) < 1.0, f"anomaly insight latencies (s): {latencies} — is the worker's " \
+                                     f"consumer fetch_max_wait_ms still Faust's 1500 ms?"
         for ins in insights:
             assert ins["source"] == "scoring" and ins["affected_component"] == "checkout"
             assert ins["metrics"]["anomaly_score"] >= ANOMALY_THRESHOLD and ins["metrics"]["value"] == 200.0
