@@ -23,6 +23,7 @@ from streams.embedded import MOTO_CREDENTIALS, ManagedProcess, _die_with_parent,
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = REPO_ROOT / ".kaizen" / "bench-logs"
+RUN_DIR = REPO_ROOT / ".kaizen" / "bench-run"
 BASE_TS = 1_700_000_000
 
 
@@ -62,13 +63,15 @@ def new_app_id(prefix: str) -> str:
 
 
 def start_process(args: list[str], env: dict[str, str], name: str) -> ManagedProcess:
-    """`python ARGS` with env added, output to .kaizen/bench-logs/NAME.log."""
+    """`python ARGS` with env added, output to .kaizen/bench-logs/NAME.log, run in .kaizen/bench-run
+    (Faust writes an <app id>-data directory into its working directory)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     path = LOG_DIR / f"{name}.log"
     out = open(path, "wb")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen([sys.executable, *args], env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent, cwd=REPO_ROOT)
+                            preexec_fn=_die_with_parent, cwd=RUN_DIR)
     return ManagedProcess(name, proc, 0, path)
 
 
