@@ -209,6 +209,8 @@ class Demo:
         plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in tl.changes)
         self.say(tl, f"verdict {tl.verdict} (expected {tl.expected_verdict}) of [{plan}]; "
                      f"degradation {tl.degradation if tl.degradation is None else round(tl.degradation, 3)}")
+        if float(tl.baseline.get("samples", 0.0)) < 3:
+            self.say(tl, f"[warning] the cycle judged against a baseline of {tl.baseline.get('samples', 0)} samples")
         await asyncio.sleep(SETTLE_SECONDS)
         tl.done_at, tl.stage = now(), f"done: {tl.verdict}"
         f = tl.figures()
