@@ -199,6 +199,41 @@ def demo(
     raise typer.Exit(rc)
 
 
+@app.command("tail")
+def tail_cmd(
+    topic: Annotated[str, typer.Argument(help="Topic to print, e.g. improvements.events")],
+    end: Annotated[bool, typer.Option("--end", help="Start at the end instead of the beginning")] = False,
+    idle_exit: Annotated[float | None, typer.Option(help="Exit after this many quiet seconds")] = None,
+) -> None:
+    """Print a topic's records (key TAB value) from every partition — like `kcat -C`."""
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        _fail("KAFKA_BOOTSTRAP_SERVERS is not set (`kaizen run` prints the embedded broker's address)")
+    from streams.tail import tail
+
+    try:
+        asyncio.run(tail(settings.kafka_bootstrap_servers, topic, not end, idle_exit))
+    except ValueError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("produce")
+def produce_cmd(
+    topic: Annotated[str, typer.Argument(help="Topic, e.g. telemetry.metrics.raw")],
+    key: Annotated[str | None, typer.Option("--key", "-k", help="Message key (raw telemetry: the tenant_id)")] = None,
+) -> None:
+    """Send each line of stdin as one message — like `kcat -P`."""
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        _fail("KAFKA_BOOTSTRAP_SERVERS is not set (`kaizen run` prints the embedded broker's address)")
+    from streams.tail import produce
+
+    n = asyncio.run(produce(settings.kafka_bootstrap_servers, topic, key))
+    typer.echo(f"sent {n} messages to {topic}", err=True)
+
+
 @app.command("cloudwatch-export")
 def cloudwatch_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,

@@ -224,3 +224,112 @@ async def test_sigkill_during_monitoring_one_deployment_one_verdict(backend: Bac
     history = ssm.get_parameter_history(Name=f"/kaizen/{tenant}/api/canary/cache_size")["Parameters"] \
         if _get(ssm, f"/kaizen/{tenant}/api/canary/cache_size") else []
     assert len(history) <= 1
+
+
+class _EvilLLM:
+    """An OpenAI-compatible endpoint (real HTTP on a free port) that answers with dangerous code."""
+
+    CODE = ("```python:svc/handler.py\nimport subprocess\n\n\ndef run(cmd: str) -> str:\n"
+            "    subprocess.run(cmd, shell=True)\n    return str(eval(cmd))\n```")
+
+    def __enter__(self) -> str:
+        import http.server
+        import threading
+
+        code = self.CODE
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = orjson.dumps({"id": "x", "model": "evil", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": code}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 50}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_llm_code_with_eval_fails_validation_and_system_wide_waits_for_approval(
+        backend: Backend, cycle_env: dict[str, str], service_factory: Any) -> None:
+    import subprocess
+    import sys
+
+    ssm = _ssm(backend)
+    code_tenant = f"code-{uuid.uuid4().hex[:6]}"
+    sys_a, sys_b = f"sysa-{uuid.uuid4().hex[:6]}", f"sysb-{uuid.uuid4().hex[:6]}"
+    ssm.put_parameter(Name=f"/kaizen/{sys_a}/gateway/cache_size", Value="1024", Type="String", Overwrite=True)
+    with _EvilLLM() as url:
+        env = {**cycle_env, "LLM_PROVIDER": "openai", "LLM_BASE_URL": url, "LLM_API_KEY": "test"}
+        worker = start_kaizen(["worker"], env, "llm-worker")
+        try:
+            service_factory(sys_a, "gateway", "good")
+            # 1) an opportunity no playbook fits → the LLM generates code → validation fails with reasons
+            ins = _insight(code_tenant, "billing").model_copy(update={"problem_type": "memory_leak",
+                                                                      "insight_type": "anomaly",
+                                                                      "metric_name": None})
+            await _send(backend, T.INSIGHTS, code_tenant, ins.to_bytes())
+            await collect(backend.kafka_bootstrap, [T.OPPORTUNITIES], lambda ps: len(ps) >= 1, timeout=40,
+                          keep=lambda _t, r: r.get("tenant_id") == code_tenant)
+            await _send(backend, T.COMMANDS, code_tenant, _cmd("trigger_cycle", "alice", ["operator"], code_tenant,
+                                                               analysis_window_hours=1, max_improvements=1))
+            code_evs = await _events(backend, code_tenant, _terminal, timeout=60)
+            # 2) a system-wide opportunity (two tenants) waits for approval and proceeds only after it
+            sys_ins = _insight(sys_a, "gateway").model_copy(update={"affected_tenants": [sys_a, sys_b]})
+            await _send(backend, T.INSIGHTS, sys_a, sys_ins.to_bytes())
+            opps = await collect(backend.kafka_bootstrap, [T.OPPORTUNITIES], lambda ps: len(ps) >= 1, timeout=40,
+                                 keep=lambda _t, r: r.get("tenant_id") == sys_a)
+            assert opps[-1][1]["scope"] == "system" and opps[-1][1]["requires_approval"] is True
+            await _send(backend, T.COMMANDS, sys_a, _cmd("trigger_cycle", "alice", ["operator"], sys_a,
+                                                         analysis_window_hours=1, max_improvements=1))
+            waiting = await _events(backend, sys_a, _has("awaiting_approval"))
+            await asyncio.sleep(3.0)
+            held = await _events(backend, sys_a, lambda e: True, timeout=2.0, settle=0.5)
+            assert not any(e["status"] in ("deploying", "monitoring") for e in held), "proceeded without approval"
+            imp = next(e["improvement_id"] for e in waiting if e["status"] == "awaiting_approval")
+            await _send(backend, T.COMMANDS, imp, _cmd("approve", "root", ["admin"], sys_a, imp, reason="ok"))
+            approved = await _events(backend, sys_a, _has("monitoring"), timeout=40)
+        finally:
+            worker.stop()
+    failed = [e for e in code_evs if e["status"] == "failed"]
+    assert failed, [e["status"] for e in code_evs]
+    reason = failed[0]["reason"]
+    assert "validation failed" in reason and "security" in reason, reason
+    assert "eval" in reason or "subprocess" in reason, reason
+    reasons = next(e for e in waiting if e["status"] == "awaiting_approval")["reason"]
+    assert "system-wide" in reasons, reasons
+    assert any(e["status"] == "monitoring" for e in approved)
+    # The timeline is plain Kafka: any client reads it. Debian's kcat (librdkafka 2.0.2) fails Tansu 0.6.0's
+    # ApiVersions handshake (see README), so a current librdkafka (confluent-kafka) reads it here, as kcat
+    # does against a real Kafka; and kaizen's own `kaizen tail` prints it.
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": backend.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(T.IMPROVEMENT_EVENTS, p, 0) for p in range(4)])
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (imp in "".join(seen) and '"status":"monitoring"' in "".join(
+            x for x in seen if imp in x)):
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error() and msg.value():
+            seen.append(msg.value().decode())
+    consumer.close()
+    mine = [x for x in seen if imp in x]
+    assert any('"status":"awaiting_approval"' in x for x in mine) and any('"status":"monitoring"' in x for x in mine)
+    out = subprocess.run([sys.executable, "-m", "streams.cli", "tail", T.IMPROVEMENT_EVENTS, "--idle-exit", "2"],
+                         env={**os.environ, **backend.env()}, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert imp in out and "awaiting_approval" in out
