@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from streams import topics as t
@@ -14,6 +16,28 @@ def _broker_url(bootstrap: str | None) -> str:
 
 
 settings = get_settings()
+
+
+def _shorter_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """Faust hard-codes aiokafka's fetch_max_wait_ms=1500; Tansu does not answer a waiting fetch when
+    data arrives, so every hop of the pipeline could wait 1.5 s. Detection latency needs ~0.1 s."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_kaizen_patched", False):
+        return
+    original = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by aiokafka's Fetcher at start()
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    thread_cls._kaizen_patched = True  # type: ignore[attr-defined]
+
+
+_shorter_fetch_wait(settings.kaizen_fetch_max_wait_ms)
 
 app = faust.App(
     settings.kaizen_app_id,

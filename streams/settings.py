@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     kaizen_embedded_kafka_port: int = 0  # 0 => a free port
     kaizen_embedded_moto_port: int = 0
     kaizen_worker_web_port: int = 6066
-    kaizen_broker_session_timeout: float = 6.0  # short: Tansu joins take half a session
+    kaizen_broker_session_timeout: float = 6.0
+    kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
     kaizen_log_json: bool = True
     kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader

@@ -212,13 +212,15 @@ def _rate_per_day(insight: TelemetryInsight) -> float | None:
     return None
 
 
-def _frequency(occurrences: int, first: datetime, last: datetime, insight: TelemetryInsight) -> float:
-    """Per day: the larger of the reported window rate and occurrences extrapolated over first..last
-    (a span shorter than one hour counts as one hour; a single occurrence counts as once a day)."""
+def _frequency(occurrences: int, first: datetime, last: datetime, evidence: Iterable[TelemetryInsight]) -> float:
+    """Per day: the larger of the highest window rate reported by the retained evidence and the
+    occurrences extrapolated over first..last (a span shorter than one hour counts as one hour; a single
+    occurrence counts as once a day). The highest, not the latest: evidence of another kind (an anomaly
+    after a pattern count) must not lower the frequency of the same problem."""
     span_days = max((last - first).total_seconds() / 86400.0, 1.0 / 24.0)
     observed = occurrences / span_days if occurrences > 1 else 1.0
-    reported = _rate_per_day(insight)
-    return max(observed, reported or 0.0)
+    reported = max((_rate_per_day(e) or 0.0 for e in evidence), default=0.0)
+    return max(observed, reported)
 
 
 def _system(tenant: str, tenants: Iterable[str]) -> bool:
@@ -290,7 +292,7 @@ def fold_insight(
         scope="system" if system else "tenant", requires_approval=system, telemetry_evidence=evidence,
         proposed_changes=changes, performance_gain_percentage=round(gain_from_insight(insight, family), 6),
         affected_users_per_hour=_users(insight, tenant, component, ctx),
-        frequency_per_day=round(_frequency(occurrences, first, last, insight), 6), occurrences=occurrences,
+        frequency_per_day=round(_frequency(occurrences, first, last, evidence), 6), occurrences=occurrences,
         first_seen=first, last_seen=last, status="open", outcome_adjustment=round(factor * penalty, 6),
     )
     return rescore(opp)
