@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from agents.logic.detectors import ANOMALY_THRESHOLD, score_series
 from agents.logic.series import SeriesModel
 from streams.replay import parse_timestamp, patterns_file, score_csv
 
-NAB_DATA = Path(__file__).resolve().parents[3] / "shared" / "bench" / "nab" / "data"
+NAB_DATA = Path(os.environ.get("KAIZEN_NAB_DIR", Path(__file__).resolve().parents[3] / "shared" / "bench" / "nab")) / "data"
 NAB_FILE = NAB_DATA / "realKnownCause" / "machine_temperature_system_failure.csv"
 START = 1_700_000_000
 
