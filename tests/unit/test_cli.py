@@ -126,3 +126,21 @@ def test_cloudwatch_export_prints_dashboard_and_alarms(runner: CliRunner, tmp_pa
     out = tmp_path / "cw.json"
     res = runner.invoke(app, ["cloudwatch-export", "--output", str(out)])
     assert res.exit_code == 0 and json.loads(out.read_text()) == data
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = [ln for ln in README.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    assert lines[0] == "```"
+    assert lines[1].startswith("make run") and lines[2].startswith("make test")
+
+
+def test_readme_documents_every_setting_and_command() -> None:
+    from streams.settings import Settings
+
+    text = README.read_text(encoding="utf-8")
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in text]
+    assert not missing, f"README does not document {missing}"
+    assert all(f"kaizen {c}" in text for c in COMMANDS), [c for c in COMMANDS if f"kaizen {c}" not in text]
