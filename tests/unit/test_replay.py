@@ -138,3 +138,13 @@ def test_patterns_file(tmp_path: Path) -> None:
     ids = [r["EventId"] for r in rows]
     assert ids[0] == ids[1] == ids[3] and ids[2] == ids[4] and ids[0] != ids[2]
     assert rows[0]["EventTemplate"].startswith("Connection to") and "10.0.0.1" not in rows[0]["EventTemplate"]
+
+
+def test_patterns_keep_line_numbers_with_blank_lines(tmp_path: Path) -> None:
+    src = tmp_path / "app.log"
+    src.write_text("disk full on /dev/sda\n\nuser 7 logged in\r\n", encoding="utf-8")
+    out = tmp_path / "clusters.csv"
+    assert patterns_file(src, out) == (3, 3)
+    rows = _read(out)
+    assert [r["LineId"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["EventTemplate"] == "" and rows[2]["EventTemplate"] == "user <NUM> logged in"
