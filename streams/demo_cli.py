@@ -184,7 +184,8 @@ class Demo:
         for attempt in range(6):
             if s.trigger == "manual" or attempt > 0:
                 tl.cycle_triggered_at = tl.cycle_triggered_at or now()
-                how = await steering.trigger(s.profile.tenant_id)
+                how = await steering.trigger(s.profile.tenant_id, s.profile.component if s.focus_problem else None,
+                                             s.focus_problem)
                 self.say(tl, f"cycle triggered ({how})")
             else:
                 self.say(tl, "waiting for the critical alarm's emergency cycle")

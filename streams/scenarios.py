@@ -38,6 +38,7 @@ class Scenario:
     description: str
     alarm: AlarmSpec | None = None
     seed: int = 0
+    focus_problem: str | None = None  # steer the manual cycle to this opportunity family of the component
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -67,7 +68,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "manual", "keep",
         "recurring 'connection pool exhausted' errors become a pattern, then a database_connection "
         "opportunity; a larger pool ends them",
-        seed=37,
+        seed=37, focus_problem="database_connection",
     ),
     Scenario(
         "alarm",

@@ -122,3 +122,30 @@ async def test_demo_follows_the_loop_on_the_broker(backend: Backend) -> None:
     assert r["improvement_id"] == iid and r["verdict"] == "keep" and r["met_expectation"] is True
     assert r["first_anomaly_at"] <= r["opportunity_at"] <= r["deployed_at"] <= r["verdict_at"]
     assert r["rollback_at"] is None and r["approval"] == "automatic (guardrails)"
+
+
+async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None:
+    from connectors.workload.steering import Steering
+    from streams.records import Command
+    from tests.kafka_utils import collect
+
+    producer = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await producer.start()
+    tenant = "t" + uuid.uuid4().hex[:8]
+    try:
+        steering = Steering(producer, None, None, None)
+        assert not await steering.wait_for_mcp(timeout=0.1) and steering.via == "commands"
+        assert "focused on billing/database_connection" in await steering.trigger(
+            tenant, "billing", "database_connection")
+        await steering.approve("imp-x", tenant, "looks right")
+    finally:
+        await producer.stop()
+    pairs = await collect(backend.kafka_bootstrap, [t.COMMANDS],
+                          until=lambda ps: sum(1 for _t, r in ps if r.get("tenant_id") == tenant) >= 2, timeout=20)
+    cmds = [Command.model_validate(r) for _t, r in pairs if r.get("tenant_id") == tenant]
+    trigger, approve = sorted(cmds, key=lambda c: c.kind != "trigger_cycle")
+    assert trigger.kind == "trigger_cycle" and trigger.actor == "demo-operator"
+    assert trigger.args == {"analysis_window_hours": 1, "max_improvements": 1, "cycle_kind": "manual",
+                            "component": "billing", "problem_type": "database_connection"}
+    assert approve.kind == "approve" and approve.actor == "demo-approver" != trigger.actor
+    assert approve.improvement_id == "imp-x" and approve.roles == ["approver"]
