@@ -15,7 +15,20 @@ from agents.logic.opportunities import opportunity_id, problem_family
 from streams import topics as T
 from streams.records import TelemetryInsight
 from tests.conftest import Backend
+from tests.integration.test_cycle import (
+    _cmd,
+    _events,
+    _has,
+    _ssm,
+    _terminal,
+    _to_approval,
+    cycle_env,
+    service_factory,
+)
+from tests.integration.test_cycle import _send as _send_cmd
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+__all__ = ["cycle_env", "service_factory"]  # fixtures of the improvement-cycle tests, reused here
 
 BASE = 1_700_000_000
 
@@ -136,3 +149,37 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
         w1.stop()
         if w2 is not None:
             w2.stop()
+
+
+async def test_improvement_survives_scale_out_and_kill_one_deployment(backend: Backend, cycle_env: dict[str, str],
+                                                                     service_factory: Any) -> None:
+    """Two workers share the group; the one running an improvement's monitoring is SIGKILLed; the
+    survivor finishes it from the improvements changelog: one canary deployment, one verdict."""
+    ssm = _ssm(backend)
+    tenant = f"scale-{uuid.uuid4().hex[:6]}"
+    ssm.put_parameter(Name=f"/kaizen/{tenant}/api/cache_size", Value="1024", Type="String", Overwrite=True)
+    env = {**cycle_env, "MONITORING_DURATION_SECONDS": "12", "KAIZEN_BROKER_SESSION_TIMEOUT": "2"}
+    workers = [start_kaizen(["worker"], env, "scale-cycle-w1")]
+    try:
+        service_factory(tenant, "api", "good")
+        workers.append(start_kaizen(["worker"], env, "scale-cycle-w2"))  # joins while the service reports
+        imp = await _to_approval(backend, tenant, "api")
+        await _send_cmd(backend, T.COMMANDS, imp, _cmd("approve", "bob", ["approver"], tenant, imp))
+        await _events(backend, tenant, _has("monitoring"))
+        # Kill the worker that is running this improvement (the one whose log names it), else the first.
+        owner = next((w for w in workers if w.log_path and imp in w.log_path.read_text(errors="replace")), workers[0])
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.proc.wait(10)
+        evs = await _events(backend, tenant, _terminal, timeout=90, settle=3.0)
+        survivor = next(w for w in workers if w is not owner)
+        rebuilt = _rebuilt(survivor.log_path.read_text(errors="replace")) if survivor.log_path else {}
+    finally:
+        for w in workers:
+            w.stop()
+    assert rebuilt.get("improvements", 0) > 0, f"the survivor did not rebuild the improvement: {rebuilt}"
+    ids = {e["event_id"]: e for e in evs}
+    canary = [e for e in ids.values() if e["status"] == "monitoring"
+              and e["data"].get("deployment", {}).get("stage") == "canary"]
+    verdicts = [e for e in ids.values() if e["status"] in ("completed", "rolled_back", "failed")]
+    assert len(canary) == 1, [(e["status"], e["data"].get("deployment")) for e in evs]
+    assert len(verdicts) == 1, verdicts
