@@ -198,9 +198,10 @@ class Demo:
                 continue
             if tl.improvement_status == "awaiting_approval" and tl.improvement_id:
                 self.say(tl, f"improvement {tl.improvement_id} awaits approval")
+                asked = now()  # the decision's time; the call returns after the worker may have acted on it
                 who = await steering.approve(tl.improvement_id, s.profile.tenant_id,
                                              f"demo: approve the {s.name} fix")
-                self.tracker.mark_approved(s.name, now(), who)
+                self.tracker.mark_approved(s.name, asked, who)
                 self.say(tl, f"approved by {who}")
             if await self.until(tl, lambda x: x.verdict is not None or x.improvement_status in ("failed", "rejected"),
                                 180) and tl.verdict is not None:
