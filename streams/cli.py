@@ -49,7 +49,7 @@ def run(
     """The whole service: embedded broker and moto when nothing is configured, workers, connectors,
     MCP server and (by default) the closed-loop demo. Ctrl-C stops every process it started."""
     configure_logging()
-    from streams.demo_cli import connectors_available
+    from streams.demo_env import connectors_available
     from streams.supervisor import Supervisor
 
     if demo:

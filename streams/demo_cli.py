@@ -23,7 +23,12 @@ from connectors.workload.reporter import ServiceReporter
 from connectors.workload.service import SimulatedService
 from connectors.workload.steering import Steering
 from streams import topics as t
-from streams.demo_env import APPROVER_TOKEN_ENV, OPERATOR_TOKEN_ENV
+from streams.demo_env import (
+    APPROVER_TOKEN_ENV,
+    OPERATOR_TOKEN_ENV,
+    connectors_available,
+    run_connectors_here,
+)
 from streams.scenarios import Scenario, Timeline, TimelineTracker, select, ts_of
 from streams.settings import Settings
 
@@ -220,35 +225,6 @@ class Demo:
                      f"({f['latency_change_pct']} %); error rate {f['error_rate_before_pct']} % → "
                      f"{f['error_rate_after_pct']} %")
         self.changed.set()
-
-
-def connectors_available() -> bool:
-    """Whether the `kaizen connect` process exists in this build (else the demo polls CloudWatch itself)."""
-    import importlib.util
-
-    return importlib.util.find_spec("streams.connect") is not None
-
-
-async def run_connectors_here(settings: Settings) -> None:
-    """The CloudWatch connectors inside the demo process (used when `kaizen connect` is unavailable)."""
-    from connectors.cloudwatch.client import make_clients
-    from connectors.cloudwatch.runner import ConnectorRunner
-    from connectors.publisher import TelemetryPublisher
-
-    assert settings.kafka_bootstrap_servers
-    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers, acks=1)
-    await publisher.start()
-    runner = ConnectorRunner(settings, publisher, make_clients(settings), metrics_lookback_seconds=30,
-                             logs_lookback_seconds=60)
-    try:
-        while True:
-            try:
-                await runner.run(asyncio.Event())
-            except Exception as exc:  # noqa: BLE001 - a connector bug must not end the demo; logged, restarted
-                log.error("in-process connectors failed; restarting", error=f"{type(exc).__name__}: {exc}"[:300])
-                await asyncio.sleep(1.0)
-    finally:
-        await publisher.stop()
 
 
 def write_report(tracker: TimelineTracker, path: Path | None, extra: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -10,6 +11,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import orjson
+import structlog
 from rich.console import Console
 
 from streams.embedded import free_port
@@ -107,8 +109,6 @@ def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
         settings = get_settings()
         for i in range(workers):
             sup.spawn(f"worker-{i}", ["worker"])
-        from streams.demo_cli import connectors_available
-
         if connectors_available():
             sup.spawn("connect", ["connect"])
         sup.spawn("mcp", ["mcp"])
@@ -136,3 +136,33 @@ def prepare_run_env(env: MutableMapping[str, str]) -> str | None:
     if not env.get("AWS_ENDPOINT_URL"):
         reset_connector_state(get_settings().kaizen_data_dir)
     return None
+
+
+def connectors_available() -> bool:
+    """Whether the `kaizen connect` process exists in this build (else the demo polls CloudWatch itself)."""
+    import importlib.util
+
+    return importlib.util.find_spec("streams.connect") is not None
+
+
+async def run_connectors_here(settings: Settings) -> None:
+    """The CloudWatch connectors inside the demo process (used when `kaizen connect` is unavailable)."""
+    from connectors.cloudwatch.client import make_clients
+    from connectors.cloudwatch.runner import ConnectorRunner
+    from connectors.publisher import TelemetryPublisher
+
+    assert settings.kafka_bootstrap_servers
+    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers, acks=1)
+    await publisher.start()
+    runner = ConnectorRunner(settings, publisher, make_clients(settings), metrics_lookback_seconds=30,
+                             logs_lookback_seconds=60)
+    try:
+        while True:
+            try:
+                await runner.run(asyncio.Event())
+            except Exception as exc:  # noqa: BLE001 - a connector bug must not end the demo; logged, restarted
+                structlog.get_logger(__name__).error("in-process connectors failed; restarting",
+                                                     error=f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(1.0)
+    finally:
+        await publisher.stop()
