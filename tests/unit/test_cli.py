@@ -14,7 +14,7 @@ from streams.cli import app
 from streams.settings import get_settings
 
 COMMANDS = ["run", "worker", "connect", "mcp", "demo", "score", "patterns", "bench", "healing",
-            "cloudwatch-export"]
+            "cloudwatch-export", "produce", "tail"]
 HEALING = ["status", "triggers", "actions", "check", "history"]
 
 
@@ -103,10 +103,11 @@ def test_patterns_missing_file_exits_2(runner: CliRunner, tmp_path: Path) -> Non
     assert res.exit_code == 2 and "no such file" in res.stderr
 
 
-def test_worker_without_a_broker_says_what_to_set(runner: CliRunner) -> None:
-    res = runner.invoke(app, ["worker"])
+@pytest.mark.parametrize("args", [["worker"], ["connect"], ["mcp"], ["tail", "audit"], ["produce", "commands"]])
+def test_commands_without_a_broker_say_what_to_set(runner: CliRunner, args: list[str]) -> None:
+    res = runner.invoke(app, args)
     assert res.exit_code == 2
-    assert "KAFKA_BOOTSTRAP_SERVERS" in res.stderr
+    assert res.stderr.startswith("error: ") and "KAFKA_BOOTSTRAP_SERVERS" in res.stderr
 
 
 def test_invalid_configuration_is_reported(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
