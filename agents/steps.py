@@ -234,12 +234,22 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
     comp = _component(ex)
     variant = "canary" if stage == "canary" and ctx.tap.has_variant(ex.tenant_id, comp, "canary", since) else None
     samples = MetricWindow.from_points(ctx.tap.window(ex.tenant_id, comp, since, variant=variant))
+    if variant is not None:
+        samples.throughput = []  # a canary carries a share of the traffic: its volume is no regression
     canary_len = max(3.0, duration * ctx.settings.canary_share_of_monitoring)
     stage_len = canary_len if stage == "canary" else max(3.0, duration - canary_len)
     final = t - since >= stage_len
-    if not ex.baseline:
+    baseline = ex.baseline
+    if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
+        # telemetry lags: points from before the deploy may have arrived since; never judge against nothing
+        started = float(dep.get("started_at", since))
+        baseline = summarize(MetricWindow.from_points(ctx.tap.window(
+            ex.tenant_id, comp, started - ctx.settings.baseline_window_seconds, started)))
+    if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
+        if t - float(dep.get("started_at", since)) < 2 * duration:
+            return []  # paused: no baseline yet
         return await _finish_rollback(ctx, ex, "inconclusive", 0.0, "no baseline telemetry before deploy", {})
-    v = judge(ex.baseline, samples, threshold, ctx.settings.monitoring_min_samples, final=final)
+    v = judge(baseline, samples, threshold, ctx.settings.monitoring_min_samples, final=final)
     if v.decision == "rollback":
         return await _finish_rollback(ctx, ex, "rollback", v.degradation, v.reason, v.current)
     if not final or v.decision == "continue":

@@ -66,6 +66,7 @@ _TIMEOUT = re.compile(r"time[d ]?\s?out|deadline|etimedout", re.I)
 _CONNECTION = re.compile(r"connection (refused|reset|pool)|could not connect|too many connections|pool exhausted"
                          r"|database|econnrefused", re.I)
 _METRIC_FAMILY = (
+    (re.compile(r"cache.?hit|hit.?rate|cache.?miss", re.I), "cache"),
     (re.compile(r"error|fault|fail|5xx|exception", re.I), "error_rate"),
     (re.compile(r"latency|duration|responsetime|elapsed", re.I), "latency"),
     (re.compile(r"utili[sz]ation|cpu|memory", re.I), "utilization"),
