@@ -204,7 +204,8 @@ class KaizenService:
 
     # ------------------------------------------------------------------ commands
     async def trigger_cycle(self, p: Principal, analysis_window_hours: int, max_improvements: int,
-                            tenant_id: str | None) -> CycleTriggerResult:
+                            tenant_id: str | None, component: str | None = None,
+                            problem_type: str | None = None) -> CycleTriggerResult:
         if not 1 <= analysis_window_hours <= 720:
             raise BadArgument(f"analysis_window_hours must be between 1 and 720, got {analysis_window_hours}")
         top = self.settings.max_concurrent_improvements
@@ -224,7 +225,9 @@ class KaizenService:
         cmd = Command(command_id=cid, kind="trigger_cycle", timestamp=utcnow(), actor=p.name,
                       roles=sorted(p.roles), tenant_id=tenant_id,
                       args={"analysis_window_hours": analysis_window_hours, "max_improvements": max_improvements,
-                            "cycle_id": cid, "cycle_kind": "manual"})
+                            "cycle_id": cid, "cycle_kind": "manual",
+                            **({"component": component} if component else {}),
+                            **({"problem_type": problem_type} if problem_type else {})})
         await self.publisher.command(cmd)
 
         def first_events(v: Views) -> Any:

@@ -109,13 +109,16 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
 
     @mcp.tool
     async def trigger_improvement_cycle(analysis_window_hours: int = 24, max_improvements: int = 3,
-                                        tenant_id: str | None = None) -> CycleTriggerResult:
+                                        tenant_id: str | None = None, component: str | None = None,
+                                        problem_type: str | None = None) -> CycleTriggerResult:
         """Trigger an improvement cycle (manual): analyses the last `analysis_window_hours` of telemetry
         (1..720) and attempts at most `max_improvements` (1..MAX_CONCURRENT_IMPROVEMENTS) improvements,
-        for one tenant or (admin/approver) all. Returns the cycle's first events if a worker reports
+        for one tenant or (admin/approver) all; `component` / `problem_type` focus it on one component's
+        opportunities (that problem type first). Returns the cycle's first events if a worker reports
         within ~10 s, else the accepted command id."""
         try:
-            return await service.trigger_cycle(caller(), analysis_window_hours, max_improvements, tenant_id)
+            return await service.trigger_cycle(caller(), analysis_window_hours, max_improvements, tenant_id,
+                                               component=component, problem_type=problem_type)
         except (BadArgument, AuthError) as exc:
             raise _guard(exc) from exc
 
