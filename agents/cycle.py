@@ -21,6 +21,7 @@ from streams import app as A
 from streams.audit import audit_record, write_audit
 from streams.metrics import CYCLES_COMPLETED, CYCLES_STARTED
 from streams.records import Command, ImprovementEvent, ImprovementOpportunity
+from streams.runtime import survives_broker_outage
 
 log = structlog.get_logger(__name__)
 EMERGENCY_WAIT_SECONDS = 15.0
@@ -209,6 +210,7 @@ async def handle_command(cmd: Command) -> None:
 
 
 @A.app.timer(interval=1.0)
+@survives_broker_outage
 async def report_cycles() -> None:
     """Phase 6: once every improvement of a cycle reached a terminal status, publish its report."""
     if not _cycles:
@@ -231,6 +233,7 @@ async def report_cycles() -> None:
 
 
 @A.app.timer(interval=30.0, on_leader=True)
+@survives_broker_outage
 async def scheduled_cycles() -> None:
     """IMPROVEMENT_CYCLE_INTERVAL_HOURS from IMPROVEMENT_CYCLE_START_TIME (UTC); the slot is recorded
     on the config topic so a leader change does not start the same scheduled cycle twice."""

@@ -19,7 +19,7 @@ from streams import app as A
 from streams.audit import audit_record, write_audit
 from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
 from streams.records import ImprovementEvent, ImprovementExecution, TelemetryInsight
-from streams.runtime import runtime
+from streams.runtime import runtime, survives_broker_outage
 from streams.state import ChangelogStore, kv_apply, kv_init
 
 log = structlog.get_logger(__name__)
@@ -177,6 +177,7 @@ async def improvements(stream: faust.StreamT[bytes]) -> None:
 
 
 @A.app.timer(interval=1.0)
+@survives_broker_outage
 async def supervise_improvements() -> None:
     """Load the state of assigned partitions; resume improvements whose step died with a worker, and
     admit queued ones when capacity frees (MAX_CONCURRENT_IMPROVEMENTS)."""

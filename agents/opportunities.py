@@ -22,7 +22,7 @@ from agents.logic.opportunities import (
 from streams import app as A
 from streams.metrics import OPPORTUNITIES_UPDATED
 from streams.records import ImprovementOpportunity, TelemetryInsight
-from streams.runtime import runtime
+from streams.runtime import runtime, survives_broker_outage
 from streams.state import ChangelogStore, kv_apply, kv_init
 
 log = structlog.get_logger(__name__)
@@ -95,6 +95,7 @@ async def opportunities(stream: faust.StreamT[bytes]) -> None:
 
 
 @A.app.timer(interval=60.0)
+@survives_broker_outage
 async def decay_opportunities() -> None:
     """Lower the score of opportunities that stopped recurring; close them after the decay period."""
     s = _store.get("s")

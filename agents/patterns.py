@@ -18,7 +18,7 @@ from agents.routing import insight_partition
 from streams import app as A
 from streams.metrics import INSIGHTS_GENERATED
 from streams.records import LogEvent
-from streams.runtime import runtime
+from streams.runtime import runtime, survives_broker_outage
 from streams.state import ChangelogStore, kv_apply, kv_init
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,7 @@ async def patterns(stream: faust.StreamT[bytes]) -> None:
 
 
 @A.app.timer(interval=2.0)
+@survives_broker_outage
 async def checkpoint_miners() -> None:
     """New patterns learnt since the last checkpoint are persisted, and rate-limited pattern counts
     published, even when the stream goes quiet."""

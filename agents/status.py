@@ -12,7 +12,7 @@ import structlog
 from agents import cycle, dedup, events, improvements, opportunities, patterns, scoring
 from streams import app as A
 from streams.records import StatusReport
-from streams.runtime import runtime
+from streams.runtime import runtime, survives_broker_outage
 
 log = structlog.get_logger(__name__)
 _connector: dict[str, Any] = {}
@@ -50,6 +50,7 @@ def worker_detail() -> dict[str, Any]:
 
 
 @A.app.timer(interval=5.0)
+@survives_broker_outage
 async def heartbeat() -> None:
     pid = runtime.process_id or f"worker-{socket.gethostname()}-{os.getpid()}"
     report = StatusReport(process_id=pid, role="worker", timestamp=datetime.now(UTC), healthy=True,
@@ -58,6 +59,7 @@ async def heartbeat() -> None:
 
 
 @A.app.timer(interval=max(0.5, A.settings.cloudwatch_stream_interval_seconds), on_leader=True)
+@survives_broker_outage
 async def leader_connectors() -> None:
     """KAIZEN_CONNECTORS_IN_WORKER: one poller per source in the cluster — the group leader's."""
     if not A.settings.kaizen_connectors_in_worker or not A.settings.enable_cloudwatch_streaming:

@@ -38,11 +38,14 @@ def _shorter_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 
 _shorter_fetch_wait(settings.kaizen_fetch_max_wait_ms)
+_datadir = settings.kaizen_data_dir / "faust" / settings.kaizen_app_id  # not the working directory
+_datadir.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.kaizen_app_id,
     broker=_broker_url(settings.kafka_bootstrap_servers),
-    store="memory://",  # state lives in kaizen's own changelog topics (streams/state.py), see README
+    store="memory://",
+    datadir=str(_datadir),  # state lives in kaizen's own changelog topics (streams/state.py), see README
     autodiscover=False,
     origin="streams",
     topic_partitions=settings.kafka_topic_partitions,

@@ -16,3 +16,23 @@ class Runtime:
 
 
 runtime = Runtime()
+
+
+def survives_broker_outage(fn):  # type: ignore[no-untyped-def]
+    """For periodic tasks: a broker that is away (restarting) is logged and retried on the next tick
+    instead of crashing the worker."""
+    import functools
+
+    import structlog
+    from aiokafka.errors import KafkaError
+
+    log = structlog.get_logger(fn.__module__)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            await fn(*args, **kwargs)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("periodic task skipped: broker unavailable", task=fn.__name__, error=str(exc)[:200])
+
+    return wrapper

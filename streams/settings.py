@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     kaizen_broker_session_timeout: float = 6.0
     kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
-    kaizen_log_json: bool = True
+    kaizen_log_json: str = "auto"  # true | false | auto (JSON unless the output is a terminal)
     kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader
 
     # --- AWS / CloudWatch (seed: design document, improvement-cycle manual) ------------------

@@ -142,7 +142,10 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict
             return
         cfg = {"retention.ms": "604800000", **(config or {})}
         try:
-            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+            from streams.settings import get_settings
+
+            rf = get_settings().kafka_replication_factor
+            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=rf,
                                                 topic_configs=cfg)])
         except TopicAlreadyExistsError:
             pass

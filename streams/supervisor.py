@@ -102,7 +102,7 @@ class Supervisor:
         return rc
 
 
-async def create_topics(bootstrap: str, partitions: int) -> None:
+async def create_topics(bootstrap: str, partitions: int, replication: int | None = None) -> None:
     """Declare every topic of streams.topics with its configuration (idempotent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -119,7 +119,10 @@ async def create_topics(bootstrap: str, partitions: int) -> None:
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t.name, num_partitions=partitions, replication_factor=1, topic_configs=dict(t.config))
+        from streams.settings import get_settings
+
+        rf = replication or get_settings().kafka_replication_factor
+        new = [NewTopic(t.name, num_partitions=partitions, replication_factor=rf, topic_configs=dict(t.config))
                for t in TOPICS if t.name not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -117,46 +116,50 @@ class StateViews:
         return [ex for ex in self.improvements.values() if ex.status in statuses]
 
 
-class MetricsTap:
-    """Recent samples of the watched signals per (tenant, component), from telemetry.metrics."""
+class Sample(NamedTuple):
+    """One watched metric value: all the monitoring verdicts need (small: the tap keeps many)."""
 
-    def __init__(self, bootstrap: str, horizon_seconds: float = 900.0, per_key: int = 5000) -> None:
-        self.horizon = horizon_seconds
-        self.samples: dict[tuple[str, str], deque[tuple[float, float, MetricDataPoint]]] = defaultdict(
+    metric_name: str
+    value: float
+    variant: str | None
+
+
+class MetricsTap:
+    """Recent samples of the watched signals per (tenant, component), from telemetry.metrics.
+
+    Bounded: `per_key` samples per component (latency, error rate and throughput together), so memory
+    stays flat however many points flow through; only those three signals are parsed."""
+
+    def __init__(self, bootstrap: str, per_key: int = 600) -> None:
+        self.samples: dict[tuple[str, str], deque[tuple[float, Sample]]] = defaultdict(
             lambda: deque(maxlen=per_key))
         self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True)
-        self.waiters: list[asyncio.Event] = []
 
     def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
         obj = orjson.loads(value)
         items = obj.get("records", [obj]) if isinstance(obj, dict) else []
-        now = time.time()
-        got = False
         for it in items:
-            if it.get("metric_name") not in WATCHED_METRICS:
+            name = it.get("metric_name")
+            if name not in WATCHED_METRICS:
                 continue
             p = MetricDataPoint.model_validate(it)
-            self.samples[(p.tenant_id, p.component())].append((p.timestamp.timestamp(), now, p))
-            got = True
-        if got:
-            for w in self.waiters:
-                w.set()
+            self.samples[(p.tenant_id, p.component())].append(
+                (p.timestamp.timestamp(), Sample(name, p.value, p.dimensions.get("variant"))))
 
     def window(self, tenant: str, component: str, since: float, until: float | None = None,
                variant: str | None = None) -> list[MetricDataPoint]:
-        """Points with event time in [since, until), optionally of one deployment variant."""
-        out = []
-        for ts, _arrived, p in self.samples.get((tenant, component), ()):
+        """Samples with event time in [since, until), optionally of one deployment variant (the stable
+        view excludes canary traffic). Duck-typed as points: MetricWindow reads metric_name and value."""
+        out: list[Any] = []
+        for ts, smp in self.samples.get((tenant, component), ()):
             if ts < since or (until is not None and ts >= until):
                 continue
-            v = p.dimensions.get("variant")
-            if variant is None and v == "canary":
-                continue  # the stable view excludes canary traffic
-            if variant is not None and v != variant:
+            if variant is None and smp.variant == "canary":
                 continue
-            out.append(p)
+            if variant is not None and smp.variant != variant:
+                continue
+            out.append(smp)
         return out
 
     def has_variant(self, tenant: str, component: str, variant: str, since: float) -> bool:
-        return any(p.dimensions.get("variant") == variant and ts >= since
-                   for ts, _a, p in self.samples.get((tenant, component), ()))
+        return any(smp.variant == variant and ts >= since for ts, smp in self.samples.get((tenant, component), ()))

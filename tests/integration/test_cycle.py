@@ -325,7 +325,7 @@ async def test_llm_code_with_eval_fails_validation_and_system_wide_waits_for_app
             x for x in seen if imp in x)):
         msg = consumer.poll(0.5)
         if msg is not None and not msg.error() and msg.value():
-            seen.append(msg.value().decode())
+            seen.append(bytes(msg.value() or b"").decode())
     consumer.close()
     mine = [x for x in seen if imp in x]
     assert any('"status":"awaiting_approval"' in x for x in mine) and any('"status":"monitoring"' in x for x in mine)
