@@ -79,7 +79,7 @@ async def start_cycle(cmd: Command) -> CycleRun:
     component = args.get("component")
     problem = problem_family_hint(args)
     # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
-    deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 3.0)
+    deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 10.0)
     while True:
         busy = {ex.opportunity.opportunity_id for ex in ctx.views.improvements.values()
                 if ex.opportunity is not None and not is_terminal(ex.status)}

@@ -74,3 +74,17 @@ def aws_env(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Backend:
     for k, v in backend.env().items():
         monkeypatch.setenv(k, v)
     return backend
+
+
+@pytest.fixture(scope="module")
+def own_backend() -> Iterator[Backend]:
+    """A broker and AWS endpoint of one test module's own, for tests that assert on whole topics
+    (a read model's decode-error count, a topic's full contents) and must not see other tests' records."""
+    stack = EmbeddedStack()
+    try:
+        stack.processes.append(start_tansu(0, ARTIFACTS / "logs"))
+        stack.processes.append(start_moto(0, ARTIFACTS / "logs"))
+        broker, moto = stack.processes
+        yield Backend(f"127.0.0.1:{broker.port}", f"http://127.0.0.1:{moto.port}", "embedded")
+    finally:
+        stack.stop()

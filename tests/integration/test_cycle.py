@@ -106,7 +106,7 @@ def _cmd(kind: str, actor: str, roles: list[str], tenant: str | None = None, imp
                    actor=actor, roles=roles, tenant_id=tenant, improvement_id=improvement_id, args=args).to_bytes()
 
 
-async def _events(backend: Backend, tenant: str, until: Any, timeout: float = 60.0,
+async def _events(backend: Backend, tenant: str, until: Any, timeout: float = 90.0,
                   settle: float = 0.0) -> list[dict[str, Any]]:
     pairs = await collect(backend.kafka_bootstrap, [T.IMPROVEMENT_EVENTS], lambda ps: until([r for _, r in ps]),
                           timeout=timeout, keep=lambda _t, r: r.get("tenant_id") == tenant, settle=settle)
@@ -285,7 +285,7 @@ async def test_llm_code_with_eval_fails_validation_and_system_wide_waits_for_app
                           keep=lambda _t, r: r.get("tenant_id") == code_tenant)
             await _send(backend, T.COMMANDS, code_tenant, _cmd("trigger_cycle", "alice", ["operator"], code_tenant,
                                                                analysis_window_hours=1, max_improvements=1))
-            code_evs = await _events(backend, code_tenant, _terminal, timeout=60)
+            code_evs = await _events(backend, code_tenant, _terminal, timeout=90)
             # 2) a system-wide opportunity (two tenants) waits for approval and proceeds only after it
             sys_ins = _insight(sys_a, "gateway").model_copy(update={"affected_tenants": [sys_a, sys_b]})
             await _send(backend, T.INSIGHTS, sys_a, sys_ins.to_bytes())

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from mcp_server.readmodel import ReadModel
@@ -14,6 +15,12 @@ from streams.records import ImprovementEvent, ImprovementOpportunity
 
 RUN = uuid.uuid4().hex[:6]
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """This module asserts on whole state topics: it gets a broker of its own (see tests/conftest.py)."""
+    return own_backend
 
 
 def _opp(i: int) -> ImprovementOpportunity:

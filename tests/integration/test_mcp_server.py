@@ -41,6 +41,12 @@ TOKENS = {
 NOW = datetime.now(UTC)
 
 
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """This module asserts on whole state topics: it gets a broker of its own (see tests/conftest.py)."""
+    return own_backend
+
+
 def opp(oid: str, tenant: str, severity: str, score: float, priority: str, **kw: Any) -> ImprovementOpportunity:
     return ImprovementOpportunity.model_validate(dict(
         opportunity_id=oid, title=f"{oid} title", description=f"{oid} description", impact_score=score,
