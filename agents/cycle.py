@@ -192,6 +192,11 @@ async def commands(stream: faust.StreamT[bytes]) -> None:
         except ValueError as exc:
             log.error("invalid command", error=str(exc)[:300])
             continue
+        age = (datetime.now(UTC) - cmd.timestamp).total_seconds()
+        if age > A.settings.kaizen_command_max_age_seconds:
+            # a request for "now": a new consumer group replaying old commands must not re-run them
+            log.warning("stale command skipped", command=cmd.command_id, kind=cmd.kind, age_seconds=round(age))
+            continue
         try:
             await handle_command(cmd)
         except Exception:  # noqa: BLE001 - one failing command must not stop the agent

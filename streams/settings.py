@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     kaizen_actuator: Literal["ssm", "kafka_config", "git"] = "ssm"
     kaizen_git_repo: Path | None = None  # generated code is committed here (default: <data dir>/repo)
     tenant_improvement_configs: dict[str, dict[str, Any]] = {}
+    kaizen_command_max_age_seconds: float = 300.0  # older commands (a replay) are skipped, not re-run
     improvement_profile: Literal["basic", "conservative", "aggressive"] = "basic"
 
     # --- LLM ----------------------------------------------------------------------------------

@@ -125,7 +125,10 @@ def _terminal(evs: list[dict[str, Any]]) -> bool:
 def cycle_env(backend: Backend, tmp_path: Path) -> dict[str, str]:
     return {**backend.env(), "KAIZEN_APP_ID": f"kz-cycle-{uuid.uuid4().hex[:6]}", "KAIZEN_DATA_DIR": str(tmp_path),
             "MONITORING_DURATION_SECONDS": "8", "MONITORING_CHECK_INTERVAL_SECONDS": "0.5",
-            "BASELINE_WINDOW_SECONDS": "20", "KAIZEN_ACTUATOR": "ssm"}
+            "BASELINE_WINDOW_SECONDS": "20", "KAIZEN_ACTUATOR": "ssm",
+            # each test's worker is a new consumer group on the shared commands topic: other tests' (older)
+            # commands are skipped instead of replayed
+            "KAIZEN_COMMAND_MAX_AGE_SECONDS": "30"}
 
 
 @pytest.fixture
