@@ -30,7 +30,8 @@ async def _insight(ins: TelemetryInsight) -> None:
 def emergency_command(ev: CloudWatchEvent, ins: TelemetryInsight) -> Command:
     """The improvement-cycle manual's emergency cycle: last hour, one focused improvement."""
     cid = "cmd-emergency-" + hashlib.sha1(ev.event_id.encode()).hexdigest()[:16]
-    return Command(command_id=cid, kind="trigger_cycle", timestamp=datetime.now(UTC), actor="alarm:" +
+    # Stamped with the alarm's own time: a replayed old alarm yields a stale command, which is skipped.
+    return Command(command_id=cid, kind="trigger_cycle", timestamp=min(ev.timestamp, datetime.now(UTC)), actor="alarm:" +
                    str(ev.detail.get("alarm_name", "?")), roles=["system"], tenant_id=ev.tenant_id,
                    args={"cycle_kind": "emergency", "analysis_window_hours": 1, "max_improvements": 1,
                          "component": ins.affected_component, "problem_type": ins.problem_type,
