@@ -23,6 +23,13 @@ from tests.conftest import Backend
 from tests.kafka_utils import collect, start_kaizen
 
 
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
+
+
 def _ssm(backend: Backend) -> Any:
     return boto3.client("ssm", endpoint_url=backend.aws_endpoint, region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")

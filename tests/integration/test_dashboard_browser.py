@@ -14,6 +14,13 @@ from mcp_server.testing import RunningServer, running_server
 from streams.settings import Settings
 from tests.integration.test_mcp_server import RUN, TA, TB, demo_state, produce
 
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
+
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = f"dash-admin-{RUN}-0123456789"

@@ -5,12 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from streams import topics as T
 from tests.conftest import Backend
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
 
 WINDOW = 4
 

@@ -24,6 +24,13 @@ from streams.embedded import ManagedProcess, start_tansu
 from tests.conftest import Backend
 from tests.kafka_utils import ARTIFACTS, collect, envelope, produce, start_kaizen
 
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
+
 BASE = 1_700_000_000
 
 

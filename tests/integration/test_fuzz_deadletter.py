@@ -20,6 +20,13 @@ from streams.records import MetricDataPoint
 from tests.conftest import Backend
 from tests.kafka_utils import collect, start_kaizen
 
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
+
 BAD_COUNT = 10_000
 GOOD_COUNT = 2_000
 PER_ENVELOPE = 100

@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from agents.logic.opportunities import opportunity_id
 from streams import topics as T
 from streams.records import LogEvent, MetricDataPoint
 from tests.conftest import Backend
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
 
 COMPONENT = "orders"
 HISTORY_DIR = "self_healing"  # agents.healing.HISTORY_DIR: where `kaizen healing history` reads

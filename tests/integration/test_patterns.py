@@ -13,6 +13,13 @@ from streams import topics as T
 from tests.conftest import Backend
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
 
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
+
 LOG_GROUP = "/aws/lambda/inventory-sync"
 
 

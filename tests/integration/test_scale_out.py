@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import orjson
+import pytest
 
 from agents.logic.opportunities import opportunity_id, problem_family
 from streams import topics as T
@@ -27,6 +28,13 @@ from tests.integration.test_cycle import (
 )
 from tests.integration.test_cycle import _send as _send_cmd
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
 
 __all__ = ["cycle_env", "service_factory"]  # fixtures of the improvement-cycle tests, reused here
 

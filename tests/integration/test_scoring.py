@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.logic.detectors import ANOMALY_THRESHOLD
@@ -16,6 +17,13 @@ from agents.logic.series import SeriesModel
 from streams import topics as T
 from tests.conftest import Backend
 from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """Workers of this module start new consumer groups that read topics from the beginning: a broker of
+    the module's own keeps other modules' records out of them (see tests/conftest.py)."""
+    return own_backend
 
 STEP = 60  # seconds between points, like a CloudWatch 1-minute metric
 WARM = 300  # steady points before the shift (the detector's warm-up is 150)
