@@ -15,9 +15,8 @@ from aiokafka.errors import KafkaError
 
 from agents.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash, make_window_factory
 from streams import app as A
-from streams.codec import decode_telemetry, encode_envelope
+from streams.codec import decode_metrics_lean, decode_telemetry, encode_envelope, encode_lean
 from streams.metrics import DEADLETTERS, DUPLICATES_DROPPED, TELEMETRY_PROCESSED
-from streams.records import Record
 from streams.runtime import runtime
 from streams.state import ChangelogStore
 
@@ -27,9 +26,10 @@ STATS: dict[str, Any] = {"processed": defaultdict(int), "duplicates": defaultdic
 
 def output_key(kind: str, rec: Any) -> str:
     """What the clean topic is partitioned by: the series for metrics (one detector per series
-    lives on one worker), tenant and log group for logs, tenant for events."""
+    lives on one worker; metrics are lean points, see streams/metric_codec.py), tenant and log
+    group for logs, tenant for events."""
     if kind == "metric":
-        return str(rec.series_key())
+        return str(rec["series"])
     if kind == "log":
         return f"{rec.tenant_id}|{rec.log_group}"
     return str(rec.tenant_id)
@@ -49,12 +49,15 @@ def dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
 
 async def process_raw(kind: str, value: bytes | None, partition: int, offset: int,
                       store: ChangelogStore[DedupWindow], now: float
-                      ) -> tuple[dict[int, list[Record]], dict[str, Any] | None]:
+                      ) -> tuple[dict[int, list[Any]], dict[str, Any] | None]:
     """Decode, dead-letter, dedup one raw message: the fresh records grouped by output partition, and
     the dedup delta admitting them — already applied in memory, to be changelogged by the caller once
     the records are on the broker (see persist_after)."""
     topic_name = A.raw_topics[kind].get_topic_name()
-    decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset)
+    if kind == "metric":  # the hot path: lean points, not models
+        decoded = decode_metrics_lean(value, topic=topic_name, partition=partition, offset=offset)
+    else:
+        decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset)
     for dead in decoded.dead:
         await A.deadletter_topic.send(key=topic_name.encode(), value=dead.to_bytes())
         DEADLETTERS.labels(kind).inc()
@@ -62,15 +65,17 @@ async def process_raw(kind: str, value: bytes | None, partition: int, offset: in
     if not decoded.records:
         return {}, None
     window = await store.state(partition)
-    hashes = [id_hash(r.event_id) for r in decoded.records]
+    lean = kind == "metric"
+    hashes = [id_hash(r["event_id"] if lean else r.event_id) for r in decoded.records]
     fresh_flags = window.filter_new(hashes, now)
-    out: dict[int, list[Record]] = defaultdict(list)
+    out: dict[int, list[Any]] = defaultdict(list)
     fresh_hashes: list[int] = []
     nparts = A.settings.kafka_topic_partitions
     for rec, h, fresh in zip(decoded.records, hashes, fresh_flags, strict=True):
         if not fresh:
-            DUPLICATES_DROPPED.labels(rec.tenant_id, kind).inc()
-            STATS["duplicates"][f"{rec.tenant_id}/{kind}"] += 1
+            tenant = rec["tenant_id"] if lean else rec.tenant_id
+            DUPLICATES_DROPPED.labels(tenant, kind).inc()
+            STATS["duplicates"][f"{tenant}/{kind}"] += 1
             continue
         fresh_hashes.append(h)
         out[partition_for(output_key(kind, rec), nparts)].append(rec)
@@ -125,7 +130,8 @@ def _make_agent(kind: str) -> None:
         async for event in stream.events():
             msg = event.message
             groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
-            sends = [await A.clean_topics[kind].send(value=encode_envelope(recs), partition=part)
+            encode = encode_lean if kind == "metric" else encode_envelope
+            sends = [await A.clean_topics[kind].send(value=encode(recs), partition=part)
                      for part, recs in groups.items()]
             if delta is not None:
                 _persist_in_background(store, msg.partition, delta, sends)

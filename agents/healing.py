@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import orjson
 import structlog
 
-from agents.logic.healing import ActionRegistry, TriggerFramework, observation_from_metric
+from agents.logic.healing import ActionRegistry, Observation, TriggerFramework, metric_observation_fields
 from connectors.execution_log import HealingHistory, load_healing_config
 from streams import app as A
-from streams.records import MetricDataPoint
+from streams.metric_codec import LeanPoint
 
 log = structlog.get_logger(__name__)
 
@@ -31,20 +31,29 @@ class Healing:
         self.history = HealingHistory(A.settings.kaizen_data_dir / HISTORY_DIR)
         self.baselines: dict[tuple[str, str], float] = {}
 
-    async def observe(self, points: list[MetricDataPoint]) -> int:
+    async def observe(self, points: list[LeanPoint]) -> int:
+        """Evaluate the triggers on scored points (lean points, see streams/metric_codec.py)."""
         firings = []
         for p in points:
-            if p.metric_name not in WATCHED:
+            name = p["metric_name"]
+            if name not in WATCHED:
                 continue
-            key = (p.tenant_id, p.component())
-            obs = observation_from_metric(p, self.baselines.get(key))
-            if obs is None:
+            key = (p["tenant_id"], p["component"])
+            baseline = self.baselines.get(key)
+            fields = metric_observation_fields(name, float(p["value"]), p["unit"], baseline)
+            if fields is None:
                 continue
-            if obs.duration_s is not None:
+            duration = fields.get("duration_s")
+            if duration is not None:
                 # slow EWMA of the duration as the baseline of duration_increase (≥ 150 %)
-                prev = self.baselines.get(key)
-                self.baselines[key] = obs.duration_s if prev is None else 0.98 * prev + 0.02 * obs.duration_s
-            firings.extend(self.triggers.evaluate(obs, p.timestamp))
+                self.baselines[key] = duration if baseline is None else 0.98 * baseline + 0.02 * duration
+            if not self.triggers.may_fire(fields):
+                continue
+            at = datetime.fromtimestamp(float(p["timestamp"]), UTC)
+            obs = Observation.model_validate({"component": p["component"], "tenant_id": p["tenant_id"],
+                                              "timestamp": at, "source": "cloudwatch", "ref": p["event_id"],
+                                              **fields})
+            firings.extend(self.triggers.evaluate(obs, at))
         if not firings:
             return 0
         plans = self.actions.actions_for_all(firings)

@@ -10,8 +10,6 @@ from typing import Any
 import faust
 import orjson
 import structlog
-from pydantic import TypeAdapter, ValidationError
-from typing_extensions import TypedDict
 
 from agents.healing import healing
 from agents.logic.detectors import ANOMALY_THRESHOLD
@@ -19,8 +17,9 @@ from agents.logic.series import SeriesModel, anomaly_insight, trend_insight
 from agents.opportunities import context as opportunity_context
 from agents.routing import insight_partition
 from streams import app as A
+from streams.metric_codec import LeanPoint, to_model, trusted_lean
 from streams.metrics import INSIGHTS_GENERATED, SCORING_POINTS
-from streams.records import MetricDataPoint, TelemetryInsight
+from streams.records import TelemetryInsight
 from streams.runtime import runtime
 from streams.state import ChangelogStore, kv_apply, kv_init
 
@@ -90,37 +89,45 @@ class ScoringState:
         return True
 
 
-async def score_batch(state: ScoringState, partition: int, points: list[MetricDataPoint],
+async def score_batch(state: ScoringState, partition: int, points: list[LeanPoint],
                       now: float) -> list[TelemetryInsight]:
-    """Score then learn each point; checkpoint due series; return the insights to emit."""
+    """Score then learn each point (lean points, see streams/metric_codec.py); checkpoint due series;
+    return the insights to emit. Models are built only for the rare point that makes an insight."""
     pm = await state.models(partition)
     insights: list[TelemetryInsight] = []
     due: dict[str, str] = {}
-    touched: dict[str, tuple[MetricDataPoint, SeriesModel]] = {}
-    by_series: dict[str, list[MetricDataPoint]] = defaultdict(list)
+    by_series: dict[str, list[LeanPoint]] = {}
     for p in points:
-        by_series[p.series_key()].append(p)
+        group = by_series.get(p["series"])
+        if group is None:
+            by_series[p["series"]] = [p]
+        else:
+            group.append(p)
+    threshold = ANOMALY_THRESHOLD
     for key, pts in by_series.items():
-        pts.sort(key=lambda x: x.timestamp)
-        model = pm.get(key, pts[0].metric_name)
+        if len(pts) > 1:
+            pts.sort(key=_timestamp)
+        model = pm.get(key, pts[0]["metric_name"])
+        observe = model.observe
         for p in pts:
-            ts = p.timestamp.timestamp()
-            score, findings = model.observe(ts, p.value)
-            if score >= ANOMALY_THRESHOLD:
-                insights.append(anomaly_insight(p, score, model, now))
+            score, findings = observe(p["timestamp"], p["value"])
+            if score >= threshold:
+                insights.append(anomaly_insight(to_model(p), score, model, now))
             for f in findings:
-                insights.append(trend_insight(p, f, model, now))
-        touched[key] = (pts[-1], model)
+                insights.append(trend_insight(to_model(p), f, model, now))
         if model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
             due[key] = base64.b64encode(model.checkpoint(now)).decode()
+        if state.may_publish(key, now, urgent=model.last_score >= threshold):
+            await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
     if due:
         await state.store.record(partition, {"set": due})
     SCORING_POINTS.inc(len(points))
     STATS["points"] += len(points)
-    for key, (last, model) in touched.items():
-        if state.may_publish(key, now, urgent=model.last_score >= ANOMALY_THRESHOLD):
-            await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, last)))
     return insights
+
+
+def _timestamp(p: LeanPoint) -> float:
+    return float(p["timestamp"])
 
 
 async def emit_insights(insights: list[TelemetryInsight]) -> None:
@@ -131,24 +138,25 @@ async def emit_insights(insights: list[TelemetryInsight]) -> None:
         STATS["insights"] += 1
 
 
-class _CleanEnvelope(TypedDict):
-    records: list[MetricDataPoint]
-
-
-_ENVELOPE = TypeAdapter(_CleanEnvelope)
-
-
-def clean_points(value: bytes | None) -> list[MetricDataPoint]:
-    """The points of one clean-topic message: dedup writes envelopes, parsed and validated in one
-    pydantic-core call straight from the bytes; anything else takes the record-by-record path."""
+def clean_points(value: bytes | None) -> list[LeanPoint]:
+    """The points of one clean-topic message: dedup writes envelopes of lean points, taken as they
+    are; a record of another shape is checked (and skipped with a warning if it is no point)."""
     if not value:
         return []
     try:
-        return _ENVELOPE.validate_json(value)["records"]
-    except ValidationError:
         raw = orjson.loads(value)
-        items = raw.get("records", [raw]) if isinstance(raw, dict) else []
-        return [MetricDataPoint.model_validate(it) for it in items]
+    except orjson.JSONDecodeError:
+        log.warning("clean metric message is not JSON; skipped", size=len(value))
+        return []
+    items = raw.get("records", [raw]) if isinstance(raw, dict) else []
+    out: list[LeanPoint] = []
+    for it in items if isinstance(items, list) else []:
+        p = trusted_lean(it)
+        if p is None:
+            log.warning("clean metric record is not a metric point; skipped", record=str(it)[:200])
+            continue
+        out.append(p)
+    return out
 
 
 _state: dict[str, ScoringState] = {}
@@ -173,6 +181,7 @@ async def scoring(stream: faust.StreamT[bytes]) -> None:
         points = clean_points(event.value)
         insights = await score_batch(state, event.message.partition, points, time.time())
         await emit_insights(insights)
+        observe_users = opportunity_context.observe
         for p in points:
-            opportunity_context.observe(p)
+            observe_users(p)
         await healing().observe(points)

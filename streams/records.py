@@ -76,24 +76,40 @@ class MetricDataPoint(Record):
     @model_validator(mode="after")
     def _ensure_event_id(self) -> MetricDataPoint:
         if not self.event_id:
-            self.event_id = derive_event_id(
-                "metric",
-                [self.tenant_id, self.namespace, self.metric_name, self.statistic,
-                 self.dimensions, self.timestamp.timestamp(), self.value],
-            )
+            self.event_id = metric_event_id(self.series_key(), self.timestamp.timestamp(), self.value)
         return self
 
     def series_key(self) -> str:
         """The series identity: tenant, namespace, metric, statistic and dimensions."""
-        dims = ",".join(f"{k}={v}" for k, v in sorted(self.dimensions.items()))
-        return f"{self.tenant_id}|{self.namespace}|{self.metric_name}|{self.statistic}|{dims}"
+        return metric_series_key(self.tenant_id, self.namespace, self.metric_name, self.statistic, self.dimensions)
 
     def component(self) -> str:
         """The affected component: a service/function dimension if present, else the namespace."""
-        for key in ("component", "service", "ServiceName", "FunctionName", "function", "agent_id"):
-            if key in self.dimensions:
-                return self.dimensions[key]
-        return self.namespace or self.metric_name
+        return metric_component(self.dimensions, self.namespace, self.metric_name)
+
+
+# Shared by the model above and the lean metric path (streams/metric_codec.py): one definition, so
+# both give the same series, component and event id for the same point.
+COMPONENT_DIMENSIONS = ("component", "service", "ServiceName", "FunctionName", "function", "agent_id")
+
+
+def metric_series_key(tenant_id: str, namespace: str, metric_name: str, statistic: str,
+                      dimensions: dict[str, str]) -> str:
+    dims = ",".join(f"{k}={dimensions[k]}" for k in sorted(dimensions)) if dimensions else ""
+    return f"{tenant_id}|{namespace}|{metric_name}|{statistic}|{dims}"
+
+
+def metric_component(dimensions: dict[str, str], namespace: str, metric_name: str) -> str:
+    for key in COMPONENT_DIMENSIONS:
+        if key in dimensions:
+            return dimensions[key]
+    return namespace or metric_name
+
+
+def metric_event_id(series_key: str, timestamp: float, value: float) -> str:
+    """A point's deterministic id: its series, time (epoch s) and value, so a re-send is a duplicate."""
+    return "m-" + hashlib.blake2b(f"{series_key}|{float(timestamp)!r}|{float(value)!r}".encode(),
+                                  digest_size=12).hexdigest()
 
 
 class LogEvent(Record):

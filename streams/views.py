@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.logic.verdicts import ERROR_RATE_METRICS, LATENCY_METRICS, THROUGHPUT_METRICS
 from streams import topics as T
+from streams.metric_codec import trusted_lean
 from streams.records import ImprovementExecution, ImprovementOpportunity, MetricDataPoint
 
 log = structlog.get_logger(__name__)
@@ -139,12 +140,13 @@ class MetricsTap:
         obj = orjson.loads(value)
         items = obj.get("records", [obj]) if isinstance(obj, dict) else []
         for it in items:
-            name = it.get("metric_name")
-            if name not in WATCHED_METRICS:
+            if type(it) is not dict or it.get("metric_name") not in WATCHED_METRICS:
                 continue
-            p = MetricDataPoint.model_validate(it)
-            self.samples[(p.tenant_id, p.component())].append(
-                (p.timestamp.timestamp(), Sample(name, p.value, p.dimensions.get("variant"))))
+            p = trusted_lean(it)  # dedup writes lean points: no model to build per sample
+            if p is None:
+                continue
+            self.samples[(p["tenant_id"], p["component"])].append(
+                (float(p["timestamp"]), Sample(p["metric_name"], float(p["value"]), p["dimensions"].get("variant"))))
 
     def window(self, tenant: str, component: str, since: float, until: float | None = None,
                variant: str | None = None) -> list[MetricDataPoint]:

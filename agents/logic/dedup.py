@@ -15,38 +15,50 @@ class DedupWindow:
     """Ids seen within `window_seconds`, kept in buckets so expiry is cheap.
 
     An id counts as seen while the bucket it was recorded in overlaps the window
-    (granularity: one bucket, a thirtieth of the window).
+    (granularity: one bucket, a thirtieth of the window). `_latest` maps each id to the newest
+    bucket holding it, so a lookup is one dict probe whatever the number of buckets.
     """
 
-    __slots__ = ("window", "bucket", "buckets")
+    __slots__ = ("window", "bucket", "buckets", "_latest")
 
     def __init__(self, window_seconds: float) -> None:
         self.window = float(window_seconds)
         self.bucket = max(1.0, self.window / 30.0)
         self.buckets: dict[int, set[int]] = {}
+        self._latest: dict[int, int] = {}
+
+    def _oldest(self, now: float) -> int:
+        return int((now - self.window) // self.bucket)
 
     def _expire(self, now: float) -> None:
-        oldest = int((now - self.window) // self.bucket)
+        oldest = self._oldest(now)
+        latest = self._latest
         for b in [b for b in self.buckets if b < oldest]:
-            del self.buckets[b]
+            for h in self.buckets.pop(b):
+                if latest.get(h) == b:
+                    del latest[h]
 
     def seen(self, h: int, now: float) -> bool:
-        oldest = int((now - self.window) // self.bucket)
-        return any(h in ids for b, ids in self.buckets.items() if b >= oldest)
+        b = self._latest.get(h)
+        return b is not None and b >= self._oldest(now)
 
     def add(self, hashes: list[int], now: float) -> None:
         self._expire(now)
-        self.buckets.setdefault(int(now // self.bucket), set()).update(hashes)
+        b = int(now // self.bucket)
+        self.buckets.setdefault(b, set()).update(hashes)
+        latest = self._latest
+        for h in hashes:
+            if latest.get(h, b) <= b:  # a replayed older delta must not move an id back in time
+                latest[h] = b
 
     def filter_new(self, hashes: list[int], now: float) -> list[bool]:
         """For each hash: True if it is new (not seen in the window, nor earlier in this batch)."""
         self._expire(now)
-        live = list(self.buckets.values())
+        latest = self._latest
         out: list[bool] = []
         batch: set[int] = set()
         for h in hashes:
-            dup = h in batch or any(h in ids for ids in live)
-            out.append(not dup)
+            out.append(h not in latest and h not in batch)
             batch.add(h)
         return out
 

@@ -26,6 +26,7 @@ __all__ = [
     "TriggerFiring",
     "TriggerFramework",
     "TriggerSpec",
+    "metric_observation_fields",
     "observation_from_metric",
     "observations_from_executions",
 ]
@@ -235,6 +236,22 @@ class TriggerFramework:
         self.fire_counts: dict[str, int] = defaultdict(int)
         self.suppressed: dict[str, int] = defaultdict(int)
 
+    def may_fire(self, fields: Mapping[str, float | None]) -> bool:
+        """Whether any enabled trigger's threshold is crossed by these observation fields (cooldown
+        aside): the cheap test that spares building an Observation for the usual quiet point."""
+        for spec in self.config.triggers:
+            if not spec.enabled:
+                continue
+            if spec.field == "token_ratio":
+                value = _ratio(fields.get("tokens"), fields.get("baseline_tokens"))
+            elif spec.field == "duration_ratio":
+                value = _ratio(fields.get("duration_s"), fields.get("baseline_duration_s"))
+            else:
+                value = fields.get(spec.field)
+            if value is not None and (value >= spec.threshold if spec.comparison == "ge" else value > spec.threshold):
+                return True
+        return False
+
     def evaluate(self, observation: Observation, now: datetime) -> list[TriggerFiring]:
         fired: list[TriggerFiring] = []
         for spec in self.config.triggers:
@@ -302,21 +319,28 @@ def _duration_s(value: float, unit: str) -> float:
     return {"Milliseconds": value / 1000.0, "Microseconds": value / 1e6, "Minutes": value * 60.0}.get(unit, value)
 
 
-def observation_from_metric(point: MetricDataPoint, baseline_duration_s: float | None = None) -> Observation | None:
-    """A CloudWatch point as an observation: Duration/Latency, ErrorRate, Retries, TokensUsed, CostUSD,
-    TestFailureRate (rates given in percent — value > 1 or unit Percent — become fractions)."""
-    name, v = point.metric_name, point.value
-    fields: dict[str, Any] = {}
+def metric_observation_fields(metric_name: str, value: float, unit: str,
+                              baseline_duration_s: float | None = None) -> dict[str, float | None] | None:
+    """The observation fields a CloudWatch point gives: Duration/Latency, ErrorRate, Retries, TokensUsed,
+    CostUSD, TestFailureRate (rates given in percent — value > 1 or unit Percent — become fractions);
+    None for other metrics."""
+    name, v = metric_name, value
     if name in {"Duration", "Latency", "ResponseTime"}:
-        fields = {"duration_s": _duration_s(v, point.unit), "baseline_duration_s": baseline_duration_s}
-    elif name in {"ErrorRate", "TestFailureRate"}:
-        frac = v / 100.0 if (point.unit == "Percent" or v > 1.0) else v
-        fields = {"error_rate" if name == "ErrorRate" else "test_failure_rate": frac}
-    elif name in {"Retries", "RetryCount"}:
-        fields = {"retries": v}
-    elif name in {"TokensUsed", "CostUSD"}:
-        fields = {"tokens" if name == "TokensUsed" else "cost_usd": v}
-    if not fields:
+        return {"duration_s": _duration_s(v, unit), "baseline_duration_s": baseline_duration_s}
+    if name in {"ErrorRate", "TestFailureRate"}:
+        frac = v / 100.0 if (unit == "Percent" or v > 1.0) else v
+        return {"error_rate" if name == "ErrorRate" else "test_failure_rate": frac}
+    if name in {"Retries", "RetryCount"}:
+        return {"retries": v}
+    if name in {"TokensUsed", "CostUSD"}:
+        return {"tokens" if name == "TokensUsed" else "cost_usd": v}
+    return None
+
+
+def observation_from_metric(point: MetricDataPoint, baseline_duration_s: float | None = None) -> Observation | None:
+    """A CloudWatch point as an observation (see metric_observation_fields)."""
+    fields = metric_observation_fields(point.metric_name, point.value, point.unit, baseline_duration_s)
+    if fields is None:
         return None
     return Observation.model_validate({
         "component": point.component(), "tenant_id": point.tenant_id, "timestamp": point.timestamp,

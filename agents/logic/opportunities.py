@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from agents.logic.impact import impact_score, priority_for
 from streams.records import ImprovementOpportunity, MetricDataPoint, TelemetryInsight
@@ -107,20 +107,26 @@ class OpportunityContext:
     decay_hours: float = 6.0
     outcomes: dict[tuple[str, str], OutcomeStats] = field(default_factory=dict)
 
-    def observe(self, point: MetricDataPoint) -> bool:
-        """Remember users/hour from a metric point; True when the point carried a users figure."""
+    def observe(self, point: MetricDataPoint | Mapping[str, Any]) -> bool:
+        """Remember users/hour from a metric point (a model or a lean point, see
+        streams/metric_codec.py); True when the point carried a users figure."""
+        if isinstance(point, MetricDataPoint):
+            name, dims, tenant, raw = point.metric_name, point.dimensions, point.tenant_id, point.value
+        else:
+            name, dims, tenant, raw = point["metric_name"], point["dimensions"], point["tenant_id"], point["value"]
         value: float | None = None
-        if point.metric_name == self.users_metric:
-            value = point.value
-        elif self.users_dimension in point.dimensions:
+        if name == self.users_metric:
+            value = float(raw)
+        elif self.users_dimension in dims:
             try:
-                value = float(point.dimensions[self.users_dimension])
+                value = float(dims[self.users_dimension])
             except ValueError:
                 return False
         if value is None:
             return False
-        self.users_per_hour[(point.tenant_id, point.component())] = value
-        self.users_per_hour[(point.tenant_id, "*")] = max(value, self.users_per_hour.get((point.tenant_id, "*"), 0))
+        component = point.component() if isinstance(point, MetricDataPoint) else point["component"]
+        self.users_per_hour[(tenant, component)] = value
+        self.users_per_hour[(tenant, "*")] = max(value, self.users_per_hour.get((tenant, "*"), 0))
         return True
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from array import array
+from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ class SeriesModel:
         self.metric_name = metric_name
         self.detector = detector
         self.trend = trend
-        self.recent = array("d")
+        self.recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
         self.last_score = 0.0
         self.since_cp = 0
         self.cp_at = 0.0
@@ -38,9 +39,7 @@ class SeriesModel:
         findings = self.trend.observe(ts, value)
         self.last_score = score
         self.since_cp += 1
-        self.recent.extend((ts, value, score))
-        if len(self.recent) > 3 * RECENT:
-            del self.recent[: len(self.recent) - 3 * RECENT]
+        self.recent.append((ts, value, score))
         return score, findings
 
     def due_checkpoint(self, now: float, every_points: int, every_seconds: float) -> bool:
@@ -64,12 +63,16 @@ class SeriesModel:
         m = cls(metric_name, det, trend)
         return m
 
-    def summary(self, key: str, last: MetricDataPoint) -> dict[str, Any]:
-        pts = [[self.recent[i], self.recent[i + 1], round(self.recent[i + 2], 4)]
-               for i in range(0, len(self.recent), 3)]
-        return {"series": key, "tenant_id": last.tenant_id, "metric_name": last.metric_name,
-                "namespace": last.namespace, "component": last.component(), "dimensions": last.dimensions,
-                "statistic": last.statistic, "last_score": round(self.last_score, 4), "points": pts}
+    def summary(self, key: str, last: MetricDataPoint | Mapping[str, Any]) -> dict[str, Any]:
+        """The series for the dashboard and the read model; `last` is its newest point (a model or a
+        lean point, see streams/metric_codec.py)."""
+        if isinstance(last, MetricDataPoint):
+            last = {"tenant_id": last.tenant_id, "metric_name": last.metric_name, "namespace": last.namespace,
+                    "component": last.component(), "dimensions": last.dimensions, "statistic": last.statistic}
+        pts = [[t, v, round(s, 4)] for t, v, s in self.recent]
+        return {"series": key, "tenant_id": last["tenant_id"], "metric_name": last["metric_name"],
+                "namespace": last["namespace"], "component": last["component"], "dimensions": last["dimensions"],
+                "statistic": last["statistic"], "last_score": round(self.last_score, 4), "points": pts}
 
 
 def _severity(score: float) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "classify_metric",
+    "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "any_rule_holds", "classify_metric",
     "error_unit_for", "evaluate_trend", "is_degraded", "rules_from_stats", "window_stats",
 ]
 
@@ -148,6 +148,27 @@ def rules_from_stats(bm: float, bs: float, cm: float, kind: MetricKind, params: 
     return out
 
 
+def any_rule_holds(bm: float, bs: float, cm: float, kind: MetricKind, params: TrendParams | None = None,
+                   error_unit: ErrorUnit = "percent") -> bool:
+    """bool(rules_from_stats(...)) without building findings: the per-point test of the usual quiet
+    point (tests/unit/test_trends.py checks the two agree)."""
+    p = params or TrendParams()
+    if kind == "throughput":
+        return (bs > 0.0 and cm < bm - p.std_k * bs) or (bm > 0.0 and (bm - cm) / bm > p.throughput_drop)
+    if bs > 0.0 and cm > bm + p.std_k * bs:
+        return True
+    if kind == "latency":
+        return bm > 0.0 and (cm - bm) / bm > p.latency_increase
+    if kind == "utilization":
+        return cm > p.utilization_max
+    if kind == "error_rate":
+        if error_unit == "count":
+            rise = (cm - bm) / bm if bm > 0.0 else (math.inf if cm > 0.0 else 0.0)
+            return rise > p.error_increase / 100.0
+        return (cm - bm) * (100.0 if error_unit == "ratio" else 1.0) > p.error_increase
+    return False
+
+
 # version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums
 _STATE = struct.Struct("<BIIQIdddd")
 _RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop")
@@ -229,6 +250,8 @@ class TrendTracker:
         bm = r + bmean
         bs = math.sqrt(max(self._bsq / nb - bmean * bmean, 0.0))
         cm = r + self._csum / cs
+        if not self._active and not any_rule_holds(bm, bs, cm, self.kind, self.p, self.error_unit):
+            return []  # the usual quiet point: nothing held before, nothing holds now
         found = rules_from_stats(bm, bs, cm, self.kind, self.p, self.error_unit)
         now = 0
         for f in found:

@@ -9,10 +9,12 @@ import pytest
 from agents.logic.trends import (
     TrendParams,
     TrendTracker,
+    any_rule_holds,
     classify_metric,
     error_unit_for,
     evaluate_trend,
     is_degraded,
+    rules_from_stats,
 )
 
 
@@ -113,3 +115,19 @@ def test_tracker_matches_pure_rules_on_its_windows() -> None:
             want = {f.rule for f in evaluate_trend(base, cur, "latency", p)}
             # the tracker reports rising edges only, so what it reports must hold on the pure rules
             assert got <= want, i
+
+
+def test_quick_quiet_test_agrees_with_the_rules() -> None:
+    rng = random.Random(7)
+    kinds = ["latency", "error_rate", "utilization", "throughput", "other"]
+    holds = 0
+    for _ in range(20_000):
+        bm = rng.choice([0.0, rng.uniform(-5, 200)])
+        bs = rng.choice([0.0, rng.uniform(0, 30)])
+        cm = bm + rng.uniform(-100, 100) * rng.choice([0.01, 0.3, 1.0])
+        kind = rng.choice(kinds)
+        unit = rng.choice(["percent", "ratio", "count"])
+        want = bool(rules_from_stats(bm, bs, cm, kind, None, unit))  # type: ignore[arg-type]
+        assert any_rule_holds(bm, bs, cm, kind, None, unit) == want, (bm, bs, cm, kind, unit)  # type: ignore[arg-type]
+        holds += want
+    assert 1_000 < holds < 19_000  # both outcomes were exercised
