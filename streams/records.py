@@ -95,7 +95,10 @@ COMPONENT_DIMENSIONS = ("component", "service", "ServiceName", "FunctionName", "
 
 def metric_series_key(tenant_id: str, namespace: str, metric_name: str, statistic: str,
                       dimensions: dict[str, str]) -> str:
-    dims = ",".join(f"{k}={dimensions[k]}" for k in sorted(dimensions)) if dimensions else ""
+    if len(dimensions) == 1:  # the usual case, without sorting
+        for k, v in dimensions.items():
+            return f"{tenant_id}|{namespace}|{metric_name}|{statistic}|{k}={v}"
+    dims = ",".join([f"{k}={dimensions[k]}" for k in sorted(dimensions)])
     return f"{tenant_id}|{namespace}|{metric_name}|{statistic}|{dims}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.logic.verdicts import ERROR_RATE_METRICS, LATENCY_METRICS, THROUGHPUT_METRICS
 from streams import topics as T
 from streams.metric_codec import trusted_lean
-from streams.records import ImprovementExecution, ImprovementOpportunity, MetricDataPoint
+from streams.records import TERMINAL_STATUSES, ImprovementExecution, ImprovementOpportunity, MetricDataPoint
 
 log = structlog.get_logger(__name__)
 WATCHED_METRICS = LATENCY_METRICS | ERROR_RATE_METRICS | THROUGHPUT_METRICS
@@ -98,14 +99,17 @@ class StateViews:
         self.flags: dict[str, bool] = {}
         self.config: dict[str, Any] = {}
         self.tail = TopicTail(bootstrap, [T.OPPORTUNITIES, T.IMPROVEMENT_STATE, T.CONFIG], self._on)
+        self.version = 0  # bumped when opportunities or improvements change (the tap's watch list)
 
     def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
         if topic == T.OPPORTUNITIES:
             opp = ImprovementOpportunity.model_validate_json(value)
             self.opportunities[opp.opportunity_id] = opp
+            self.version += 1
         elif topic == T.IMPROVEMENT_STATE:
             ex = ImprovementExecution.model_validate_json(value)
             self.improvements[ex.improvement_id] = ex
+            self.version += 1
         elif topic == T.CONFIG and key is not None:
             k = key.decode()
             rec = orjson.loads(value)
@@ -116,6 +120,20 @@ class StateViews:
     def active(self, statuses: frozenset[str]) -> list[ImprovementExecution]:
         return [ex for ex in self.improvements.values() if ex.status in statuses]
 
+    def watched_components(self) -> set[tuple[str, str]]:
+        """(tenant, component) pairs an improvement may be deployed to and judged on: those of open or
+        in-progress opportunities and of improvements not yet ended."""
+        out: set[tuple[str, str]] = set()
+        for opp in self.opportunities.values():
+            if opp.status in ("open", "in_progress"):
+                for tenant in {opp.tenant_id, *opp.affected_tenants}:
+                    out.update((tenant, c) for c in opp.affected_components)
+        for ex in self.improvements.values():
+            if ex.status not in TERMINAL_STATUSES and ex.opportunity is not None:
+                for tenant in {ex.tenant_id, *ex.opportunity.affected_tenants}:
+                    out.update((tenant, c) for c in ex.opportunity.affected_components)
+        return out
+
 
 class Sample(NamedTuple):
     """One watched metric value: all the monitoring verdicts need (small: the tap keeps many)."""
@@ -125,18 +143,53 @@ class Sample(NamedTuple):
     variant: str | None
 
 
+MAX_BYTE_FILTERS = 32  # beyond this many watched components, parsing beats one byte search per component
+
+
 class MetricsTap:
     """Recent samples of the watched signals per (tenant, component), from telemetry.metrics.
 
-    Bounded: `per_key` samples per component (latency, error rate and throughput together), so memory
-    stays flat however many points flow through; only those three signals are parsed."""
+    Only components an improvement may be judged on are kept (`watch`, normally
+    StateViews.watched_components: open opportunities and running improvements), so the tap costs
+    nothing for the bulk of the stream: a message none of whose bytes name a watched component is not
+    even parsed, and memory is bounded by `per_key` samples per watched component (latency, error rate
+    and throughput together). A component's samples start when its opportunity opens — before any
+    improvement of it exists, hence before its baseline window. Without `watch` every component is kept.
+    """
 
-    def __init__(self, bootstrap: str, per_key: int = 600) -> None:
+    def __init__(self, bootstrap: str, per_key: int = 600,
+                 watch: Callable[[], set[tuple[str, str]]] | None = None,
+                 watch_version: Callable[[], int] | None = None) -> None:
         self.samples: dict[tuple[str, str], deque[tuple[float, Sample]]] = defaultdict(
             lambda: deque(maxlen=per_key))
+        self._watch = watch
+        self._watch_version = watch_version
+        self._seen_version = -1
+        self._refreshed = 0.0
+        self.watched: set[tuple[str, str]] | None = None
+        self._needles: tuple[bytes, ...] = ()
         self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True)
 
+    def _refresh_watch(self) -> None:
+        if self._watch is None:
+            return
+        version = self._watch_version() if self._watch_version is not None else self._seen_version + 1
+        now = time.monotonic()
+        if version == self._seen_version or (self.watched is not None and now - self._refreshed < 0.5):
+            return  # at most twice a second: the views change per record while they catch up
+        self._seen_version, self._refreshed = version, now
+        self.watched = self._watch()
+        # JSON-escaped component names as they appear in a message's bytes (orjson writes non-ASCII as is)
+        self._needles = tuple({orjson.dumps(c) for _t, c in self.watched})
+        for key in [k for k in self.samples if k not in self.watched]:
+            del self.samples[key]
+
     def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._refresh_watch()
+        watched = self.watched
+        if watched is not None and len(self._needles) <= MAX_BYTE_FILTERS \
+                and not any(n in value for n in self._needles):
+            return  # no watched component in this message: not parsed at all
         obj = orjson.loads(value)
         items = obj.get("records", [obj]) if isinstance(obj, dict) else []
         for it in items:
@@ -145,7 +198,10 @@ class MetricsTap:
             p = trusted_lean(it)  # dedup writes lean points: no model to build per sample
             if p is None:
                 continue
-            self.samples[(p["tenant_id"], p["component"])].append(
+            k = (p["tenant_id"], p["component"])
+            if watched is not None and k not in watched:
+                continue
+            self.samples[k].append(
                 (float(p["timestamp"]), Sample(p["metric_name"], float(p["value"]), p["dimensions"].get("variant"))))
 
     def window(self, tenant: str, component: str, since: float, until: float | None = None,

@@ -315,8 +315,12 @@ class ActionRegistry:
         return plans
 
 
+_SECONDS_PER_UNIT = {"Milliseconds": 1e-3, "Microseconds": 1e-6, "Minutes": 60.0}
+
+
 def _duration_s(value: float, unit: str) -> float:
-    return {"Milliseconds": value / 1000.0, "Microseconds": value / 1e6, "Minutes": value * 60.0}.get(unit, value)
+    factor = _SECONDS_PER_UNIT.get(unit)
+    return value if factor is None else value * factor
 
 
 def metric_observation_fields(metric_name: str, value: float, unit: str,
