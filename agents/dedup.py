@@ -17,8 +17,7 @@ from agents.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_h
 from streams import app as A
 from streams.codec import decode_metrics_lean, decode_telemetry, encode_envelope, encode_lean
 from streams.metrics import DEADLETTERS, DUPLICATES_DROPPED, TELEMETRY_PROCESSED
-from streams.runtime import runtime
-from streams.state import ChangelogStore
+from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 STATS: dict[str, Any] = {"processed": defaultdict(int), "duplicates": defaultdict(int), "deadletters": defaultdict(int)}
@@ -39,12 +38,10 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
-def dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
-    settings = A.settings
-    return ChangelogStore(
-        f"dedup-{kind}", f"{settings.kaizen_app_id}.state.dedup.{kind}", runtime.bootstrap, settings.kafka_topic_partitions,
-        make_window_factory(settings.cloudwatch_event_dedup_window_seconds), apply_dedup_delta,
-    )
+async def start_dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
+    return await start_agent_store(f"dedup.{kind}", A.raw_topics[kind].get_topic_name(),
+                                   make_window_factory(A.settings.cloudwatch_event_dedup_window_seconds),
+                                   apply_dedup_delta)
 
 
 async def process_raw(kind: str, value: bytes | None, partition: int, offset: int,
@@ -122,11 +119,7 @@ def _make_agent(kind: str) -> None:
     async def dedup(stream: faust.StreamT[bytes]) -> None:
         store = store_holder.get("s")
         if store is None:
-            store = dedup_store(kind)
-            store.source_topic = A.raw_topics[kind].get_topic_name()  # type: ignore[attr-defined]
-            await store.start()
-            runtime.stores.append(store)
-            store_holder["s"] = store
+            store = store_holder["s"] = await start_dedup_store(kind)
         async for event in stream.events():
             msg = event.message
             groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())

@@ -19,8 +19,8 @@ from streams import app as A
 from streams.audit import audit_record, write_audit
 from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
 from streams.records import ImprovementEvent, ImprovementExecution, TelemetryInsight
-from streams.runtime import runtime, survives_broker_outage
-from streams.state import ChangelogStore, kv_apply, kv_init
+from streams.runtime import survives_broker_outage
+from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 RUNNABLE = frozenset({"pending", "queued", "generating", "validating", "deploying", "monitoring"})
@@ -34,12 +34,7 @@ _tasks: dict[str, asyncio.Task[None]] = {}
 async def store() -> ChangelogStore[dict[str, Any]]:
     s = _store.get("s")
     if s is None:
-        s = ChangelogStore("improvements", f"{A.settings.kaizen_app_id}.state.improvements", runtime.bootstrap,
-                           A.settings.kafka_topic_partitions, kv_init, kv_apply)
-        s.source_topic = A.improvement_events_topic.get_topic_name()  # type: ignore[attr-defined]
-        await s.start()
-        runtime.stores.append(s)
-        _store["s"] = s
+        s = _store["s"] = await start_agent_store("improvements", A.improvement_events_topic.get_topic_name())
     return s
 
 

@@ -22,8 +22,8 @@ from agents.logic.opportunities import (
 from streams import app as A
 from streams.metrics import OPPORTUNITIES_UPDATED
 from streams.records import ImprovementOpportunity, TelemetryInsight
-from streams.runtime import runtime, survives_broker_outage
-from streams.state import ChangelogStore, kv_apply, kv_init
+from streams.runtime import survives_broker_outage
+from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +41,7 @@ _store: dict[str, ChangelogStore[dict[str, Any]]] = {}
 async def store() -> ChangelogStore[dict[str, Any]]:
     s = _store.get("s")
     if s is None:
-        s = ChangelogStore("opportunities", f"{A.settings.kaizen_app_id}.state.opportunities", runtime.bootstrap,
-                           A.settings.kafka_topic_partitions, kv_init, kv_apply)
-        s.source_topic = A.insights_topic.get_topic_name()  # type: ignore[attr-defined]
-        await s.start()
-        runtime.stores.append(s)
-        _store["s"] = s
+        s = _store["s"] = await start_agent_store("opportunities", A.insights_topic.get_topic_name())
     return s
 
 

@@ -18,8 +18,8 @@ from agents.routing import insight_partition
 from streams import app as A
 from streams.metrics import INSIGHTS_GENERATED
 from streams.records import LogEvent
-from streams.runtime import runtime, survives_broker_outage
-from streams.state import ChangelogStore, kv_apply, kv_init
+from streams.runtime import survives_broker_outage
+from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 
@@ -50,12 +50,7 @@ _parts: dict[int, PartitionPatterns] = {}
 async def _partition(partition: int) -> tuple[ChangelogStore[dict[str, Any]], PartitionPatterns]:
     s = _store.get("s")
     if s is None:
-        s = ChangelogStore("patterns", f"{A.settings.kaizen_app_id}.state.patterns", runtime.bootstrap,
-                           A.settings.kafka_topic_partitions, kv_init, kv_apply)
-        s.source_topic = A.clean_topics["log"].get_topic_name()  # type: ignore[attr-defined]
-        await s.start()
-        runtime.stores.append(s)
-        _store["s"] = s
+        s = _store["s"] = await start_agent_store("patterns", A.clean_topics["log"].get_topic_name())
     pp = _parts.get(partition)
     if pp is None or not s.loaded(partition):
         pp = _parts[partition] = PartitionPatterns(await s.state(partition))

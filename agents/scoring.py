@@ -20,8 +20,7 @@ from streams import app as A
 from streams.metric_codec import LeanPoint, to_model, trusted_lean
 from streams.metrics import INSIGHTS_GENERATED, SCORING_POINTS
 from streams.records import TelemetryInsight
-from streams.runtime import runtime
-from streams.state import ChangelogStore, kv_apply, kv_init
+from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 
@@ -171,12 +170,8 @@ def scoring_state() -> ScoringState | None:
 async def scoring(stream: faust.StreamT[bytes]) -> None:
     state = _state.get("s")
     if state is None:
-        store: ChangelogStore[dict[str, Any]] = ChangelogStore(
-            "detectors", f"{A.settings.kaizen_app_id}.state.detectors", runtime.bootstrap,
-            A.settings.kafka_topic_partitions, kv_init, kv_apply)
-        store.source_topic = A.clean_topics["metric"].get_topic_name()  # type: ignore[attr-defined]
-        await store.start()
-        runtime.stores.append(store)
+        store: ChangelogStore[dict[str, Any]] = await start_agent_store(
+            "detectors", A.clean_topics["metric"].get_topic_name())
         state = _state["s"] = ScoringState(store)
     async for event in stream.events():
         points = clean_points(event.value)

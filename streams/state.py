@@ -41,8 +41,10 @@ class ChangelogStore(Generic[S]):
         apply: Callable[[S, Any], None],
         empty_polls: int = 2,
         poll_ms: int = 250,
+        source_topic: str | None = None,
     ) -> None:
         self.name = name
+        self.source_topic = source_topic  # whose partitions this store's partitions follow (rebalances)
         self.topic = topic
         self.bootstrap = bootstrap
         self.partitions = partitions
@@ -165,3 +167,20 @@ def kv_apply(state: dict[str, Any], delta: dict[str, Any]) -> None:
     state.update(delta.get("set", {}))
     for k in delta.get("del", ()):
         state.pop(k, None)
+
+
+async def start_agent_store(name: str, source_topic: str, init: Callable[[], S] | None = None,
+                            apply: Callable[[S, Any], None] | None = None) -> ChangelogStore[S]:
+    """The changelog store of one agent of this worker: topic `<app id>.state.<name>`, partitions
+    following `source_topic`, started and registered in the runtime so revoked partitions are
+    forgotten (streams/worker.py). Key-value state unless `init`/`apply` say otherwise."""
+    from streams.runtime import runtime
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    store: ChangelogStore[Any] = ChangelogStore(
+        name, f"{settings.kaizen_app_id}.state.{name}", runtime.bootstrap, settings.kafka_topic_partitions,
+        init or kv_init, apply or kv_apply, source_topic=source_topic)
+    await store.start()
+    runtime.stores.append(store)
+    return store

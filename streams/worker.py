@@ -59,7 +59,7 @@ def run_worker(loglevel: str = "info") -> None:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         for store in runtime.stores:
-            parts = {tp.partition for tp in revoked if tp.topic == getattr(store, "source_topic", None)}
+            parts = {tp.partition for tp in revoked if tp.topic == store.source_topic}
             if parts:
                 store.forget(parts)
 
