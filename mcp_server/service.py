@@ -97,8 +97,18 @@ class KaizenService:
             raise BadArgument(f"limit must be between 1 and 1000, got {limit}")
         if min_priority is not None and min_priority not in PRIORITY_RANK:
             raise BadArgument(f"min_priority must be one of {list(PRIORITY_RANK)}, got '{min_priority}'")
-        ranked = self.views.ranked_opportunities(self.visible_opportunities(p, tenant_id), min_priority)
-        return OpportunityList(count=len(ranked), opportunities=ranked[:limit])
+        bound = PRIORITY_RANK[min_priority] if min_priority is not None else None
+        page: list[ImprovementOpportunity] = []
+        count = 0
+        for o in self.views.ranking():
+            if not p.can_see(o.tenant_id) or (tenant_id is not None and o.tenant_id != tenant_id):
+                continue
+            if bound is not None and PRIORITY_RANK.get(o.priority, 3) > bound:
+                continue
+            count += 1
+            if len(page) < limit:
+                page.append(o)
+        return OpportunityList(count=count, opportunities=page)
 
     def get_improvement(self, p: Principal, improvement_id: str) -> ImprovementDetail:
         ex = self.visible_execution(p, improvement_id)

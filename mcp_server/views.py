@@ -55,6 +55,7 @@ class Views:
 
     def __init__(self) -> None:
         self.opportunities: dict[str, ImprovementOpportunity] = {}
+        self._ranking: list[ImprovementOpportunity] | None = None  # all opportunities ranked; None = stale
         self.improvements: dict[str, ImprovementExecution] = {}
         self.timelines: dict[str, dict[str, ImprovementEvent]] = {}
         self.insights: deque[TelemetryInsight] = deque(maxlen=MAX_INSIGHTS)
@@ -91,10 +92,12 @@ class Views:
             view = topic_view(topic, self)
             if view is not None and key is not None:
                 view.pop(key, None)
+                self._ranking = None
             return
         if topic == t.OPPORTUNITIES:
             o = ImprovementOpportunity.from_bytes(value)
             self.opportunities[key or o.opportunity_id] = o
+            self._ranking = None
         elif topic == t.IMPROVEMENT_STATE:
             ex = ImprovementExecution.from_bytes(value)
             self.improvements[key or ex.improvement_id] = ex
@@ -162,6 +165,14 @@ class Views:
             bound = PRIORITY_RANK[min_priority]
             items = [o for o in items if PRIORITY_RANK.get(o.priority, 3) <= bound]
         return sorted(items, key=opportunity_rank_key)
+
+    def ranking(self) -> list[ImprovementOpportunity]:
+        """Every opportunity in rank order, sorted once per change of the opportunities (not per call:
+        with 10,000 opportunities a sort costs ~20 ms here, more than the rest of a tool call)."""
+        ranking = self._ranking
+        if ranking is None:
+            ranking = self._ranking = sorted(self.opportunities.values(), key=opportunity_rank_key)
+        return ranking
 
     def query_insights(self, *, metric_name: str | None, since: datetime, until: datetime | None = None
                        ) -> list[TelemetryInsight]:
