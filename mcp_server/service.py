@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
+from collections.abc import Iterable
 from datetime import timedelta
+from itertools import islice
 from typing import Any, Literal
 
 from mcp_server.auth import AuthError, Principal
@@ -24,7 +27,7 @@ from mcp_server.models import (
 )
 from mcp_server.publisher import Publisher, new_id
 from mcp_server.readmodel import ReadModel
-from mcp_server.views import PRIORITY_RANK, Views, execution_tenants
+from mcp_server.views import PRIORITY_RANK, Views, execution_tenants, opportunity_rank_key
 from streams.records import TERMINAL_STATUSES, Command, ImprovementExecution, ImprovementOpportunity, utcnow
 from streams.settings import Settings
 
@@ -97,17 +100,25 @@ class KaizenService:
             raise BadArgument(f"limit must be between 1 and 1000, got {limit}")
         if min_priority is not None and min_priority not in PRIORITY_RANK:
             raise BadArgument(f"min_priority must be one of {list(PRIORITY_RANK)}, got '{min_priority}'")
-        bound = PRIORITY_RANK[min_priority] if min_priority is not None else None
+        # the caller's part of the ranking: all of it, or the ranked lists of its tenants merged in rank order
+        if tenant_id is not None:
+            parts = [self.views.ranking(tenant_id)]
+        elif p.tenants is None:
+            parts = [self.views.ranking()]
+        else:
+            parts = [self.views.ranking(t) for t in sorted(p.tenants)]
+        ranked: Iterable[ImprovementOpportunity] = parts[0] if len(parts) == 1 else \
+            heapq.merge(*parts, key=opportunity_rank_key)
+        if min_priority is None:
+            return OpportunityList(count=sum(len(x) for x in parts), opportunities=list(islice(ranked, limit)))
+        bound = PRIORITY_RANK[min_priority]
         page: list[ImprovementOpportunity] = []
         count = 0
-        for o in self.views.ranking():
-            if not p.can_see(o.tenant_id) or (tenant_id is not None and o.tenant_id != tenant_id):
-                continue
-            if bound is not None and PRIORITY_RANK.get(o.priority, 3) > bound:
-                continue
-            count += 1
-            if len(page) < limit:
-                page.append(o)
+        for o in ranked:
+            if PRIORITY_RANK.get(o.priority, 3) <= bound:
+                count += 1
+                if len(page) < limit:
+                    page.append(o)
         return OpportunityList(count=count, opportunities=page)
 
     def get_improvement(self, p: Principal, improvement_id: str) -> ImprovementDetail:

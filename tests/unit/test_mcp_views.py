@@ -44,3 +44,38 @@ def test_timeline_fold_dedup_and_bad_records() -> None:
     v.apply(t.OPPORTUNITIES, b"x", b"{not json")
     v.apply(t.SERIES, b"s", b"[1, 2]")
     assert v.decode_errors == {t.OPPORTUNITIES: 1, t.SERIES: 1} and "x" not in v.opportunities
+
+
+def test_list_opportunities_pages_the_callers_part_of_the_ranking() -> None:
+    import random
+
+    from mcp_server.auth import Principal
+    from mcp_server.service import KaizenService
+    from mcp_server.views import PRIORITY_RANK, opportunity_rank_key
+
+    rng = random.Random(3)
+    v = Views()
+    for i in range(300):
+        sev = rng.choice(["critical", "high", "medium", "low"])
+        o = ImprovementOpportunity.model_validate(dict(
+            opportunity_id=f"o{i}", title="t", description="d", impact_score=rng.uniform(0, 9000), severity=sev,
+            priority=rng.choice(list(PRIORITY_RANK)), tenant_id=f"t{i % 5}", problem_type="latency",
+            first_seen=NOW, last_seen=NOW))
+        v.apply(t.OPPORTUNITIES, o.opportunity_id.encode(), o.to_bytes())
+
+    class _ReadModel:
+        views = v
+
+    svc = KaizenService.__new__(KaizenService)
+    svc.readmodel = _ReadModel()  # type: ignore[assignment]
+    svc.settings = type("S", (), {"cloudwatch_tenant_filter": [], "tenant_improvement_configs": {}})()  # type: ignore[assignment]
+    for tenants, tenant_arg, prio in [(None, None, None), (frozenset({"t1", "t3"}), None, None),
+                                      (frozenset({"t1", "t3"}), None, "high"), (None, "t2", "medium"),
+                                      (frozenset({"t4"}), "t4", None)]:
+        p = Principal(name="x", tenants=tenants)
+        want = sorted((o for o in v.opportunities.values()
+                       if (tenants is None or o.tenant_id in tenants) and (tenant_arg is None or o.tenant_id == tenant_arg)
+                       and (prio is None or PRIORITY_RANK[o.priority] <= PRIORITY_RANK[prio])), key=opportunity_rank_key)
+        got = svc.list_opportunities(p, tenant_arg, 7, prio)
+        assert got.count == len(want) and [o.opportunity_id for o in got.opportunities] == \
+            [o.opportunity_id for o in want[:7]], (tenants, tenant_arg, prio)
