@@ -232,24 +232,30 @@ class TriggerFramework:
 
     def __init__(self, config: HealingConfig | None = None) -> None:
         self.config = config or HealingConfig()
+        self._gates: dict[str, list[tuple[float, bool]]] = {}  # field -> (threshold, inclusive) of enabled triggers
+        for spec in self.config.triggers:
+            if spec.enabled:
+                self._gates.setdefault(spec.field, []).append((spec.threshold, spec.comparison == "ge"))
         self._last_fired: dict[tuple[str, str, str], datetime] = {}
         self.fire_counts: dict[str, int] = defaultdict(int)
         self.suppressed: dict[str, int] = defaultdict(int)
 
     def may_fire(self, fields: Mapping[str, float | None]) -> bool:
         """Whether any enabled trigger's threshold is crossed by these observation fields (cooldown
-        aside): the cheap test that spares building an Observation for the usual quiet point."""
-        for spec in self.config.triggers:
-            if not spec.enabled:
-                continue
-            if spec.field == "token_ratio":
-                value = _ratio(fields.get("tokens"), fields.get("baseline_tokens"))
-            elif spec.field == "duration_ratio":
-                value = _ratio(fields.get("duration_s"), fields.get("baseline_duration_s"))
-            else:
-                value = fields.get(spec.field)
-            if value is not None and (value >= spec.threshold if spec.comparison == "ge" else value > spec.threshold):
-                return True
+        aside): the cheap test that spares building an Observation for the usual quiet point. Uses the
+        thresholds as they were when the framework was made (the worker's config does not change)."""
+        gates = self._gates
+        for name, value in fields.items():
+            if value is not None:
+                for threshold, ge in gates.get(name, ()):
+                    if value >= threshold if ge else value > threshold:
+                        return True
+        for ratio_field, num, den in (("duration_ratio", "duration_s", "baseline_duration_s"),
+                                      ("token_ratio", "tokens", "baseline_tokens")):
+            if ratio_field in gates and num in fields:
+                value = _ratio(fields.get(num), fields.get(den))
+                if value is not None and any(value >= t if ge else value > t for t, ge in gates[ratio_field]):
+                    return True
         return False
 
     def evaluate(self, observation: Observation, now: datetime) -> list[TriggerFiring]:

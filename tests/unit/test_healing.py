@@ -229,3 +229,24 @@ def test_cli_bad_arguments_say_what_to_fix(tmp_path: Path, monkeypatch: pytest.M
         from streams.settings import get_settings
 
         get_settings.cache_clear()
+
+
+def test_quick_gate_agrees_with_the_triggers() -> None:
+    import random
+
+    from agents.logic.healing import metric_observation_fields
+
+    rng = random.Random(11)
+    names = ["Duration", "Latency", "ErrorRate", "TestFailureRate", "Retries", "TokensUsed", "CostUSD"]
+    fired = 0
+    for i in range(3000):
+        name = rng.choice(names)
+        value = rng.choice([rng.uniform(0, 5), rng.uniform(0, 200), rng.uniform(0, 200_000)])
+        unit = rng.choice(["Milliseconds", "Seconds", "Percent", "Count"])
+        fields = metric_observation_fields(name, value, unit, rng.choice([None, rng.uniform(0.01, 120)]))
+        assert fields is not None
+        tf = TriggerFramework()  # fresh: no cooldown in the way
+        want = bool(tf.evaluate(obs(**fields), T0 + timedelta(seconds=i)))
+        assert tf.may_fire(fields) == want, (name, value, unit, fields)
+        fired += want
+    assert 100 < fired < 2900  # both outcomes exercised
