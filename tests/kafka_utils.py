@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,13 @@ async def collect(bootstrap: str, topics: list[str], until: Callable[[list[tuple
 
 
 def start_kaizen(args: list[str], env: dict[str, str], name: str) -> ManagedProcess:
-    """Start `python -m streams.cli ARGS` with env, logging to test-artifacts/logs/NAME.log."""
+    """Start `python -m streams.cli ARGS` with env, logging to test-artifacts/logs/NAME-<random>.log: a log of
+    its own, so a test reading it never sees another run's lines (a reused, appended file did: a stale
+    line once made a store-rebuild assertion pass that the current code failed)."""
     log_dir = ARTIFACTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"{name}.log"
-    out = open(path, "ab")  # noqa: SIM115
+    path = log_dir / f"{name}-{uuid.uuid4().hex[:8]}.log"
+    out = open(path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **env},
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent)

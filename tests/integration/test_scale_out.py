@@ -148,10 +148,10 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
         rebuilt: dict[str, int] = {}
         while time.monotonic() < deadline:
             rebuilt = _rebuilt(w2.log_path.read_text(errors="replace")) if w2.log_path else {}
-            if all(rebuilt.get(s, 0) > 0 for s in ("dedup-metric", "detectors", "opportunities")):
+            if all(rebuilt.get(s, 0) > 0 for s in ("dedup.metric", "detectors", "opportunities")):
                 break
             await asyncio.sleep(0.5)
-        for store in ("dedup-metric", "detectors", "opportunities"):
+        for store in ("dedup.metric", "detectors", "opportunities"):
             assert rebuilt.get(store, 0) > 0, f"survivor did not rebuild {store} from its changelog: {rebuilt}"
     finally:
         w1.stop()
