@@ -20,8 +20,8 @@ from typing import Any, Generic, TypeVar
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,17 @@ class ChangelogStore(Generic[S]):
         self.rebuilt_deltas: dict[int, int] = {}
 
     async def start(self) -> None:
-        await ensure_topic(self.bootstrap, self.topic, self.partitions)
+        """Create (or grow) the changelog so it has a partition for every source partition — a source
+        topic made elsewhere with more partitions than KAFKA_TOPIC_PARTITIONS would otherwise leave the
+        state of its upper partitions unreadable — then start the producer."""
+        want = self.partitions
+        if self.source_topic is not None:
+            want = max(want, await topic_partitions(self.bootstrap, self.source_topic) or 0)
+        await ensure_topic(self.bootstrap, self.topic, want)
+        have = await topic_partitions(self.bootstrap, self.topic) or want
+        if have < want:
+            await grow_topic(self.bootstrap, self.topic, want, why=f"source topic {self.source_topic} has {want}")
+        self.partitions = want
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5)
         await self._producer.start()
 
@@ -75,6 +85,9 @@ class ChangelogStore(Generic[S]):
         st = self._states.get(partition)
         if st is not None:
             return st
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"store {self.name}: partition {partition} has no changelog partition "
+                             f"({self.topic} has {self.partitions}); restart the worker to grow it")
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             st = self._states.get(partition)
@@ -151,6 +164,38 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict
                                                 topic_configs=cfg)])
         except TopicAlreadyExistsError:
             pass
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> int | None:
+    """How many partitions a topic has, or None if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for desc in await admin.describe_topics([topic]):
+            if desc.get("topic") == topic and not desc.get("error_code"):
+                return len(desc.get("partitions", [])) or None
+        return None
+    finally:
+        await admin.close()
+
+
+async def grow_topic(bootstrap: str, topic: str, partitions: int, why: str) -> None:
+    """Add partitions to a topic; a broker that refuses gets a message saying what to do."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    advice = (f"recreate {topic} with {partitions} partitions (its state is rebuilt from the source only if "
+              f"the source is replayed) and set KAFKA_TOPIC_PARTITIONS={partitions}")
+    try:
+        try:
+            resp = await admin.create_partitions({topic: NewPartitions(total_count=partitions)})
+        except KafkaError as exc:  # Tansu 0.6 has no CreatePartitions
+            raise RuntimeError(f"could not grow {topic} to {partitions} partitions ({why}): the broker refused "
+                               f"({exc.__class__.__name__}); {advice}") from exc
+        errors = [e for e in getattr(resp, "topic_errors", []) if e[1]]
+        if errors:
+            raise RuntimeError(f"could not grow {topic} to {partitions} partitions ({why}): {errors}; {advice}")
     finally:
         await admin.close()
 
