@@ -25,9 +25,15 @@ def _store(bootstrap: str, topic: str, source: str) -> ChangelogStore[dict]:  # 
     return ChangelogStore("t", topic, bootstrap, 2, kv_init, kv_apply, empty_polls=2, poll_ms=150, source_topic=source)
 
 
-async def test_a_source_with_more_partitions_than_configured_gets_a_changelog_partition_each(backend: Backend) -> None:
+async def _source_and_changelog(backend: Backend, source_partitions: int) -> tuple[str, str]:
+    """A source topic made elsewhere with `source_partitions` partitions, and a changelog name for it."""
     source, changelog = f"src-{uuid.uuid4().hex[:6]}", f"cl-{uuid.uuid4().hex[:6]}"
-    await _make_topic(backend.kafka_bootstrap, source, 6)  # made elsewhere, wider than the 2 configured
+    await _make_topic(backend.kafka_bootstrap, source, source_partitions)
+    return source, changelog
+
+
+async def test_a_source_with_more_partitions_than_configured_gets_a_changelog_partition_each(backend: Backend) -> None:
+    source, changelog = await _source_and_changelog(backend, 6)  # wider than the 2 configured
     store = _store(backend.kafka_bootstrap, changelog, source)
     await store.start()
     try:
@@ -45,8 +51,7 @@ async def test_a_source_with_more_partitions_than_configured_gets_a_changelog_pa
 
 
 async def test_an_existing_narrow_changelog_is_grown_or_refused_with_advice(backend: Backend) -> None:
-    source, changelog = f"src-{uuid.uuid4().hex[:6]}", f"cl-{uuid.uuid4().hex[:6]}"
-    await _make_topic(backend.kafka_bootstrap, source, 4)
+    source, changelog = await _source_and_changelog(backend, 4)
     await ensure_topic(backend.kafka_bootstrap, changelog, 2)  # written by an older, narrower deployment
     store = _store(backend.kafka_bootstrap, changelog, source)
     if backend.kind == "embedded":  # Tansu 0.6 has no CreatePartitions: a clear error, not a hang later
@@ -63,8 +68,7 @@ async def test_an_existing_narrow_changelog_is_grown_or_refused_with_advice(back
 
 
 async def test_a_partition_beyond_the_changelog_is_an_error_not_a_hang(backend: Backend) -> None:
-    source, changelog = f"src-{uuid.uuid4().hex[:6]}", f"cl-{uuid.uuid4().hex[:6]}"
-    await _make_topic(backend.kafka_bootstrap, source, 2)
+    source, changelog = await _source_and_changelog(backend, 2)
     store = _store(backend.kafka_bootstrap, changelog, source)
     await store.start()
     try:
