@@ -70,7 +70,7 @@ async def step_context() -> StepContext:
             return ctx
         views = StateViews(runtime.bootstrap)
         await views.tail.start()
-        tap = MetricsTap(runtime.bootstrap, watch=views.watched_components, watch_version=lambda: views.version)
+        tap = MetricsTap(runtime.bootstrap, watch=views)
         await tap.tail.start()
         try:
             await asyncio.wait_for(views.tail.caught_up.wait(), timeout=10)

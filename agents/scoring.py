@@ -151,9 +151,6 @@ def clean_points(value: bytes | None) -> list[LeanPoint]:
     items = raw.get("records", [raw]) if isinstance(raw, dict) else []
     out: list[LeanPoint] = []
     for it in items if isinstance(items, list) else []:
-        if type(it) is dict and "series" in it and "component" in it:  # written by dedup: as it is
-            out.append(it)
-            continue
         p = trusted_lean(it)
         if p is None:
             log.warning("clean metric record is not a metric point; skipped", record=str(it)[:200])
@@ -180,7 +177,6 @@ async def scoring(stream: faust.StreamT[bytes]) -> None:
         points = clean_points(event.value)
         insights = await score_batch(state, event.message.partition, points, time.time())
         await emit_insights(insights)
-        observe_users = opportunity_context.observe
         for p in points:
-            observe_users(p)
+            opportunity_context.observe(p)
         await healing().observe(points)

@@ -86,8 +86,7 @@ def dashboard_state(service: KaizenService, p: Principal, series_limit: int = 12
         "series_total": len(series),
         "patterns": patterns[:50],
         "opportunities": [o.model_dump(mode="json", exclude={"telemetry_evidence"})
-                          for o in v.ranked_opportunities([o for o in v.opportunities.values()
-                                                           if p.can_see(o.tenant_id)])[:30]],
+                          for o in service.list_opportunities(p, None, 30, None).opportunities],
         "improvements": improvements[:30],
         "healing": healing,
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -158,14 +157,6 @@ class Views:
 
     def all_improvement_ids(self) -> set[str]:
         return set(self.improvements) | set(self.timelines)
-
-    def ranked_opportunities(self, visible: Iterable[ImprovementOpportunity] | None = None,
-                             min_priority: str | None = None) -> list[ImprovementOpportunity]:
-        items = list(self.opportunities.values() if visible is None else visible)
-        if min_priority is not None:
-            bound = PRIORITY_RANK[min_priority]
-            items = [o for o in items if PRIORITY_RANK.get(o.priority, 3) <= bound]
-        return sorted(items, key=opportunity_rank_key)
 
     def ranking(self, tenant_id: str | None = None) -> list[ImprovementOpportunity]:
         """Every opportunity (or one tenant's) in rank order, sorted once per change of the opportunities

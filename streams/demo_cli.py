@@ -291,7 +291,9 @@ async def run_scenarios(settings: Settings, scenarios: list[Scenario], report: P
             console.print(f"report: {report}")
         console.print(render(demo.tracker, demo.started))
     finally:
-        _STOPPING["now"] = True  # a later SIGTERM (kaizen run stopping its children) must not cut this short
+        # A SIGTERM now (kaizen run stopping its children after Ctrl-C) must not cut the cleanup short;
+        # _serve restores the handler afterwards.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if report and rc == 0:
             write_report(demo.tracker, report, {"steering": steering.via})
         for task in tasks:
@@ -299,9 +301,6 @@ async def run_scenarios(settings: Settings, scenarios: list[Scenario], report: P
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
     return rc
-
-
-_STOPPING = {"now": False}  # set once run_scenarios starts cleaning up
 
 
 def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach: bool) -> int:
@@ -332,8 +331,6 @@ def _serve(settings: Settings, scenarios: list[Scenario], report: Path | None, e
            console: Console, live: bool) -> int:
     """asyncio.run with SIGTERM treated like Ctrl-C, so every `finally` runs and nothing is left behind."""
     def _term(_signum: int, _frame: object) -> None:
-        if _STOPPING["now"]:
-            return  # already cleaning up after Ctrl-C: let the producer and tasks close
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, _term)

@@ -64,10 +64,7 @@ class ChangelogStore(Generic[S]):
         want = self.partitions
         if self.source_topic is not None:
             want = max(want, await topic_partitions(self.bootstrap, self.source_topic) or 0)
-        await ensure_topic(self.bootstrap, self.topic, want)
-        have = await topic_partitions(self.bootstrap, self.topic) or want
-        if have < want:
-            await grow_topic(self.bootstrap, self.topic, want, why=f"source topic {self.source_topic} has {want}")
+        await ensure_topic(self.bootstrap, self.topic, want, grow=True)
         self.partitions = want
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5)
         await self._producer.start()
@@ -147,13 +144,17 @@ class ChangelogStore(Generic[S]):
         return st
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
-    """Create a topic if it does not exist (retention set explicitly: Tansu reports only set keys)."""
+async def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, str] | None = None, *,
+                       grow: bool = False) -> None:
+    """Create a topic if it does not exist (retention set explicitly: Tansu reports only set keys); with
+    `grow`, an existing topic with fewer partitions gets more, or a message saying what to do when the
+    broker cannot (Tansu 0.6 has no CreatePartitions)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = await admin.list_topics()
-        if topic in existing:
+        if topic in await admin.list_topics():
+            if grow:
+                await _grow(admin, topic, partitions)
             return
         cfg = {"retention.ms": "604800000", **(config or {})}
         try:
@@ -168,34 +169,35 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict
         await admin.close()
 
 
+async def _grow(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> None:
+    have = _partition_count(await admin.describe_topics([topic]), topic) or partitions
+    if have >= partitions:
+        return
+    advice = (f"recreate {topic} with {partitions} partitions (its state is rebuilt from the source only if "
+              f"the source is replayed) and set KAFKA_TOPIC_PARTITIONS={partitions}")
+    try:
+        resp = await admin.create_partitions({topic: NewPartitions(total_count=partitions)})
+    except KafkaError as exc:
+        raise RuntimeError(f"could not grow {topic} from {have} to {partitions} partitions: the broker refused "
+                           f"({exc.__class__.__name__}); {advice}") from exc
+    errors = [e for e in getattr(resp, "topic_errors", []) if e[1]]
+    if errors:
+        raise RuntimeError(f"could not grow {topic} from {have} to {partitions} partitions: {errors}; {advice}")
+
+
+def _partition_count(descriptions: list[Any], topic: str) -> int | None:
+    for desc in descriptions:
+        if desc.get("topic") == topic and not desc.get("error_code"):
+            return len(desc.get("partitions", [])) or None
+    return None
+
+
 async def topic_partitions(bootstrap: str, topic: str) -> int | None:
     """How many partitions a topic has, or None if it does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        for desc in await admin.describe_topics([topic]):
-            if desc.get("topic") == topic and not desc.get("error_code"):
-                return len(desc.get("partitions", [])) or None
-        return None
-    finally:
-        await admin.close()
-
-
-async def grow_topic(bootstrap: str, topic: str, partitions: int, why: str) -> None:
-    """Add partitions to a topic; a broker that refuses gets a message saying what to do."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    advice = (f"recreate {topic} with {partitions} partitions (its state is rebuilt from the source only if "
-              f"the source is replayed) and set KAFKA_TOPIC_PARTITIONS={partitions}")
-    try:
-        try:
-            resp = await admin.create_partitions({topic: NewPartitions(total_count=partitions)})
-        except KafkaError as exc:  # Tansu 0.6 has no CreatePartitions
-            raise RuntimeError(f"could not grow {topic} to {partitions} partitions ({why}): the broker refused "
-                               f"({exc.__class__.__name__}); {advice}") from exc
-        errors = [e for e in getattr(resp, "topic_errors", []) if e[1]]
-        if errors:
-            raise RuntimeError(f"could not grow {topic} to {partitions} partitions ({why}): {errors}; {advice}")
+        return _partition_count(await admin.describe_topics([topic]), topic)
     finally:
         await admin.close()
 

@@ -102,7 +102,7 @@ class Supervisor:
         return rc
 
 
-async def create_topics(bootstrap: str, partitions: int, replication: int | None = None) -> None:
+async def create_topics(bootstrap: str, partitions: int) -> None:
     """Declare every topic of streams.topics with its configuration (idempotent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -121,7 +121,7 @@ async def create_topics(bootstrap: str, partitions: int, replication: int | None
         existing = set(await admin.list_topics())
         from streams.settings import get_settings
 
-        rf = replication or get_settings().kafka_replication_factor
+        rf = get_settings().kafka_replication_factor
         new = [NewTopic(t.name, num_partitions=partitions, replication_factor=rf, topic_configs=dict(t.config))
                for t in TOPICS if t.name not in existing]
         if new:

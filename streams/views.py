@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.logic.verdicts import ERROR_RATE_METRICS, LATENCY_METRICS, THROUGHPUT_METRICS
 from streams import topics as T
 from streams.metric_codec import trusted_lean
-from streams.records import TERMINAL_STATUSES, ImprovementExecution, ImprovementOpportunity, MetricDataPoint
+from streams.records import TERMINAL_STATUSES, ImprovementExecution, ImprovementOpportunity
 
 log = structlog.get_logger(__name__)
 WATCHED_METRICS = LATENCY_METRICS | ERROR_RATE_METRICS | THROUGHPUT_METRICS
@@ -149,21 +149,18 @@ MAX_BYTE_FILTERS = 32  # beyond this many watched components, parsing beats one 
 class MetricsTap:
     """Recent samples of the watched signals per (tenant, component), from telemetry.metrics.
 
-    Only components an improvement may be judged on are kept (`watch`, normally
-    StateViews.watched_components: open opportunities and running improvements), so the tap costs
+    Only components an improvement may be judged on are kept (`watch`: the StateViews whose
+    watched_components are those of open opportunities and running improvements), so the tap costs
     nothing for the bulk of the stream: a message none of whose bytes name a watched component is not
     even parsed, and memory is bounded by `per_key` samples per watched component (latency, error rate
     and throughput together). A component's samples start when its opportunity opens — before any
     improvement of it exists, hence before its baseline window. Without `watch` every component is kept.
     """
 
-    def __init__(self, bootstrap: str, per_key: int = 600,
-                 watch: Callable[[], set[tuple[str, str]]] | None = None,
-                 watch_version: Callable[[], int] | None = None) -> None:
+    def __init__(self, bootstrap: str, per_key: int = 600, watch: StateViews | None = None) -> None:
         self.samples: dict[tuple[str, str], deque[tuple[float, Sample]]] = defaultdict(
             lambda: deque(maxlen=per_key))
         self._watch = watch
-        self._watch_version = watch_version
         self._seen_version = -1
         self._refreshed = 0.0
         self.watched: set[tuple[str, str]] | None = None
@@ -173,12 +170,12 @@ class MetricsTap:
     def _refresh_watch(self) -> None:
         if self._watch is None:
             return
-        version = self._watch_version() if self._watch_version is not None else self._seen_version + 1
+        version = self._watch.version
         now = time.monotonic()
         if version == self._seen_version or (self.watched is not None and now - self._refreshed < 0.5):
             return  # at most twice a second: the views change per record while they catch up
         self._seen_version, self._refreshed = version, now
-        self.watched = self._watch()
+        self.watched = self._watch.watched_components()
         # JSON-escaped component names as they appear in a message's bytes (orjson writes non-ASCII as is)
         self._needles = tuple({orjson.dumps(c) for _t, c in self.watched})
         for key in [k for k in self.samples if k not in self.watched]:
@@ -205,10 +202,10 @@ class MetricsTap:
                 (float(p["timestamp"]), Sample(p["metric_name"], float(p["value"]), p["dimensions"].get("variant"))))
 
     def window(self, tenant: str, component: str, since: float, until: float | None = None,
-               variant: str | None = None) -> list[MetricDataPoint]:
+               variant: str | None = None) -> list[Sample]:
         """Samples with event time in [since, until), optionally of one deployment variant (the stable
-        view excludes canary traffic). Duck-typed as points: MetricWindow reads metric_name and value."""
-        out: list[Any] = []
+        view excludes canary traffic)."""
+        out: list[Sample] = []
         for ts, smp in self.samples.get((tenant, component), ()):
             if ts < since or (until is not None and ts >= until):
                 continue

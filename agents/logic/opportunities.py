@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from agents.logic.impact import impact_score, priority_for
-from streams.records import ImprovementOpportunity, MetricDataPoint, TelemetryInsight
+from streams.records import ImprovementOpportunity, TelemetryInsight
 
 __all__ = [
     "CHANGE_KIND",
@@ -107,16 +107,13 @@ class OpportunityContext:
     decay_hours: float = 6.0
     outcomes: dict[tuple[str, str], OutcomeStats] = field(default_factory=dict)
 
-    def observe(self, point: MetricDataPoint | Mapping[str, Any]) -> bool:
-        """Remember users/hour from a metric point (a model or a lean point, see
-        streams/metric_codec.py); True when the point carried a users figure."""
-        if isinstance(point, MetricDataPoint):
-            name, dims, tenant, raw = point.metric_name, point.dimensions, point.tenant_id, point.value
-        else:
-            name, dims, tenant, raw = point["metric_name"], point["dimensions"], point["tenant_id"], point["value"]
+    def observe(self, point: Mapping[str, Any]) -> bool:
+        """Remember users/hour from a metric point (a lean point, see streams/metric_codec.py); True
+        when the point carried a users figure."""
+        dims = point["dimensions"]
         value: float | None = None
-        if name == self.users_metric:
-            value = float(raw)
+        if point["metric_name"] == self.users_metric:
+            value = float(point["value"])
         elif self.users_dimension in dims:
             try:
                 value = float(dims[self.users_dimension])
@@ -124,8 +121,8 @@ class OpportunityContext:
                 return False
         if value is None:
             return False
-        component = point.component() if isinstance(point, MetricDataPoint) else point["component"]
-        self.users_per_hour[(tenant, component)] = value
+        tenant = point["tenant_id"]
+        self.users_per_hour[(tenant, point["component"])] = value
         self.users_per_hour[(tenant, "*")] = max(value, self.users_per_hour.get((tenant, "*"), 0))
         return True
 

@@ -63,12 +63,9 @@ class SeriesModel:
         m = cls(metric_name, det, trend)
         return m
 
-    def summary(self, key: str, last: MetricDataPoint | Mapping[str, Any]) -> dict[str, Any]:
-        """The series for the dashboard and the read model; `last` is its newest point (a model or a
-        lean point, see streams/metric_codec.py)."""
-        if isinstance(last, MetricDataPoint):
-            last = {"tenant_id": last.tenant_id, "metric_name": last.metric_name, "namespace": last.namespace,
-                    "component": last.component(), "dimensions": last.dimensions, "statistic": last.statistic}
+    def summary(self, key: str, last: Mapping[str, Any]) -> dict[str, Any]:
+        """The series for the dashboard and the read model; `last` is its newest point (a lean point,
+        see streams/metric_codec.py)."""
         pts = [[t, v, round(s, 4)] for t, v, s in self.recent]
         return {"series": key, "tenant_id": last["tenant_id"], "metric_name": last["metric_name"],
                 "namespace": last["namespace"], "component": last["component"], "dimensions": last["dimensions"],

@@ -6,9 +6,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from streams.records import CycleReport, ImprovementExecution, MetricDataPoint
+from streams.records import CycleReport, ImprovementExecution
 
 Decision = Literal["keep", "rollback", "inconclusive", "continue"]
 
@@ -16,6 +16,16 @@ Decision = Literal["keep", "rollback", "inconclusive", "continue"]
 LATENCY_METRICS = frozenset({"ResponseLatency", "Latency", "latency", "latency_ms", "Duration", "ResponseTime"})
 ERROR_RATE_METRICS = frozenset({"ErrorRate", "error_rate", "ErrorRatio"})
 THROUGHPUT_METRICS = frozenset({"RequestCount", "Invocations", "Throughput", "throughput", "Requests"})
+
+
+class NamedValue(Protocol):
+    """What a window needs of a point: a MetricDataPoint, or a sample of the workers' metrics tap."""
+
+    @property
+    def metric_name(self) -> str: ...
+
+    @property
+    def value(self) -> float: ...
 
 
 @dataclass
@@ -26,7 +36,7 @@ class MetricWindow:
     error_rate: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)
 
-    def add(self, point: MetricDataPoint) -> bool:
+    def add(self, point: NamedValue) -> bool:
         """Add a metric point if it is one of the watched signals; returns whether it was used."""
         if point.metric_name in LATENCY_METRICS:
             self.latency.append(point.value)
@@ -39,7 +49,7 @@ class MetricWindow:
         return True
 
     @classmethod
-    def from_points(cls, points: Iterable[MetricDataPoint]) -> MetricWindow:
+    def from_points(cls, points: Iterable[NamedValue]) -> MetricWindow:
         window = cls()
         for p in points:
             window.add(p)

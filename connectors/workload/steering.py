@@ -69,22 +69,22 @@ class Steering:
         return cmd.command_id
 
     async def trigger(self, tenant: str, component: str | None = None, problem_type: str | None = None) -> str:
-        """A manual cycle for one tenant, last hour, one improvement; returns a short description.
-
-        A focus (component + problem type) goes as a Command: the MCP tool trigger_improvement_cycle
-        has no focus arguments, while the cycle agent honours `component` / `problem_type` in its args."""
+        """A manual cycle for one tenant, last hour, one improvement, optionally focused on a component's
+        problem type; returns a short description."""
         focus = {"component": component, "problem_type": problem_type} if component and problem_type else {}
-        if self.via == "mcp" and self.operator_token and not focus:
+        shown = f" focused on {component}/{problem_type}" if focus else ""
+        if self.via == "mcp" and self.operator_token:
             try:
                 res = await self._tool(self.operator_token, "trigger_improvement_cycle",
-                                       {"tenant_id": tenant, "analysis_window_hours": 1, "max_improvements": 1})
-                return f"MCP trigger_improvement_cycle: {res.get('status', '?')} ({res.get('cycle_id', '')})"
+                                       {"tenant_id": tenant, "analysis_window_hours": 1, "max_improvements": 1,
+                                        **focus})
+                return f"MCP trigger_improvement_cycle: {res.get('status', '?')} ({res.get('cycle_id', '')}){shown}"
             except (ToolError, httpx.HTTPError, OSError, RuntimeError) as exc:
                 log.warning("MCP trigger failed; using the commands topic", error=str(exc)[:200])
         cid = await self._command("trigger_cycle", self.operator, ["operator"], tenant, None,
                                   {"analysis_window_hours": 1, "max_improvements": 1, "cycle_kind": "manual",
                                    **focus})
-        return f"command trigger_cycle {cid}" + (f" focused on {component}/{problem_type}" if focus else "")
+        return f"command trigger_cycle {cid}{shown}"
 
     async def approve(self, improvement_id: str, tenant: str, reason: str) -> str:
         """Approve as the approver principal (never the requester)."""

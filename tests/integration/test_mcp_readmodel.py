@@ -49,8 +49,7 @@ async def test_initial_load_is_complete_and_tail_follows(backend: Any) -> None:
         try:
             mine = {k for k in rm.views.opportunities if k.startswith(f"rm-{RUN}-")}
             assert len(mine) == 400, f"initial load saw {len(mine)} of 400"
-            ranked = rm.views.ranked_opportunities([o for o in rm.views.opportunities.values()
-                                                    if o.tenant_id == f"rm-{RUN}"])
+            ranked = rm.views.ranking(f"rm-{RUN}")
             assert ranked[0].opportunity_id == f"rm-{RUN}-399"
 
             ev = ImprovementEvent(event_id=f"rm-{RUN}-ev", improvement_id=f"rm-{RUN}-imp", status="deploying",

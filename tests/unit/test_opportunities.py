@@ -21,6 +21,7 @@ from agents.logic.opportunities import (
     record_outcome,
     repeated_calls_insights,
 )
+from streams.metric_codec import lean_from_model
 from streams.records import ImprovementOpportunity, MetricDataPoint, TelemetryInsight
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -45,8 +46,8 @@ def timeout_pattern(t: datetime, per_hour: float = 12.0) -> TelemetryInsight:
 
 def ctx(**kw: object) -> OpportunityContext:
     c = OpportunityContext(**kw)  # type: ignore[arg-type]
-    c.observe(MetricDataPoint(metric_name="ActiveUsers", value=1000, timestamp=T0, tenant_id="acme",
-                              dimensions={"service": "checkout"}))
+    c.observe(lean_from_model(MetricDataPoint(metric_name="ActiveUsers", value=1000, timestamp=T0,
+                                              tenant_id="acme", dimensions={"service": "checkout"})))
     return c
 
 
@@ -99,8 +100,8 @@ def test_users_fallbacks() -> None:
     ins = latency(T0)
     ins.metrics["requests_per_hour"] = 700
     assert fold_insight(None, ins, T0, c).affected_users_per_hour == 700
-    c.observe(MetricDataPoint(metric_name="Invocations", value=1, timestamp=T0, tenant_id="acme",
-                              dimensions={"service": "search", "users": "300"}))
+    c.observe(lean_from_model(MetricDataPoint(metric_name="Invocations", value=1, timestamp=T0, tenant_id="acme",
+                                              dimensions={"service": "search", "users": "300"})))
     assert fold_insight(None, latency(T0), T0, c).affected_users_per_hour == 300  # tenant-wide ("*")
 
 

@@ -12,6 +12,7 @@ from agents.logic.patterns import PatternCounter, is_error, pattern_insight
 from agents.logic.series import RECENT, SeriesModel, anomaly_insight, trend_insight
 from agents.logic.templates import PatternMatch
 from agents.logic.trends import TrendFinding
+from streams.metric_codec import lean_from_model
 from streams.records import CloudWatchEvent, LogEvent, MetricDataPoint
 
 T0 = 1_800_000_000.0
@@ -42,7 +43,7 @@ def test_series_warm_up_then_level_shift_scores_high() -> None:
 def test_series_keeps_recent_points_bounded_and_summarises() -> None:
     m = SeriesModel.new("Latency")
     _steady(m, RECENT + 25)
-    summary = m.summary("k", _point(100.0, T0))
+    summary = m.summary("k", lean_from_model(_point(100.0, T0)))
     assert len(summary["points"]) == RECENT
     assert summary["points"][-1][0] == T0 + (RECENT + 24) * 60
     assert summary["component"] == "checkout" and summary["tenant_id"] == "acme"
