@@ -210,5 +210,13 @@ def rss_mb(pid: int | None = None) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time a process has used, in seconds, from /proc (steadier than wall time
+    on a shared machine: what the process itself spent)."""
+    with open(f"/proc/{pid or os.getpid()}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None

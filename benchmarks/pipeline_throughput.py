@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from benchmarks.common import (
     LOG_DIR,
     Stack,
     count_messages,
+    cpu_seconds,
     embedded_stack,
     envelopes,
     metric_points,
@@ -91,8 +93,8 @@ def _faust_passthrough(stack: Stack, expected: int, points: int, timeout: float)
             "points_per_s": round(points / secs)}
 
 
-async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: int, timeout: float
-                          ) -> dict[str, Any]:
+async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: int, timeout: float,
+                          worker_cpu: Callable[[], float]) -> dict[str, Any]:
     raw_t, clean_t = T.RAW_TOPICS["metric"], T.CLEAN_TOPICS["metric"]
     # Warm-up: one small envelope per partition (64 series, so every clean partition gets some) makes
     # the worker join, rebuild its (empty) stores and reach steady state before the clock starts.
@@ -104,6 +106,7 @@ async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: 
     if await wait_committed(stack.bootstrap, app_id, clean_t, clean, timeout) is None:
         return {"status": "timeout (warm-up scoring)"}
     t0 = time.monotonic()
+    cpu0 = worker_cpu()
     more = await _produce_spread(stack, load)
     produced = time.monotonic()
     want = {p: sent[p] + more[p] for p in sent}
@@ -114,7 +117,9 @@ async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: 
     t_done = await wait_committed(stack.bootstrap, app_id, clean_t, clean, timeout)
     if t_done is None:
         return {"status": "timeout (scoring)", "clean_messages": clean}
-    return {"produce_seconds": round(produced - t0, 3),
+    cpu = worker_cpu() - cpu0
+    return {"worker_cpu_seconds": round(cpu, 3), "worker_cpu_us_per_point": round(cpu / points * 1e6, 2),
+            "produce_seconds": round(produced - t0, 3),
             "dedup_seconds": round(t_dedup - t0, 3), "dedup_points_per_s": round(points / (t_dedup - t0)),
             "seconds": round(t_done - t0, 3), "points_per_s": round(points / (t_done - t0)),
             "clean_messages": sum(clean.values())}
@@ -134,7 +139,8 @@ def _kaizen_worker(stack: Stack, load: list[bytes], points: int, timeout: float,
                     p.log_path.exists() and b"partitions assigned" in p.log_path.read_bytes() for p in procs):
                 time.sleep(0.5)
             time.sleep(3.0)
-        res = asyncio.run(_kaizen_measure(stack, app_id, load, points, timeout))
+        res = asyncio.run(_kaizen_measure(stack, app_id, load, points, timeout,
+                                          lambda: sum(cpu_seconds(p.pid) for p in procs)))
         rss = [round(rss_mb(p.pid), 1) for p in procs]
         res["worker_rss_mb"] = rss[0] if workers == 1 else rss
     finally:
