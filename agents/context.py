@@ -14,8 +14,9 @@ from connectors.actuators.base import Actuator
 from connectors.actuators.git import GitActuator
 from connectors.llm.generator import CodeGenerator, provider_from_settings
 from streams import app as A
+from streams.metrics_tap import MetricsTap
 from streams.runtime import runtime
-from streams.views import MetricsTap, StateViews
+from streams.views import StateViews
 
 log = structlog.get_logger(__name__)
 _ctx: dict[str, StepContext] = {}
@@ -70,12 +71,14 @@ async def step_context() -> StepContext:
             return ctx
         views = StateViews(runtime.bootstrap)
         await views.tail.start()
-        tap = MetricsTap(runtime.bootstrap, watch=views)
-        await tap.tail.start()
         try:
             await asyncio.wait_for(views.tail.caught_up.wait(), timeout=10)
         except TimeoutError:
             log.warning("state views still catching up")
+        # Read back twice the baseline window when a component becomes watched: the baseline ends at the
+        # deployment, which comes after the watch began; the margin absorbs broker/worker clock skew.
+        tap = MetricsTap(runtime.bootstrap, watch=views, lookback_seconds=2 * A.settings.baseline_window_seconds)
+        await tap.start()
         bedrock = aws_client("bedrock-runtime") if A.settings.llm_provider == "bedrock" else None
         generator = CodeGenerator(provider_from_settings(A.settings, bedrock_client=bedrock),
                                   max_tokens=A.settings.llm_max_tokens, temperature=A.settings.llm_temperature)

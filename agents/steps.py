@@ -21,9 +21,10 @@ from agents.logic.validation import validate
 from agents.logic.verdicts import MetricWindow, assess_impact, judge, summarize
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, encode_value, logical_key
 from connectors.llm.generator import CodeGenerator
+from streams.metrics_tap import MetricsTap
 from streams.records import ImprovementEvent, ImprovementExecution
 from streams.settings import Settings
-from streams.views import MetricsTap, StateViews
+from streams.views import StateViews
 
 log = structlog.get_logger(__name__)
 FLAG_NAMES = ("enable_self_building", "enable_cloudwatch_streaming", "enable_autonomous_improvements",

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
+from streams import cli
 from streams.cli import app
 from streams.settings import get_settings
 
@@ -27,7 +29,18 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunne
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
+    # Commands configure logging onto the runner's stream, closed after each invoke: keep loggers from
+    # caching it (a later test logging through them would write to a closed file), and restore after.
+    saved = structlog.get_config()
+    real = cli.configure_logging
+
+    def configure_uncached(stderr: bool = False) -> None:
+        real(stderr)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(cli, "configure_logging", configure_uncached)
     yield CliRunner()
+    structlog.configure(**saved)
     get_settings.cache_clear()
 
 

@@ -9,8 +9,9 @@ import orjson
 from streams import topics as T
 from streams.codec import encode_lean
 from streams.metric_codec import lean_metric
+from streams.metrics_tap import MetricsTap
 from streams.records import ImprovementOpportunity
-from streams.views import MetricsTap, StateViews
+from streams.views import StateViews
 
 T0 = 1_700_000_000
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
