@@ -36,7 +36,7 @@ class TopicTail:
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         # Per partition, the offset of the next record to hand over: every record before it has been
-        # given to on_record (a backfill reads up to here and no further, so nothing is seen twice).
+        # given to on_record (a read-back reads up to here and no further, so nothing is seen twice).
         self.positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
