@@ -74,7 +74,7 @@ def samples_of(value: bytes, keys: set[Key] | None, filters: tuple[bytes, ...] =
 
 
 async def read_back(bootstrap: str, until: dict[TopicPartition, int], since_ms: int,
-                    on_value: Callable[[bytes], None], max_bytes: int = READ_BACK_MAX_BYTES,
+                    on_value: Callable[[TopicPartition, int, bytes], None], max_bytes: int = READ_BACK_MAX_BYTES,
                     max_seconds: float = READ_BACK_MAX_SECONDS) -> dict[str, int | bool]:
     """Hand `on_value` every record of the partitions in `until` stamped since `since_ms` and before the
     partition's offset in `until`. Returns what was read. (Tansu stamps records when it appends them,
@@ -115,7 +115,7 @@ async def read_back(bootstrap: str, until: dict[TopicPartition, int], since_ms: 
                     if m.value is not None:
                         stats["records"] += 1
                         stats["bytes"] += len(m.value)
-                        on_value(m.value)
+                        on_value(tp, m.offset, m.value)
                 if msgs and msgs[-1].offset + 1 >= end:
                     del todo[tp]
                     consumer.pause(tp)
@@ -147,9 +147,10 @@ class MetricsTap:
         self._refreshed = 0.0
         self.watched: set[Key] | None = None
         self._needles: tuple[bytes, ...] = ()
-        self._generation: dict[Key, int] = defaultdict(int)  # bumped each time a key (re)enters the watch
-        self._read_backs: set[asyncio.Task[None]] = set()
+        self._pending: dict[Key, dict[TopicPartition, int]] = {}  # keys to read back, each with its cut
+        self._reader: asyncio.Task[None] | None = None
         self.read_back_samples = 0
+        self.read_back_passes = 0
         self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True)
 
     async def start(self) -> None:
@@ -157,16 +158,16 @@ class MetricsTap:
         self._refresh_watch(force=True)  # what is watched already is read back now, not on the next record
 
     async def stop(self) -> None:
-        for task in list(self._read_backs):
-            task.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._reader
         await self.tail.stop()
 
     async def settled(self) -> None:
-        """Wait for the read-backs under way (tests, and callers that need a complete window)."""
-        while self._read_backs:
-            await asyncio.gather(*list(self._read_backs), return_exceptions=True)
+        """Wait until no read-back is under way or waiting (tests, and callers that need a full window)."""
+        while self._reader is not None and not self._reader.done():
+            await asyncio.gather(self._reader, return_exceptions=True)
 
     def _refresh_watch(self, force: bool = False) -> None:
         if self._watch is None:
@@ -183,33 +184,46 @@ class MetricsTap:
         for key in [k for k in self.samples if k not in self.watched]:
             del self.samples[key]
         added = self.watched - before
-        for key in added:
-            self._generation[key] += 1
         if added and self.lookback_seconds > 0 and self.tail.positions:
-            self._start_read_back(added)
+            self._queue_read_back(added)
 
-    def _start_read_back(self, keys: set[Key]) -> None:
-        """Read the topic back for `keys`, up to where the live tail is now (it takes over from there)."""
+    def _queue_read_back(self, keys: set[Key]) -> None:
+        """Read the topic back for `keys`, each up to where the live tail is now (it takes over from there).
+
+        One read-back runs at a time and takes every key queued meanwhile, so components that become
+        watched one after another cost one pass over the topic's recent records, not one pass each."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not running (a unit test feeding records by hand)
-        task = loop.create_task(self._read_back(keys, dict(self.tail.positions),
-                                                int((time.time() - self.lookback_seconds) * 1000)))
-        self._read_backs.add(task)
-        task.add_done_callback(self._read_backs.discard)
+        cut = dict(self.tail.positions)
+        for key in keys:
+            self._pending[key] = cut  # a key re-watched while waiting takes the newer cut
+        if self._reader is None or self._reader.done():
+            self._reader = loop.create_task(self._read_pending())
 
-    async def _read_back(self, keys: set[Key], until: dict[TopicPartition, int], since_ms: int) -> None:
-        generation = {k: self._generation[k] for k in keys}
+    async def _read_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            await self._read_back(batch, int((time.time() - self.lookback_seconds) * 1000))
+
+    async def _read_back(self, cuts: dict[Key, dict[TopicPartition, int]], since_ms: int) -> None:
+        keys = set(cuts)
+        self.read_back_passes += 1
+        until: dict[TopicPartition, int] = {}
+        for cut in cuts.values():
+            for tp, offset in cut.items():
+                until[tp] = max(offset, until.get(tp, 0))
         found: dict[Key, list[tuple[float, Sample]]] = defaultdict(list)
         filters = needles(keys) if len(keys) <= MAX_BYTE_FILTERS else ()
-
         since_s = since_ms / 1000
 
-        def collect(value: bytes) -> None:
+        def collect(tp: TopicPartition, offset: int, value: bytes) -> None:
             try:
                 for k, ts, smp in samples_of(value, keys, filters):
-                    if ts >= since_s:  # event time too: an old point replayed lately is no baseline
+                    # before the key's own cut (the live tail has the rest), and recent in event time too:
+                    # an old point replayed lately is no baseline
+                    if offset < cuts[k].get(tp, 0) and ts >= since_s:
                         found[k].append((ts, smp))
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("metrics tap read-back skipped a record", error=str(exc)[:200])
@@ -221,8 +235,8 @@ class MetricsTap:
             return
         merged = 0
         for k, older in found.items():
-            if self.watched is None or k not in self.watched or self._generation[k] != generation[k]:
-                continue  # unwatched (or re-watched, with a read-back of its own) meanwhile
+            if self.watched is None or k not in self.watched or k in self._pending:
+                continue  # unwatched meanwhile, or re-watched and waiting for a read-back of its own
             window = deque(older, maxlen=self.per_key)
             window.extend(self.samples.get(k, ()))  # the live samples come after the read-back's cut
             self.samples[k] = window

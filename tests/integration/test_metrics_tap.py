@@ -96,3 +96,23 @@ async def test_a_restarted_tap_regains_the_samples_of_what_it_watches(backend: B
         assert without.window(tenant, "cart", 0) == []
     finally:
         await without.stop()
+
+
+async def test_components_watched_one_after_another_share_one_pass_over_the_topic(backend: Backend) -> None:
+    bootstrap, tenant = backend.kafka_bootstrap, f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topic(bootstrap, TOPIC, 2)
+    for i, component in enumerate(("a", "b", "c")):
+        await _send(bootstrap, tenant, component, [float(i), float(i) + 0.5])
+    views = StateViews(bootstrap)
+    tap = MetricsTap(bootstrap, watch=views, lookback_seconds=600)
+    await tap.start()
+    try:
+        for component in ("a", "b", "c"):  # three opportunities open, the watch list refreshed after each
+            _watch(views, tenant, component)
+            tap._refresh_watch(force=True)
+        await tap.settled()
+        assert tap.read_back_passes == 1
+        assert [sorted(s.value for s in tap.window(tenant, c, 0)) for c in ("a", "b", "c")] == \
+            [[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]]
+    finally:
+        await tap.stop()
