@@ -78,10 +78,12 @@ class ManagedProcess:
 
 def _spawn(cmd: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    # The child dies with us even on SIGKILL of the parent (Linux): PR_SET_PDEATHSIG.
+    # The child dies with us even on SIGKILL of the parent (Linux): PR_SET_PDEATHSIG. It runs in a session
+    # of its own so a Ctrl-C at the terminal (SIGINT to the whole foreground group) does not take the broker
+    # down while the workers and the MCP server are still shutting down through it: it is stopped last, by pid.
     return subprocess.Popen(
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
+        env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent, start_new_session=True,
     )
 
 
