@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     cloudwatch_log_filter_pattern: str = ""
     cloudwatch_logs_insights_query: str | None = None
     cloudwatch_log_sampling_rate: float = 1.0
+    cloudwatch_logs_lag_seconds: int = 120  # late log lines this far behind the newest one seen are picked up
     cloudwatch_stream_interval_seconds: float = 60.0
     cloudwatch_event_dedup_window_seconds: int = 300
     cloudwatch_events_queue_url: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -36,12 +37,20 @@ def glob_prefix(pattern: str) -> str:
     return pattern
 
 
+def _id_key(stream_and_event_id: str) -> str:
+    """A short stable key of a CloudWatch log event (its ids run to ~60 characters; a busy group's cursor
+    holds one per line of the lag window)."""
+    return hashlib.blake2b(stream_and_event_id.encode(), digest_size=8).hexdigest()
+
+
 class LogsSource:
     """Log lines of the groups matching CLOUDWATCH_LOG_GROUP_PATTERN.
 
-    FilterLogEvents mode (default): cursor per group `logs:<group>` = last timestamp (ms) and the
-    CloudWatch event ids seen at that timestamp; the next poll starts at that timestamp and skips
-    those ids, so nothing is skipped or repeated. Logs Insights mode (CLOUDWATCH_LOGS_INSIGHTS_QUERY
+    FilterLogEvents mode (default): cursor per group `logs:<group>` = the newest event timestamp (ms)
+    and the CloudWatch event ids seen within CLOUDWATCH_LOGS_LAG_SECONDS of it; the next poll starts
+    that lag before the newest timestamp and skips those ids, so a line ingested late (CloudWatch
+    Logs stamps lines with the time the application gave, and delivers them when they arrive) is
+    still picked up, and none is repeated. Logs Insights mode (CLOUDWATCH_LOGS_INSIGHTS_QUERY
     set): one StartQuery per ≤50 groups over [cursor end, now − 1 s) in whole seconds, results filtered
     to that window client-side; cursor `insights:<pattern>` = the window end.
     Sampling (CLOUDWATCH_LOG_SAMPLING_RATE) is deterministic by event id and keeps every ERROR,
@@ -107,30 +116,33 @@ class LogsSource:
         batch = SourceBatch(kind=self.kind)
         new_cursors: dict[str, dict[str, Any]] = {}
         now_ms = int(now.timestamp() * 1000)
+        lag_ms = self.settings.cloudwatch_logs_lag_seconds * 1000
         for group in groups:
             cursor = self.cursors.load(f"logs:{group}")
             last_ts = int(cursor.get("ts", now_ms - self.initial_lookback_ms))
-            seen_ids = set(cursor.get("ids", []))
+            seen: dict[str, int] = dict(cursor.get("seen", {}))
+            seen.update(dict.fromkeys((_id_key(i) for i in cursor.get("ids", [])), last_ts))  # older cursors
+            start_ms = last_ts - lag_ms if "ts" in cursor else last_ts
             try:
-                events = await self._filter(group, last_ts, now_ms)
+                events = await self._filter(group, start_ms, now_ms)
             except ClientError as exc:
                 if is_outage(exc):
                     raise
                 self.group_errors[group] = str(exc)[:200]  # e.g. deleted since DescribeLogGroups: skip it
                 continue
-            max_ts, ids_at_max = last_ts, set(seen_ids)
+            max_ts = last_ts
             for e in events:
-                ts, eid = int(e["timestamp"]), f'{e.get("logStreamName", "")}/{e.get("eventId", "")}'
-                if ts < last_ts or (ts == last_ts and eid in seen_ids):
+                ts = int(e["timestamp"])
+                key = _id_key(f'{e.get("logStreamName", "")}/{e.get("eventId", "")}')
+                if ts < start_ms or key in seen:
                     continue
-                if ts > max_ts:
-                    max_ts, ids_at_max = ts, set()
-                if ts == max_ts:
-                    ids_at_max.add(eid)
+                seen[key] = ts
+                max_ts = max(max_ts, ts)
                 rec = self._event(group, str(e.get("logStreamName", "")), str(e.get("message", "")), ts)
                 if rec is not None:
                     batch.records.append(rec)
-            new_cursors[group] = {"ts": max_ts, "ids": sorted(ids_at_max)}
+            floor = max_ts - lag_ms  # ids older than the lag can no longer come back in a poll's window
+            new_cursors[group] = {"ts": max_ts, "seen": {k: t for k, t in seen.items() if t >= floor}}
             await asyncio.sleep(0)
 
         async def commit() -> None:

@@ -212,6 +212,34 @@ async def test_logs_sampling_and_insights(aws_env: Backend, tmp_path: Path, publ
     assert by_msg["ERROR via insights"]["tenant_id"] == "ins"
 
 
+async def test_late_log_lines_within_the_lag_are_picked_up_once(aws_env: Backend, tmp_path: Path,
+                                                                 publisher: TelemetryPublisher) -> None:
+    logs = _boto(aws_env.aws_endpoint, "logs")
+    group = f"/aws/lambda/happyos-{uuid.uuid4().hex[:8]}-late"
+    logs.create_log_group(logGroupName=group)
+    for stream in ("a", "b"):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    newest = int(datetime.now(UTC).timestamp() * 1000) - 5000
+
+    def put(stream: str, message: str, ts: int) -> None:
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": ts, "message": message}])
+
+    put("a", "INFO first", newest)
+    settings = _settings(tmp_path, aws_env, cloudwatch_log_group_pattern=group, cloudwatch_logs_lag_seconds=120)
+    runner = ConnectorRunner(settings, publisher, _clients(settings), sources=("logs",))
+    assert sum((await runner.poll_once()).values()) == 1
+    # Ingested after that poll, stamped earlier by the application: 30 s behind (within the lag) and 10 min
+    # behind (beyond it).
+    put("b", "WARN arrived late", newest - 30_000)
+    put("b", "WARN far too late", newest - 600_000)
+    again = ConnectorRunner(settings, publisher, _clients(settings), sources=("logs",))  # a restart, too
+    assert sum((await again.poll_once()).values()) == 1
+    assert sum((await again.poll_once()).values()) == 0  # nothing repeated
+    pairs = await collect(aws_env.kafka_bootstrap, [T.RAW_TOPICS["log"]], lambda p: len(p) >= 2,
+                          keep=lambda _t, r: r.get("log_group") == group, settle=1.0)
+    assert sorted(r["message"] for _, r in pairs) == ["INFO first", "WARN arrived late"]
+
+
 async def test_eventbridge_queue_and_alarm_transitions(aws_env: Backend, tmp_path: Path,
                                                        publisher: TelemetryPublisher) -> None:
     backend = aws_env
