@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.logic.templates import MinerConfig, mine_lines, write_clusters_csv
+from benchmarks.data import bench_data
 
 DATASETS = ("HDFS", "Hadoop", "BGL", "Thunderbird", "Linux", "HealthApp", "Proxifier", "Mac")
 # Published GA of Drain tuned per dataset (LogPAI benchmark settings in formats.json).
@@ -42,12 +42,10 @@ TUNED_DRAIN_GA = {
     "Proxifier": 0.527,
     "Mac": 0.787,
 }
-_REPO = Path(__file__).resolve().parent.parent
 
 
 def loghub_dir() -> Path:
-    env = os.environ.get("KAIZEN_LOGHUB_DIR")
-    return Path(env) if env else _REPO.parent / "shared" / "bench" / "loghub"
+    return bench_data("KAIZEN_LOGHUB_DIR", "loghub", "log_score.py")
 
 
 def _contents(path: Path) -> list[str]:

@@ -6,7 +6,6 @@ import argparse
 import csv
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from agents.logic.detectors import ANOMALY_THRESHOLD, DetectorParams, score_series
+from benchmarks.data import bench_data
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Numenta HTM on these same 41 files (standard profile; figure given with the shared bench).
 HTM_REFERENCE = {"standard": 68.94}
 # Numenta HTM on the full 58-file NAB v1.0 scoreboard (README; different file set, for orientation only).
@@ -31,7 +30,7 @@ QUICK_CORPORA = ("artificialWithAnomaly", "realAdExchange", "realTraffic")
 
 
 def nab_dir() -> Path:
-    return Path(os.environ.get("KAIZEN_NAB_DIR", REPO_ROOT.parent / "shared" / "bench" / "nab")).resolve()
+    return bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json")
 
 
 def load_scorer(base: Path) -> ModuleType:
