@@ -151,7 +151,10 @@ class MetricsTap:
         self._reader: asyncio.Task[None] | None = None
         self.read_back_samples = 0
         self.read_back_passes = 0
-        self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True)
+        # The watch list is refreshed as records arrive, and between polls when none do (a quiet topic still
+        # gets a newly watched component's samples read back).
+        self.tail = TopicTail(bootstrap, [T.CLEAN_TOPICS["metric"]], self._on, from_end=True,
+                              on_idle=self._refresh_watch)
 
     async def start(self) -> None:
         await self.tail.start()

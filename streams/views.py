@@ -27,10 +27,11 @@ class TopicTail:
     """Reads topics from the beginning (or the end) across all partitions and calls `on_record`."""
 
     def __init__(self, bootstrap: str, topics: list[str], on_record: Callable[[str, bytes | None, bytes], None],
-                 from_end: bool = False) -> None:
+                 from_end: bool = False, on_idle: Callable[[], None] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.on_record = on_record
+        self.on_idle = on_idle  # called after a poll that brought nothing (the topic is quiet)
         self.from_end = from_end
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -71,6 +72,8 @@ class TopicTail:
                 empty += 1
                 if empty >= 2:
                     self.caught_up.set()  # read until polls come back empty (Tansu end offsets are wrong)
+                if self.on_idle is not None:
+                    self.on_idle()
                 continue
             empty = 0
             positions = self.positions

@@ -116,3 +116,17 @@ async def test_components_watched_one_after_another_share_one_pass_over_the_topi
             [[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]]
     finally:
         await tap.stop()
+
+
+async def test_a_quiet_topic_still_gets_a_newly_watched_component_read_back(backend: Backend) -> None:
+    bootstrap, tenant = backend.kafka_bootstrap, f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topic(bootstrap, TOPIC, 2)
+    await _send(bootstrap, tenant, "inventory", [3.0, 4.0])
+    views = StateViews(bootstrap)
+    tap = MetricsTap(bootstrap, watch=views, lookback_seconds=600)
+    await tap.start()
+    try:
+        _watch(views, tenant, "inventory")  # and no record arrives after this
+        assert await _values(tap, tenant, "inventory", 2, timeout=5.0) == [3.0, 4.0]
+    finally:
+        await tap.stop()
