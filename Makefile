@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kaizen-installed
 
-.PHONY: setup run test lint typecheck unit integration bench clean
+.PHONY: setup run test lint typecheck contracts unit integration bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kaizen needs Python >= 3.11")'
@@ -19,10 +19,14 @@ run: setup
 	$(BIN)/kaizen run
 
 lint: setup
-	$(BIN)/ruff check streams agents connectors mcp_server benchmarks tests
+	$(BIN)/ruff check kaizen streams agents connectors mcp_server benchmarks tests
 
 typecheck: setup
 	$(BIN)/mypy
+
+# The layers (kaizen > agents | mcp_server > connectors > streams) and pure logic free of IO libraries.
+contracts: setup
+	$(BIN)/lint-imports
 
 unit: setup
 	$(BIN)/pytest -m "not integration" -q
@@ -30,7 +34,7 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -m integration -q
 
-test: lint typecheck
+test: lint typecheck contracts
 	$(BIN)/pytest -q -ra --durations=15
 
 bench: setup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from agents.logic.opportunities import opportunity_id, problem_family
+from agents.opportunities.logic.opportunities import opportunity_id, problem_family
 from streams.records import TelemetryInsight
 
 

@@ -9,7 +9,13 @@ from typing import Any
 
 import structlog
 
-from agents import cycle, dedup, events, improvements, opportunities, patterns, scoring
+from agents.events import agent as events
+from agents.improvement import agent as improvements
+from agents.improvement import cycle
+from agents.ingest import agent as dedup
+from agents.opportunities import agent as opportunities
+from agents.patterns import agent as patterns
+from agents.scoring import agent as scoring
 from streams import app as A
 from streams.records import StatusReport
 from streams.runtime import runtime, survives_broker_outage
@@ -41,7 +47,7 @@ def worker_detail() -> dict[str, Any]:
     }
     runner = _connector.get("runner")
     if runner is not None:
-        from streams.connect import connector_status
+        from connectors.cloudwatch.status import connector_status
 
         cst = connector_status(runner, runtime.process_id).detail
         detail.update(breakers=cst["breakers"], cloudwatch_api_calls=cst["cloudwatch_api_calls"],
@@ -67,8 +73,8 @@ async def leader_connectors() -> None:
     runner = _connector.get("runner")
     if runner is None:
         from connectors.cloudwatch.runner import ConnectorRunner
+        from connectors.cloudwatch.status import aws_clients
         from connectors.publisher import TelemetryPublisher
-        from streams.connect import aws_clients
 
         publisher = TelemetryPublisher(runtime.bootstrap)
         await publisher.start()

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.embedded import MOTO_CREDENTIALS, ManagedProcess, _die_with_parent, start_moto, start_tansu
+from kaizen.embedded import MOTO_CREDENTIALS, ManagedProcess, _die_with_parent, start_moto, start_tansu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = REPO_ROOT / ".kaizen" / "bench-logs"
@@ -76,7 +76,7 @@ def start_process(args: list[str], env: dict[str, str], name: str) -> ManagedPro
 
 
 def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
-    return start_process(["-m", "streams.cli", "worker", "--loglevel", "warning"], env, name)
+    return start_process(["-m", "kaizen.cli", "worker", "--loglevel", "warning"], env, name)
 
 
 def metric_points(n: int, series: int, start: int = 0, tenant: str = "bench", metric: str = "Latency",

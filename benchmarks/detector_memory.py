@@ -12,8 +12,8 @@ import time
 import tracemalloc
 from typing import Any
 
-from agents.logic.detectors import SeriesDetector
-from agents.logic.trends import TrendTracker
+from agents.scoring.logic.detectors import SeriesDetector
+from agents.scoring.logic.trends import TrendTracker
 
 TARGET_SERIES = 100_000
 BUDGET_BYTES = 1 << 30

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.logic.templates import MinerConfig, mine_lines, write_clusters_csv
+from agents.patterns.logic.templates import MinerConfig, mine_lines, write_clusters_csv
 from benchmarks.data import bench_data
 
 DATASETS = ("HDFS", "Hadoop", "BGL", "Thunderbird", "Linux", "HealthApp", "Proxifier", "Mac")

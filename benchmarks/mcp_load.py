@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 from fastmcp import Client
 
 from benchmarks.common import Stack, embedded_stack, new_app_id, start_process, summary_ms
+from kaizen.embedded import free_port
 from streams import topics as T
-from streams.embedded import free_port
 from streams.records import ImprovementOpportunity
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -122,7 +122,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         port = free_port()
         env = {**stack.env(new_app_id("bench-mcp"), 4), "SELF_BUILDING_MCP_PORT": str(port),
                "SELF_BUILDING_MCP_HOST": "127.0.0.1", "SELF_BUILDING_MCP_API_KEY": TOKEN}
-        proc = start_process(["-m", "streams.cli", "mcp"], env, "mcp-server")
+        proc = start_process(["-m", "kaizen.cli", "mcp"], env, "mcp-server")
         url = f"http://127.0.0.1:{port}"
         try:
             if not asyncio.run(_wait_ready(url, 60)):

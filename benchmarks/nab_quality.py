@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.logic.detectors import ANOMALY_THRESHOLD, DetectorParams, score_series
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, DetectorParams, score_series
 from benchmarks.data import bench_data
 
 # Numenta HTM on these same 41 files (standard profile; figure given with the shared bench).

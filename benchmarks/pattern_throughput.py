@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents.logic.templates import PatternMiner
+from agents.patterns.logic.templates import PatternMiner
 from benchmarks.loghub_quality import DATASETS, _contents, loghub_dir
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from benchmarks.common import start_process
-from streams.embedded import free_port
+from kaizen.embedded import free_port
 
 TARGET_S = 10.0
 
@@ -54,7 +54,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kaizen-rollback-") as tmp:
         report = Path(tmp) / "report.json"
         started = time.monotonic()
-        proc = start_process(["-m", "streams.cli", "demo", "--scenario", "bad-change", "--exit-after-cycle",
+        proc = start_process(["-m", "kaizen.cli", "demo", "--scenario", "bad-change", "--exit-after-cycle",
                               "--report", str(report)],
                              {"KAIZEN_DATA_DIR": str(Path(tmp) / "data"), "SELF_BUILDING_MCP_PORT": str(free_port())},
                              "rollback-demo")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agents.logic.detectors import SeriesDetector
+from agents.scoring.logic.detectors import SeriesDetector
 
 
 class WelfordZ:

@@ -1,4 +1,4 @@
-"""Composition and transports of the MCP server: the ASGI app (HTTP), stdio, and `python -m mcp_server.server`.
+"""Composition and transports of the MCP server: the ASGI app (HTTP), stdio, and `kaizen mcp` runs them.
 
 Auth choice: with neither SELF_BUILDING_MCP_API_KEY nor SELF_BUILDING_MCP_TOKENS_FILE set, a random
 admin token is generated at start and printed (stderr and the log), so `make run` works with nothing
@@ -8,12 +8,9 @@ KAIZEN_MCP_TOKEN (a token of the tokens file) or, by default, SELF_BUILDING_MCP_
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -37,7 +34,7 @@ from mcp_server.service import KaizenService
 from mcp_server.tools import build_mcp
 from streams import topics as t
 from streams.records import StatusReport, utcnow
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
@@ -141,48 +138,3 @@ async def run_stdio(settings: Settings) -> None:
     finally:
         await producer.stop()
         await readmodel.stop()
-
-
-async def _serve_until_signal(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop)
-
-
-def _log_to_stderr() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m mcp_server.server [--stdio] [--port N]`; starts the embedded broker if none is set."""
-    parser = argparse.ArgumentParser(description="kaizen self-building MCP server")
-    parser.add_argument("--stdio", action="store_true", help="serve MCP on stdin/stdout")
-    parser.add_argument("--port", type=int, help="HTTP port (default SELF_BUILDING_MCP_PORT)")
-    parser.add_argument("--host", help="HTTP host (default SELF_BUILDING_MCP_HOST)")
-    args = parser.parse_args(argv)
-    _log_to_stderr()
-    settings = get_settings()
-    updates = {k: v for k, v in {"self_building_mcp_port": args.port, "self_building_mcp_host": args.host}.items()
-               if v is not None}
-    stack = None
-    if not settings.kafka_bootstrap_servers:
-        from streams.embedded import start_embedded
-
-        stack = start_embedded(kafka=None, aws_endpoint="unused", log_dir=settings.kaizen_data_dir / "logs")
-        updates["kafka_bootstrap_servers"] = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
-    settings = settings.model_copy(update=updates)
-    try:
-        if args.stdio:
-            asyncio.run(run_stdio(settings))
-        else:
-            asyncio.run(_serve_until_signal(settings))
-    finally:
-        if stack is not None:
-            stack.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ from mcp_server.auth import TokenStore
 from mcp_server.readmodel import ReadModel
 from mcp_server.server import build_app
 from mcp_server.service import KaizenService
-from streams.embedded import free_port
 from streams.settings import Settings
 
 
@@ -45,7 +45,7 @@ async def running_server(settings: Settings, store: TokenStore, *, cycle_wait_se
     await readmodel.start(wait_loaded=60.0)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks=1, linger_ms=2)
     await producer.start()
-    port = free_port()
+    port = _free_port()
     app = build_app(settings, readmodel, producer, store=store, cycle_wait_seconds=cycle_wait_seconds)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -61,3 +61,9 @@ async def running_server(settings: Settings, store: TokenStore, *, cycle_wait_se
             await task
         await producer.stop()
         await readmodel.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -220,7 +220,7 @@ async def start_agent_store(name: str, source_topic: str, init: Callable[[], S] 
                             apply: Callable[[S, Any], None] | None = None) -> ChangelogStore[S]:
     """The changelog store of one agent of this worker: topic `<app id>.state.<name>`, partitions
     following `source_topic`, started and registered in the runtime so revoked partitions are
-    forgotten (streams/worker.py). Key-value state unless `init`/`apply` say otherwise."""
+    forgotten (kaizen/worker.py). Key-value state unless `init`/`apply` say otherwise."""
     from streams.runtime import runtime
     from streams.settings import get_settings
 

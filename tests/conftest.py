@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded import MOTO_CREDENTIALS, EmbeddedStack, start_moto, start_tansu
+from kaizen.embedded import MOTO_CREDENTIALS, EmbeddedStack, start_moto, start_tansu
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

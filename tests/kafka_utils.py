@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.embedded import ManagedProcess, _die_with_parent
+from kaizen.embedded import ManagedProcess, _die_with_parent
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -70,14 +70,14 @@ async def collect(bootstrap: str, topics: list[str], until: Callable[[list[tuple
 
 
 def start_kaizen(args: list[str], env: dict[str, str], name: str) -> ManagedProcess:
-    """Start `python -m streams.cli ARGS` with env, logging to test-artifacts/logs/NAME-<random>.log: a log of
+    """Start `python -m kaizen.cli ARGS` with env, logging to test-artifacts/logs/NAME-<random>.log: a log of
     its own, so a test reading it never sees another run's lines (a reused, appended file did: a stale
     line once made a store-rebuild assertion pass that the current code failed)."""
     log_dir = ARTIFACTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{name}-{uuid.uuid4().hex[:8]}.log"
     out = open(path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **env},
+    proc = subprocess.Popen([sys.executable, "-m", "kaizen.cli", *args], env={**os.environ, **env},
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent)
     return ManagedProcess(name, proc, 0, path)

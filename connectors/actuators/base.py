@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agents.logic.fingerprint import fingerprint
+from connectors.actuators.fingerprint import fingerprint
 
 
 class FingerprintMismatch(RuntimeError):

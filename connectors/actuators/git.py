@@ -7,8 +7,8 @@ import os
 import subprocess  # nosec B404 - runs the local git binary with fixed argument lists, no shell
 from pathlib import Path, PurePosixPath
 
-from agents.logic.fingerprint import fingerprint, verify
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
+from connectors.actuators.fingerprint import fingerprint, verify
 
 TRAILER = "Kaizen-Improvement"
 

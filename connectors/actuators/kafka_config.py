@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.logic.fingerprint import fingerprint, verify
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
+from connectors.actuators.fingerprint import fingerprint, verify
 from streams.topics import CONFIG
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from agents.logic.fingerprint import fingerprint, verify
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
+from connectors.actuators.fingerprint import fingerprint, verify
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # USD per 1 000 tokens (input, output) of models kaizen knows; unknown models cost 0 (say so in status).
@@ -51,3 +52,8 @@ class LLMProvider(ABC):
     @abstractmethod
     async def generate(self, prompt: str, max_tokens: int = 4000, temperature: float = 0.1) -> LLMResponse:
         """Complete the prompt; raises RetryableLLMError for transient failures, LLMError otherwise."""
+
+
+def render_code_blocks(files: Mapping[str, str]) -> str:
+    """The answer format the prompts ask for (the inverse of prompts.parse_code_blocks) (used by the offline provider)."""
+    return "\n\n".join(f"```python:{path}\n{code.rstrip()}\n```" for path, code in sorted(files.items()))

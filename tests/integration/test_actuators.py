@@ -11,7 +11,6 @@ import boto3
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.logic.fingerprint import fingerprint
 from connectors.actuators.base import (
     AppliedChange,
     FingerprintMismatch,
@@ -19,6 +18,7 @@ from connectors.actuators.base import (
     logical_key,
     target_key,
 )
+from connectors.actuators.fingerprint import fingerprint
 from connectors.actuators.git import GitActuator
 from connectors.actuators.kafka_config import KafkaConfigActuator
 from connectors.actuators.ssm import SSMActuator

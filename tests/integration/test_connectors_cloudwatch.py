@@ -25,8 +25,8 @@ from connectors.cloudwatch.logs import LogsSource
 from connectors.cloudwatch.mapping import align_down
 from connectors.cloudwatch.runner import ConnectorRunner
 from connectors.publisher import TelemetryPublisher
+from kaizen.embedded import MOTO_CREDENTIALS, start_moto, start_tansu
 from streams import topics as T
-from streams.embedded import MOTO_CREDENTIALS, start_moto, start_tansu
 from streams.records import MetricDataPoint
 from streams.settings import Settings
 from tests.conftest import Backend

@@ -339,7 +339,7 @@ async def test_llm_code_with_eval_fails_validation_and_system_wide_waits_for_app
     consumer.close()
     mine = [x for x in seen if imp in x]
     assert any('"status":"awaiting_approval"' in x for x in mine) and any('"status":"monitoring"' in x for x in mine)
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "tail", T.IMPROVEMENT_EVENTS, "--idle-exit", "2"],
+    out = subprocess.run([sys.executable, "-m", "kaizen.cli", "tail", T.IMPROVEMENT_EVENTS, "--idle-exit", "2"],
                          env={**os.environ, **backend.env()}, capture_output=True, text=True, timeout=60,
                          check=True).stdout
     assert imp in out and "awaiting_approval" in out

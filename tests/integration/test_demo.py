@@ -12,11 +12,11 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from connectors.cloudwatch.mapping import alarm_event, dims_to_dict
-from connectors.workload.reporter import ServiceReporter
-from connectors.workload.service import Faults, ServiceProfile, SimulatedService
+from kaizen.demo.cli import Demo
+from kaizen.demo.scenarios import SCENARIOS
+from kaizen.demo.workload.reporter import ServiceReporter
+from kaizen.demo.workload.service import Faults, ServiceProfile, SimulatedService
 from streams import topics as t
-from streams.demo_cli import Demo
-from streams.scenarios import SCENARIOS
 from streams.settings import Settings
 from tests.conftest import Backend
 
@@ -125,7 +125,7 @@ async def test_demo_follows_the_loop_on_the_broker(backend: Backend) -> None:
 
 
 async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None:
-    from connectors.workload.steering import Steering
+    from kaizen.demo.workload.steering import Steering
     from streams.records import Command
     from tests.kafka_utils import collect
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from kaizen.embedded import ManagedProcess, start_tansu
 from streams import topics as T
-from streams.embedded import ManagedProcess, start_tansu
 from tests.conftest import Backend
 from tests.kafka_utils import ARTIFACTS, collect, envelope, produce, start_kaizen
 

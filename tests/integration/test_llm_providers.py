@@ -13,11 +13,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from agents.logic.validation import validate
+from agents.improvement.generator import CodeGenerator, provider_from_settings
+from agents.improvement.logic.validation import validate
 from connectors.breaker import BreakerOpenError, CircuitBreaker
 from connectors.llm.base import LLMError, RetryableLLMError
 from connectors.llm.bedrock import BedrockProvider
-from connectors.llm.generator import CodeGenerator, provider_from_settings
 from connectors.llm.offline import OfflineProvider
 from connectors.llm.openai_compat import OpenAICompatProvider
 from streams.records import ImprovementOpportunity

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
+from agents.improvement.metrics_tap import MetricsTap
 from streams import topics as T
 from streams.codec import encode_lean
 from streams.metric_codec import lean_metric
-from streams.metrics_tap import MetricsTap
 from streams.records import ImprovementOpportunity
 from streams.state import ensure_topic
 from streams.views import StateViews

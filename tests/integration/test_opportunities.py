@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.logic.opportunities import opportunity_id
+from agents.opportunities.logic.opportunities import opportunity_id
 from streams import topics as T
 from streams.records import LogEvent, MetricDataPoint
 from tests.conftest import Backend
@@ -28,7 +28,7 @@ def backend(own_backend: Any) -> Any:
     return own_backend
 
 COMPONENT = "orders"
-HISTORY_DIR = "self_healing"  # agents.healing.HISTORY_DIR: where `kaizen healing history` reads
+HISTORY_DIR = "self_healing"  # agents.healing.agent.HISTORY_DIR: where `kaizen healing history` reads
 STEP = 60
 
 
@@ -125,7 +125,7 @@ async def test_latency_anomaly_and_recurring_timeout_make_one_opportunity(backen
     assert any(f.startswith("triggers-") for f in files) and any(f.startswith("actions-") for f in files), files
     lines = [orjson.loads(ln) for f in (data_dir / HISTORY_DIR).glob("*.jsonl") for ln in f.read_bytes().splitlines()]
     assert {(r["kind"], r["name"]) for r in lines} >= {("trigger", "slow_tasks"), ("action", "analyze_slow_tasks")}
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "healing", "history", "--json"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "kaizen.cli", "healing", "history", "--json"], capture_output=True,
                          env={**os.environ, "KAIZEN_DATA_DIR": str(data_dir)}, timeout=60, check=True)
     listed = orjson.loads(out.stdout)
     assert {(r["kind"], r["name"], r["tenant_id"]) for r in listed} >= {

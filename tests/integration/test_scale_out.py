@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.logic.opportunities import opportunity_id, problem_family
+from agents.opportunities.logic.opportunities import opportunity_id, problem_family
 from streams import topics as T
 from streams.records import TelemetryInsight
 from tests.conftest import Backend

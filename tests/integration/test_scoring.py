@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.logic.detectors import ANOMALY_THRESHOLD
-from agents.logic.series import SeriesModel
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
+from agents.scoring.logic.series import SeriesModel
 from streams import topics as T
 from tests.conftest import Backend
 from tests.kafka_utils import collect, envelope, produce, start_kaizen

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.logic.alerts import AlertEvaluator, AlertRules
-from agents.logic.execution_metrics import ExecutionMetrics, compute_baselines, quota_status
-from connectors.notify import Notifier, post_webhook
+from agents.healing.logic.alerts import AlertEvaluator, AlertRules
+from agents.healing.logic.execution_metrics import ExecutionMetrics, compute_baselines, quota_status
+from agents.healing.notify import Notifier, post_webhook
 
 T0 = datetime(2026, 3, 1, 6, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from streams import cli
-from streams.cli import app
+from kaizen import cli
+from kaizen.cli import app
 from streams.settings import get_settings
 
 COMMANDS = ["run", "worker", "connect", "mcp", "demo", "score", "patterns", "bench", "healing",

@@ -1,8 +1,14 @@
-"""Unit tests of the windowed duplicate detection (agents/logic/dedup.py)."""
+"""Unit tests of the windowed duplicate detection (agents/ingest/logic/dedup.py)."""
 
 from __future__ import annotations
 
-from agents.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash, make_window_factory
+from agents.ingest.logic.dedup import (
+    DedupWindow,
+    apply_dedup_delta,
+    dedup_delta,
+    id_hash,
+    make_window_factory,
+)
 
 
 def test_id_hash_is_stable_and_fits_63_bits() -> None:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agents.logic.detectors import (
+from agents.scoring.logic.detectors import (
     ANOMALY_THRESHOLD,
     DEFAULT_PARAMS,
     DetectorParams,
@@ -123,7 +123,7 @@ def test_params_are_frozen() -> None:
 def test_recent_max_matches_naive_window() -> None:
     from array import array
 
-    from agents.logic.detector_parts import RecentMax
+    from agents.scoring.logic.detector_parts import RecentMax
 
     rng = random.Random(11)
     for size in (1, 3, 17):

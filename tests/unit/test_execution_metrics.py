@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.logic.execution_metrics import (
+from agents.healing.history import log_execution_metrics, read_execution_metrics
+from agents.healing.logic.execution_metrics import (
     ExecutionMetrics,
     calculate_cost,
     compute_baselines,
@@ -20,7 +21,6 @@ from agents.logic.execution_metrics import (
     to_metric_points,
     track_free_tier_quota,
 )
-from connectors.execution_log import log_execution_metrics, read_execution_metrics
 
 T0 = datetime(2026, 2, 7, 12, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from agents.logic.fingerprint import ABSENT, fingerprint, fingerprint_files, verify
+from connectors.actuators.fingerprint import ABSENT, fingerprint, fingerprint_files, verify
 
 
 def test_string_fingerprint_is_sha256_of_utf8() -> None:

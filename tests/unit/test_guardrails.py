@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.logic.guardrails import AutonomyGuardrails, can_decide, decide, should_revert
-from agents.logic.playbooks import ParameterChange, Plan
+from agents.improvement.logic.guardrails import AutonomyGuardrails, can_decide, decide, should_revert
+from agents.improvement.logic.playbooks import ParameterChange, Plan
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ON = {"enable_autonomous_improvements": True}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.logic.execution_metrics import ExecutionMetrics, compute_baselines
-from agents.logic.healing import (
+from agents.healing.history import HealingHistory, load_healing_config
+from agents.healing.logic.execution_metrics import ExecutionMetrics, compute_baselines
+from agents.healing.logic.healing import (
     DEFAULT_ACTIONS,
     DEFAULT_TRIGGERS,
     ActionRegistry,
@@ -18,7 +19,6 @@ from agents.logic.healing import (
     observation_from_metric,
     observations_from_executions,
 )
-from connectors.execution_log import HealingHistory, load_healing_config
 from streams.records import MetricDataPoint
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -169,8 +169,8 @@ def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     from typer.testing import CliRunner
 
-    from connectors.execution_log import log_execution_metrics
-    from streams.healing_cli import app
+    from agents.healing.history import log_execution_metrics
+    from kaizen.healing_cli import app
 
     data = _cli_env(tmp_path, monkeypatch)
     runner = CliRunner()
@@ -210,7 +210,7 @@ def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_cli_bad_arguments_say_what_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from streams.healing_cli import app
+    from kaizen.healing_cli import app
 
     _cli_env(tmp_path, monkeypatch)
     runner = CliRunner()
@@ -234,7 +234,7 @@ def test_cli_bad_arguments_say_what_to_fix(tmp_path: Path, monkeypatch: pytest.M
 def test_quick_gate_agrees_with_the_triggers() -> None:
     import random
 
-    from agents.logic.healing import metric_observation_fields
+    from agents.healing.logic.healing import metric_observation_fields
 
     rng = random.Random(11)
     names = ["Duration", "Latency", "ErrorRate", "TestFailureRate", "Retries", "TokensUsed", "CostUSD"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.logic.impact import impact_score, prioritize, priority_for, sort_key
+from agents.opportunities.logic.impact import impact_score, prioritize, priority_for, sort_key
 
 
 def test_seed_worked_example_is_7200_and_critical() -> None:

@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.logic.lifecycle import IllegalTransition, allowed, fold, fold_all, new_event, next_event
+from agents.improvement.logic.lifecycle import (
+    IllegalTransition,
+    allowed,
+    fold,
+    fold_all,
+    new_event,
+    next_event,
+)
 from streams.records import ImprovementExecution
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

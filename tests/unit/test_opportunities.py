@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.logic.impact import impact_score, prioritize
-from agents.logic.opportunities import (
+from agents.opportunities.logic.impact import impact_score, prioritize
+from agents.opportunities.logic.opportunities import (
     OpportunityContext,
     apply_outcome,
     cache_insight,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.logic.playbooks import PARAMETERS, Plan, plan, problem_key, within_bounds
+from agents.improvement.logic.playbooks import PARAMETERS, Plan, plan, problem_key, within_bounds
 from streams.records import ImprovementOpportunity, TelemetryInsight
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

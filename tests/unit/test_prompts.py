@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.logic.prompts import (
+from agents.improvement.logic.prompts import (
     build_component_prompt,
     build_improvement_prompt,
     parse_code_blocks,
-    render_code_blocks,
 )
+from connectors.llm.base import render_code_blocks
 from streams.records import ImprovementOpportunity, TelemetryInsight
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.logic.detectors import ANOMALY_THRESHOLD, score_series
-from agents.logic.series import SeriesModel
-from streams.replay import parse_timestamp, patterns_file, score_csv
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, score_series
+from agents.scoring.logic.series import SeriesModel
+from kaizen.replay import parse_timestamp, patterns_file, score_csv
 
 NAB_DATA = Path(os.environ.get("KAIZEN_NAB_DIR", Path(__file__).resolve().parents[3] / "shared" / "bench" / "nab")) / "data"
 NAB_FILE = NAB_DATA / "realKnownCause" / "machine_temperature_system_failure.csv"

@@ -6,12 +6,12 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.logic.detectors import ANOMALY_THRESHOLD
-from agents.logic.events import alarm_insight, event_component, lambda_insight
-from agents.logic.patterns import PatternCounter, is_error, pattern_insight
-from agents.logic.series import RECENT, SeriesModel, anomaly_insight, trend_insight
-from agents.logic.templates import PatternMatch
-from agents.logic.trends import TrendFinding
+from agents.events.logic.events import alarm_insight, event_component, lambda_insight
+from agents.patterns.logic.patterns import PatternCounter, is_error, pattern_insight
+from agents.patterns.logic.templates import PatternMatch
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
+from agents.scoring.logic.series import RECENT, SeriesModel, anomaly_insight, trend_insight
+from agents.scoring.logic.trends import TrendFinding
 from streams.metric_codec import lean_from_model
 from streams.records import CloudWatchEvent, LogEvent, MetricDataPoint
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.logic.masking import mask
-from agents.logic.templates import (
+from agents.patterns.logic.masking import mask
+from agents.patterns.logic.templates import (
     MinerConfig,
     PatternMatch,
     PatternMiner,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents.logic.trends import (
+from agents.scoring.logic.trends import (
     TrendParams,
     TrendTracker,
     any_rule_holds,

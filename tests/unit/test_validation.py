@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.logic.validation import validate
+from agents.improvement.logic.validation import validate
 
 GOOD = '''"""Cache wrapper."""
 from __future__ import annotations

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.logic.verdicts import (
+from agents.improvement.logic.verdicts import (
     MetricWindow,
     assess_impact,
     baseline_from,

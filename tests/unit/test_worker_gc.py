@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.worker import GC_THRESHOLDS, tune_gc
+from kaizen.worker import GC_THRESHOLDS, tune_gc
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from agents.logic.playbooks import plan
-from agents.logic.templates import categorize
-from connectors.workload.reporter import parse_value, split_parameters
-from connectors.workload.service import DEFAULT_PARAMETERS, Faults, SimulatedService, evaluate
+from agents.improvement.logic.playbooks import plan
+from agents.patterns.logic.templates import categorize
+from kaizen.demo.env import DEMO_ENV, apply_demo_env
+from kaizen.demo.scenarios import SCENARIOS, Scenario, TimelineTracker, select
+from kaizen.demo.workload.reporter import parse_value, split_parameters
+from kaizen.demo.workload.service import DEFAULT_PARAMETERS, Faults, SimulatedService, evaluate
 from streams import topics as t
-from streams.demo_env import DEMO_ENV, apply_demo_env
 from streams.records import ImprovementOpportunity
-from streams.scenarios import SCENARIOS, Scenario, TimelineTracker, select
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PROBLEM = {"error-burst": "database_connection"}

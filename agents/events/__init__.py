@@ -1,0 +1,1 @@
+"""Events stage: CloudWatch alarms, Lambda completions and deployments into insights."""

@@ -1,0 +1,1 @@
+"""Self-healing stage: triggers over execution metrics, actions, history and notifications."""

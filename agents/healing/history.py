@@ -1,0 +1,157 @@
+"""Append-only JSONL logs that never block or raise into the caller: execution metrics and healing history."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from agents.healing.logic.execution_metrics import ExecutionMetrics
+from agents.healing.logic.healing import ActionPlan, HealingConfig, HealingRecord, TriggerFiring
+
+__all__ = [
+    "HEALING_CONFIG_ENV",
+    "HealingHistory",
+    "append_jsonl",
+    "log_execution_metrics",
+    "log_execution_metrics_async",
+    "load_healing_config",
+    "read_execution_metrics",
+]
+
+HEALING_CONFIG_ENV = "KAIZEN_HEALING_CONFIG"
+
+
+def append_jsonl(lines: Iterable[bytes], path: Path) -> bool:
+    """Append complete lines (newline added) and flush; on I/O error: message on stderr, return False."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab", buffering=0) as fh:
+            fh.write(b"".join(line + b"\n" for line in lines))
+        return True
+    except OSError as exc:
+        print(f"kaizen: could not append to {path}: {exc}", file=sys.stderr)
+        return False
+
+
+def log_execution_metrics(metrics: ExecutionMetrics, path: Path) -> bool:
+    """Roadmap seed 1b.2: one JSON line per execution, appended and flushed at once; never raises."""
+    return append_jsonl([orjson.dumps(metrics.model_dump(mode="json"))], path)
+
+
+async def log_execution_metrics_async(metrics: ExecutionMetrics, path: Path) -> bool:
+    """The same from an event loop: the file write runs in a worker thread."""
+    return await asyncio.to_thread(log_execution_metrics, metrics, path)
+
+
+def read_execution_metrics(
+    path: Path, offset: int = 0, errors: list[str] | None = None
+) -> tuple[list[ExecutionMetrics], int]:
+    """Records from byte offset up to the last complete line, and the offset to continue from.
+
+    A trailing line without its newline (a writer mid-append) is left for the next call. Lines that are
+    not valid ExecutionMetrics are reported on stderr (and appended to `errors` if given) and skipped.
+    A missing file reads as empty.
+    """
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    out: list[ExecutionMetrics] = []
+    for lineno, line in enumerate(data[: end + 1].splitlines()):
+        if not line.strip():
+            continue
+        try:
+            out.append(ExecutionMetrics.model_validate_json(line))
+        except ValidationError as exc:
+            msg = f"{path}@{offset}+line{lineno}: invalid execution metrics: {exc.errors()[0]['msg']}"
+            print(f"kaizen: {msg}", file=sys.stderr)
+            if errors is not None:
+                errors.append(msg)
+    return out, offset + end + 1
+
+
+def load_healing_config(path: Path | None = None, environ: dict[str, str] | None = None) -> HealingConfig:
+    """The healing config from `path`, else from the file named by KAIZEN_HEALING_CONFIG, else the defaults.
+
+    Raises ValueError naming the file when it cannot be read or parsed.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(HEALING_CONFIG_ENV):
+        path = Path(env[HEALING_CONFIG_ENV])
+    if path is None:
+        return HealingConfig()
+    try:
+        return HealingConfig.from_json(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read healing config {path}: {exc.strerror}") from exc
+    except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+        raise ValueError(f"invalid healing config {path}: {exc}") from exc
+
+
+class HealingHistory:
+    """Fired triggers and executed actions, append-only JSONL per day under one directory.
+
+    Files: triggers-YYYYMMDD.jsonl and actions-YYYYMMDD.jsonl (the seed's logs/self_healing layout).
+    Writes never raise (False on I/O error); the *_async variants run them off the event loop.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _file(self, rec: HealingRecord) -> Path:
+        return self.directory / f"{rec.kind}s-{rec.timestamp:%Y%m%d}.jsonl"
+
+    def append(self, records: Iterable[HealingRecord]) -> bool:
+        ok = True
+        by_file: dict[Path, list[bytes]] = {}
+        for rec in records:
+            by_file.setdefault(self._file(rec), []).append(orjson.dumps(rec.model_dump(mode="json")))
+        for path, lines in by_file.items():
+            ok = append_jsonl(lines, path) and ok
+        return ok
+
+    def record(self, firings: Iterable[TriggerFiring] = (), actions: Iterable[ActionPlan] = ()) -> bool:
+        recs = [HealingRecord(kind="trigger", timestamp=f.timestamp, name=f.trigger, component=f.component,
+                              tenant_id=f.tenant_id, detail=_detail(f)) for f in firings]
+        recs += [HealingRecord(kind="action", timestamp=a.timestamp, name=a.action, component=a.component,
+                               tenant_id=a.tenant_id, detail=_detail(a)) for a in actions]
+        return self.append(recs)
+
+    async def record_async(self, firings: Iterable[TriggerFiring] = (), actions: Iterable[ActionPlan] = ()) -> bool:
+        return await asyncio.to_thread(self.record, list(firings), list(actions))
+
+    def read(self, limit: int | None = None, kind: str | None = None) -> list[HealingRecord]:
+        """The newest `limit` records (all if None), oldest first; unreadable lines are reported and skipped."""
+        recs: list[HealingRecord] = []
+        if not self.directory.is_dir():
+            return recs
+        for path in sorted(self.directory.glob("*-*.jsonl")):
+            if kind is not None and not path.name.startswith(f"{kind}s-"):
+                continue
+            try:
+                lines = path.read_bytes().splitlines()
+            except OSError as exc:
+                print(f"kaizen: cannot read {path}: {exc}", file=sys.stderr)
+                continue
+            for line in lines:
+                try:
+                    recs.append(HealingRecord.model_validate_json(line))
+                except ValidationError:
+                    print(f"kaizen: skipping invalid healing history line in {path}", file=sys.stderr)
+        recs.sort(key=lambda r: (r.timestamp, r.kind != "trigger"))  # a firing before its actions
+        return recs if limit is None else recs[-limit:] if limit > 0 else []
+
+
+def _detail(model: BaseModel) -> dict[str, object]:
+    return model.model_dump(mode="json", exclude={"timestamp", "component", "tenant_id"})

@@ -1,0 +1,1 @@
+"""Pure logic of self-healing: triggers, actions, execution metrics and alert rules."""

@@ -1,0 +1,1 @@
+"""The improvement engine: cycles, the improvement lifecycle, its steps and monitoring."""

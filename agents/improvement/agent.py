@@ -1,0 +1,211 @@
+"""Improvement agent: folds improvements.events into ImprovementExecution and runs each next phase."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import structlog
+
+from agents.audit import audit_record, write_audit
+from agents.improvement import steps
+from agents.improvement.context import step_context
+from agents.improvement.logic.lifecycle import (
+    ACTIVE_STATUSES,
+    IllegalTransition,
+    fold,
+    is_terminal,
+    next_event,
+)
+from streams import app as A
+from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
+from streams.records import ImprovementEvent, ImprovementExecution, TelemetryInsight
+from streams.runtime import survives_broker_outage
+from streams.state import ChangelogStore, start_agent_store
+
+log = structlog.get_logger(__name__)
+RUNNABLE = frozenset({"pending", "queued", "generating", "validating", "deploying", "monitoring"})
+RESUME_AFTER_SECONDS = 3.0  # an improvement idle this long with no running task is resumed (after a crash)
+STATS: dict[str, int] = defaultdict(int)
+
+_store: dict[str, ChangelogStore[dict[str, Any]]] = {}
+_tasks: dict[str, asyncio.Task[None]] = {}
+
+
+async def store() -> ChangelogStore[dict[str, Any]]:
+    s = _store.get("s")
+    if s is None:
+        s = _store["s"] = await start_agent_store("improvements", A.improvement_events_topic.get_topic_name())
+    return s
+
+
+async def emit(events: list[ImprovementEvent]) -> None:
+    for ev in events:
+        await A.improvement_events_topic.send(key=ev.improvement_id.encode(), value=ev.to_bytes())
+
+
+def _max_concurrent(tenant: str) -> int:
+    return int(A.settings.tenant_profile(tenant).get("max_concurrent", A.settings.max_concurrent_improvements))
+
+
+async def _run_step(ex: ImprovementExecution) -> None:
+    """Run the phase the improvement is in; emit what it decides. Monitoring loops until a verdict."""
+    ctx = await step_context()
+    status = ex.status
+    events: list[ImprovementEvent] = []
+    if status in ("pending", "queued"):
+        active = [o for o in ctx.views.active(ACTIVE_STATUSES) if o.improvement_id != ex.improvement_id]
+        limit = min(_max_concurrent(ex.tenant_id), A.settings.max_concurrent_improvements)
+        if len(active) >= limit:
+            if status == "pending":
+                events = [next_event(ex, "queued", datetime.now(UTC),
+                                     reason=f"{len(active)} improvements active (MAX_CONCURRENT_IMPROVEMENTS={limit})")]
+            # queued: stay queued; the supervisor retries when capacity frees
+        else:
+            events = [next_event(ex, "generating", datetime.now(UTC), reason="capacity available")]
+    elif status == "generating":
+        events = await steps.step_generating(ctx, ex)
+    elif status == "validating":
+        events = await steps.step_validating(ctx, ex)
+    elif status == "deploying":
+        events = await steps.step_deploying(ctx, ex)
+    elif status == "monitoring":
+        while not events:
+            events = await steps.monitor_once(ctx, ex)
+            if not events:
+                await asyncio.sleep(A.settings.monitoring_check_interval_seconds)
+    await emit(events)
+
+
+def _launch(ex: ImprovementExecution) -> None:
+    running = _tasks.get(ex.improvement_id)
+    if running is not None and not running.done():
+        running.cancel()  # the state moved on: the old step is obsolete
+
+    async def _guarded() -> None:
+        try:
+            await _run_step(ex)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing step fails its improvement, never the agent
+            log.exception("improvement step failed", improvement=ex.improvement_id, status=ex.status)
+            with contextlib.suppress(IllegalTransition):
+                await emit([next_event(ex, "failed", datetime.now(UTC), reason=f"{ex.status} step error: {exc}")])
+
+    _tasks[ex.improvement_id] = asyncio.create_task(_guarded())
+
+
+async def _after_terminal(ex: ImprovementExecution) -> None:
+    """Outcome → opportunity (learning), metrics, audit."""
+    outcome = {"completed": "kept", "rolled_back": "rolled_back"}.get(ex.status, "failed")
+    if ex.status == "completed" and ex.verdict != "keep":
+        outcome = "failed"
+    if ex.opportunity is not None and ex.status != "rejected":
+        opp = ex.opportunity
+        ins = TelemetryInsight(
+            insight_type="improvement_outcome", severity="low", affected_component=opp.affected_components[0]
+            if opp.affected_components else "default", affected_tenants=opp.affected_tenants,
+            tenant_id=opp.tenant_id, problem_type=opp.problem_type, confidence_score=1.0,
+            timestamp=ex.completion_time or datetime.now(UTC), source="improvements",
+            description=f"improvement {ex.improvement_id} {ex.status}",
+            evidence={"opportunity_id": opp.opportunity_id, "outcome": outcome, "improvement_id": ex.improvement_id},
+            insight_id=f"outcome-{ex.improvement_id}")
+        from agents.routing import partition_of
+
+        await A.insights_topic.send(key=ins.insight_id.encode(), value=ins.to_bytes(),
+                                    partition=partition_of(opp.opportunity_id, A.settings.kafka_topic_partitions))
+    if ex.status == "rolled_back":
+        IMPROVEMENTS_ROLLED_BACK.inc()
+
+
+async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecution | None:
+    s = await store()
+    book = await s.state(partition)
+    raw = book.get(ev.improvement_id)
+    cur = ImprovementExecution.model_validate(raw) if raw is not None else None
+    try:
+        new = fold(cur, ev)
+    except IllegalTransition as exc:
+        log.warning("event ignored", improvement=ev.improvement_id, error=str(exc))
+        STATS["illegal"] += 1
+        return None
+    if cur is not None and new is cur:
+        return None  # a duplicate (replayed) event
+    # Durable before the event's offset can be committed: a SIGKILL must not leave the state behind the log.
+    await s.record(partition, {"set": {new.improvement_id: new.model_dump(mode="json")}}, wait=True)
+    await A.improvement_state_topic.send(key=new.improvement_id.encode(), value=new.to_bytes())
+    ctx = await step_context()
+    ctx.views.improvements[new.improvement_id] = new
+    STATS[new.status] += 1
+    if new.status == "monitoring" and (cur is None or cur.status != "monitoring"):
+        IMPROVEMENTS_DEPLOYED.inc()
+    if new.status in ("monitoring", "rolled_back", "completed", "awaiting_approval", "rejected", "failed") \
+            and (cur is None or cur.status != new.status):
+        action = {"monitoring": "deployment", "rolled_back": "rollback"}.get(new.status, f"improvement_{new.status}")
+        await write_audit(audit_record(action, ev.actor, tenant_id=new.tenant_id, target=new.improvement_id,
+                                       detail={"reason": ev.reason, "status": new.status, **{
+                                           k: ev.data[k] for k in ("deployment", "verdict", "degradation",
+                                                                   "rollback", "approval") if k in ev.data}}),
+                          A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
+    ACTIVE_IMPROVEMENTS.set(len(ctx.views.active(ACTIVE_STATUSES)))
+    if is_terminal(new.status):
+        task = _tasks.pop(new.improvement_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        await _after_terminal(new)
+    elif new.status in RUNNABLE and (cur is None or cur.status != new.status or new.status != "monitoring"
+                                     or ev.data.get("deployment") is not None):
+        _launch(new)
+    return new
+
+
+@A.app.agent(A.improvement_events_topic, name="improvements")
+async def improvements(stream: faust.StreamT[bytes]) -> None:
+    await store()
+    await step_context()
+    async for event in stream.events():
+        try:
+            ev = ImprovementEvent.from_bytes(event.value)
+        except ValueError as exc:
+            log.error("invalid improvement event", error=str(exc)[:300])
+            continue
+        await handle_event(event.message.partition, ev)
+
+
+@A.app.timer(interval=1.0)
+@survives_broker_outage
+async def supervise_improvements() -> None:
+    """Load the state of assigned partitions; resume improvements whose step died with a worker, and
+    admit queued ones when capacity frees (MAX_CONCURRENT_IMPROVEMENTS)."""
+    s = _store.get("s")
+    if s is None:
+        return
+    topic = A.improvement_events_topic.get_topic_name()
+    try:
+        assigned = {tp.partition for tp in A.app.consumer.assignment() if tp.topic == topic}
+    except (AttributeError, RuntimeError):
+        return
+    now = time.time()
+    for p in sorted(assigned):
+        book = await s.state(p)
+        queued: list[ImprovementExecution] = []
+        for raw in list(book.values()):
+            ex = ImprovementExecution.model_validate(raw)
+            if ex.status not in RUNNABLE:
+                continue
+            task = _tasks.get(ex.improvement_id)
+            if task is not None and not task.done():
+                continue
+            idle = now - (ex.updated_at.timestamp() if ex.updated_at else 0.0)
+            if ex.status == "queued":
+                queued.append(ex)
+            elif idle >= RESUME_AFTER_SECONDS:
+                log.info("resuming improvement", improvement=ex.improvement_id, status=ex.status)
+                _launch(ex)
+        for ex in sorted(queued, key=lambda e: e.created_at or datetime.now(UTC))[:1]:
+            _launch(ex)

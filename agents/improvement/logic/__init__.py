@@ -1,0 +1,1 @@
+"""Pure logic of the improvement engine: lifecycle, playbooks, prompts, validation, guardrails, verdicts."""

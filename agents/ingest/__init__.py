@@ -1,0 +1,1 @@
+"""Ingest stage: validation and windowed dedup of the raw telemetry topics."""

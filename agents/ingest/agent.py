@@ -1,0 +1,142 @@
+"""Dedup agents: raw telemetry → validated, deduplicated telemetry (bad records → dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+import structlog
+from aiokafka.errors import KafkaError
+
+from agents.ingest.logic.dedup import (
+    DedupWindow,
+    apply_dedup_delta,
+    dedup_delta,
+    id_hash,
+    make_window_factory,
+)
+from streams import app as A
+from streams.codec import decode_metrics_lean, decode_telemetry, encode_envelope, encode_lean
+from streams.metrics import DEADLETTERS, DUPLICATES_DROPPED, TELEMETRY_PROCESSED
+from streams.state import ChangelogStore, start_agent_store
+
+log = structlog.get_logger(__name__)
+STATS: dict[str, Any] = {"processed": defaultdict(int), "duplicates": defaultdict(int), "deadletters": defaultdict(int)}
+
+
+def output_key(kind: str, rec: Any) -> str:
+    """What the clean topic is partitioned by: the series for metrics (one detector per series
+    lives on one worker; metrics are lean points, see streams/metric_codec.py), tenant and log
+    group for logs, tenant for events."""
+    if kind == "metric":
+        return str(rec["series"])
+    if kind == "log":
+        return f"{rec.tenant_id}|{rec.log_group}"
+    return str(rec.tenant_id)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+async def start_dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
+    return await start_agent_store(f"dedup.{kind}", A.raw_topics[kind].get_topic_name(),
+                                   make_window_factory(A.settings.cloudwatch_event_dedup_window_seconds),
+                                   apply_dedup_delta)
+
+
+async def process_raw(kind: str, value: bytes | None, partition: int, offset: int,
+                      store: ChangelogStore[DedupWindow], now: float
+                      ) -> tuple[dict[int, list[Any]], dict[str, Any] | None]:
+    """Decode, dead-letter, dedup one raw message: the fresh records grouped by output partition, and
+    the dedup delta admitting them — already applied in memory, to be changelogged by the caller once
+    the records are on the broker (see persist_after)."""
+    topic_name = A.raw_topics[kind].get_topic_name()
+    if kind == "metric":  # the hot path: lean points, not models
+        decoded = decode_metrics_lean(value, topic=topic_name, partition=partition, offset=offset)
+    else:
+        decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset)
+    for dead in decoded.dead:
+        await A.deadletter_topic.send(key=topic_name.encode(), value=dead.to_bytes())
+        DEADLETTERS.labels(kind).inc()
+        STATS["deadletters"][kind] += 1
+    if not decoded.records:
+        return {}, None
+    window = await store.state(partition)
+    lean = kind == "metric"
+    hashes = [id_hash(r["event_id"] if lean else r.event_id) for r in decoded.records]
+    fresh_flags = window.filter_new(hashes, now)
+    out: dict[int, list[Any]] = defaultdict(list)
+    fresh_hashes: list[int] = []
+    nparts = A.settings.kafka_topic_partitions
+    for rec, h, fresh in zip(decoded.records, hashes, fresh_flags, strict=True):
+        if not fresh:
+            tenant = rec["tenant_id"] if lean else rec.tenant_id
+            DUPLICATES_DROPPED.labels(tenant, kind).inc()
+            STATS["duplicates"][f"{tenant}/{kind}"] += 1
+            continue
+        fresh_hashes.append(h)
+        out[partition_for(output_key(kind, rec), nparts)].append(rec)
+    delta = None
+    if fresh_hashes:
+        delta = dedup_delta(fresh_hashes, now)
+        apply_dedup_delta(window, delta)  # later copies in this worker are dropped from now on
+    TELEMETRY_PROCESSED.labels(kind).inc(len(fresh_hashes))
+    STATS["processed"][kind] += len(fresh_hashes)
+    return out, delta
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+                        sends: list[Awaitable[Any]]) -> None:
+    """Changelog a dedup delta only once the records it admits are on the broker.
+
+    Written before them, a worker killed in between would come back knowing ids whose records
+    never left it, and drop their redelivery: lost. Written after, a crash in between re-admits
+    them (at least once); downstream effects are keyed by event id. Faust flushes the outputs
+    before it commits the raw offset, so the raw message is redelivered in that case.
+    """
+    try:
+        await asyncio.gather(*sends)
+    except KafkaError as exc:
+        log.error("clean records not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
+        return
+    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
+        await store.record(partition, delta)
+
+
+def _persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+                           sends: list[Awaitable[Any]]) -> None:
+    task = asyncio.ensure_future(persist_after(store, partition, delta, sends))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+def _make_agent(kind: str) -> None:
+    store_holder: dict[str, ChangelogStore[DedupWindow]] = {}
+
+    async def dedup(stream: faust.StreamT[bytes]) -> None:
+        store = store_holder.get("s")
+        if store is None:
+            store = store_holder["s"] = await start_dedup_store(kind)
+        async for event in stream.events():
+            msg = event.message
+            groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
+            encode = encode_lean if kind == "metric" else encode_envelope
+            sends = [await A.clean_topics[kind].send(value=encode(recs), partition=part)
+                     for part, recs in groups.items()]
+            if delta is not None:
+                _persist_in_background(store, msg.partition, delta, sends)
+
+    A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
+
+
+for _kind in ("metric", "log", "event"):
+    _make_agent(_kind)

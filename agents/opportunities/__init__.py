@@ -1,0 +1,1 @@
+"""Opportunities stage: insights folded into ranked improvement opportunities."""

@@ -1,0 +1,1 @@
+"""Pure logic of the opportunities stage: the impact score, ranking, decay and outcome learning."""

@@ -1,0 +1,1 @@
+"""Error-pattern stage: log lines mined into templates, counted per window."""

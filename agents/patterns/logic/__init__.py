@@ -1,0 +1,1 @@
+"""Pure logic of the error-pattern stage: masking, template mining, windowed counts."""

@@ -1,0 +1,1 @@
+"""Scoring stage: one online anomaly detector and trend tracker per metric series."""

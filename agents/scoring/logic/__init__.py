@@ -1,0 +1,1 @@
+"""Pure logic of the scoring stage: detectors, trend rules, the per-series model."""

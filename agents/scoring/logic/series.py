@@ -1,0 +1,124 @@
+"""One metric series' live model: detector + trend tracker + recent points, and its insights."""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, SeriesDetector
+from agents.scoring.logic.trends import TrendFinding, TrendTracker, classify_metric
+from streams.records import MetricDataPoint, TelemetryInsight
+
+RECENT = 60  # recent (ts, value, score) kept per series for the dashboard and the read model
+_HEAD = struct.Struct("<II")
+
+
+class SeriesModel:
+    """Scores then learns each point; knows when it is due for a checkpoint."""
+
+    __slots__ = ("metric_name", "detector", "trend", "recent", "last_score", "since_cp", "cp_at")
+
+    def __init__(self, metric_name: str, detector: SeriesDetector, trend: TrendTracker) -> None:
+        self.metric_name = metric_name
+        self.detector = detector
+        self.trend = trend
+        self.recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
+        self.last_score = 0.0
+        self.since_cp = 0
+        self.cp_at = 0.0
+
+    @classmethod
+    def new(cls, metric_name: str) -> SeriesModel:
+        return cls(metric_name, SeriesDetector(), TrendTracker.for_metric(metric_name))
+
+    def observe(self, ts: float, value: float) -> tuple[float, list[TrendFinding]]:
+        score = self.detector.score_one(ts, value)
+        findings = self.trend.observe(ts, value)
+        self.last_score = score
+        self.since_cp += 1
+        self.recent.append((ts, value, score))
+        return score, findings
+
+    def due_checkpoint(self, now: float, every_points: int, every_seconds: float) -> bool:
+        return self.since_cp >= every_points or (self.since_cp > 0 and now - self.cp_at >= every_seconds)
+
+    def checkpoint(self, now: float) -> bytes:
+        self.since_cp = 0
+        self.cp_at = now
+        d = self.detector.to_state()
+        t = self.trend.to_state()
+        return _HEAD.pack(len(d), len(t)) + d + t
+
+    @classmethod
+    def restore(cls, metric_name: str, data: bytes) -> SeriesModel:
+        nd, nt = _HEAD.unpack_from(data, 0)
+        off = _HEAD.size
+        det = SeriesDetector.from_state(data[off:off + nd])
+        kind = classify_metric(metric_name)
+        base = TrendTracker.for_metric(metric_name)
+        trend = TrendTracker.from_state(data[off + nd:off + nd + nt], kind, None, base.error_unit)
+        m = cls(metric_name, det, trend)
+        return m
+
+    def summary(self, key: str, last: Mapping[str, Any]) -> dict[str, Any]:
+        """The series for the dashboard and the read model; `last` is its newest point (a lean point,
+        see streams/metric_codec.py)."""
+        pts = [[t, v, round(s, 4)] for t, v, s in self.recent]
+        return {"series": key, "tenant_id": last["tenant_id"], "metric_name": last["metric_name"],
+                "namespace": last["namespace"], "component": last["component"], "dimensions": last["dimensions"],
+                "statistic": last["statistic"], "last_score": round(self.last_score, 4), "points": pts}
+
+
+def _severity(score: float) -> str:
+    if score >= 0.95:
+        return "critical"
+    if score >= 0.85:
+        return "high"
+    if score >= 0.7:
+        return "medium"
+    return "low"
+
+
+def anomaly_insight(p: MetricDataPoint, score: float, model: SeriesModel, now: float) -> TelemetryInsight:
+    """An anomaly finding of the detector (score ≥ ANOMALY_THRESHOLD)."""
+    kind = classify_metric(p.metric_name)
+    base, _cur = model.trend.windows()
+    baseline = sum(base) / len(base) if base else p.value
+    change = (p.value - baseline) / abs(baseline) * 100 if baseline else 0.0
+    problem = kind if kind != "other" else "anomaly"
+    return TelemetryInsight(
+        insight_type="anomaly", severity=_severity(score), affected_component=p.component(),  # type: ignore[arg-type]
+        affected_tenants=[p.tenant_id], tenant_id=p.tenant_id, source="scoring", metric_name=p.metric_name,
+        problem_type=problem, confidence_score=round(min(1.0, max(0.0, score)), 4),
+        metrics={"value": p.value, "baseline": baseline, "anomaly_score": score, "change_pct": change},
+        description=f"{p.metric_name} of {p.component()} is anomalous: {p.value:g} vs baseline {baseline:g} "
+                    f"(score {score:.2f})",
+        recommended_action=f"investigate {kind} of {p.component()}",
+        timestamp=datetime.fromtimestamp(p.timestamp.timestamp(), UTC),
+        evidence={"series": p.series_key(), "threshold": ANOMALY_THRESHOLD, "detected_at": now,
+                  "namespace": p.namespace, "dimensions": p.dimensions},
+    )
+
+
+_RULE_PROBLEM = {"latency_increase": "latency", "error_rate_increase": "error_rate",
+                 "high_utilization": "utilization", "throughput_drop": "throughput"}
+
+
+def trend_insight(p: MetricDataPoint, f: TrendFinding, model: SeriesModel, now: float) -> TelemetryInsight:
+    """A performance-degradation finding of the seeds' trend rules."""
+    kind = classify_metric(p.metric_name)
+    problem = _RULE_PROBLEM.get(f.rule, kind if kind != "other" else "performance")
+    return TelemetryInsight(
+        insight_type="performance_degradation", severity=f.severity,  # type: ignore[arg-type]
+        affected_component=p.component(), affected_tenants=[p.tenant_id], tenant_id=p.tenant_id,
+        source="trends", metric_name=p.metric_name, problem_type=problem, confidence_score=0.8,
+        metrics={"baseline": f.baseline, "current": f.current, "change_pct": f.change_pct, "value": p.value},
+        description=f"{f.rule.replace('_', ' ')}: {p.metric_name} of {p.component()} {f.baseline:g} → "
+                    f"{f.current:g} ({f.change_pct:+.1f} %)",
+        recommended_action=f"tune {p.component()} to restore {kind}",
+        timestamp=datetime.fromtimestamp(p.timestamp.timestamp(), UTC),
+        evidence={"series": p.series_key(), "rule": f.rule, "detected_at": now},
+    )

@@ -1,0 +1,1 @@
+"""The top layer: the kaizen commands, process supervision, the embedded stack and the demo."""

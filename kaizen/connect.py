@@ -1,0 +1,63 @@
+"""`kaizen connect`: the CloudWatch connectors as a process, with status heartbeats on the status topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from connectors.cloudwatch.runner import ConnectorRunner
+from connectors.cloudwatch.status import aws_clients, connector_status
+from connectors.publisher import TelemetryPublisher
+from streams import topics as T
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+HEARTBEAT_SECONDS = 5.0
+
+
+async def _heartbeat(runner: ConnectorRunner, bootstrap: str, process_id: str, stop: asyncio.Event) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        while not stop.is_set():
+            report = connector_status(runner, process_id)
+            await producer.send_and_wait(T.STATUS, report.to_bytes(), key=process_id.encode())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+    finally:
+        await producer.stop()
+
+
+async def run_connectors(settings: Settings, once: bool = False) -> None:
+    """Poll every source at CLOUDWATCH_STREAM_INTERVAL_SECONDS until SIGINT/SIGTERM (or once)."""
+    assert settings.kafka_bootstrap_servers
+    if not settings.enable_cloudwatch_streaming:
+        log.warning("enable_cloudwatch_streaming is off: the connectors do not poll")
+        return
+    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers)
+    await publisher.start()
+    runner = ConnectorRunner(settings, publisher, lambda: aws_clients(settings))
+    process_id = f"connect-{socket.gethostname()}-{os.getpid()}"
+    stop = asyncio.Event()
+    try:
+        if once:
+            counts = await runner.poll_once()
+            log.info("polled once", **counts)
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        beat = asyncio.create_task(_heartbeat(runner, settings.kafka_bootstrap_servers, process_id, stop))
+        log.info("connectors running", sources=[s.name for s in runner.sources],
+                 interval=settings.cloudwatch_stream_interval_seconds)
+        await runner.run(stop)
+        stop.set()
+        await beat
+    finally:
+        await publisher.stop()
