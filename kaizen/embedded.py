@@ -14,13 +14,15 @@ from pathlib import Path
 
 import structlog
 
+from streams.errors import ExternalError
+
 log = structlog.get_logger(__name__)
 
 # moto's server needs some credentials to sign with; they are fake and only ever sent to 127.0.0.1.
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(ExternalError):
     """The embedded broker or AWS endpoint could not be started."""
 
 

@@ -15,6 +15,7 @@ import yaml
 from fastmcp.server.auth import TokenVerifier
 from fastmcp.server.auth.auth import AccessToken
 
+from streams.errors import AccessDenied, ConfigError
 from streams.settings import Settings
 
 ROLES: tuple[str, ...] = ("reader", "operator", "approver", "admin")
@@ -24,11 +25,11 @@ ALL_TENANTS = "*"
 STDIO_TOKEN_ENV = "KAIZEN_MCP_TOKEN"  # the token the stdio process owner presents (falls back to the API key)
 
 
-class AuthError(Exception):
+class AuthError(AccessDenied):
     """The caller is not allowed to do or see this (raised as a clear tool error / HTTP 403)."""
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(ConfigError):
     """The tokens file is unreadable or malformed."""
 
 

@@ -10,22 +10,55 @@ The service reads the canary key for its canary share of traffic (CANARY_FRACTIO
 and the plain key for the rest.  The deploy agent applies to target="canary", monitors, then applies
 the same value with target=None (all traffic) and rolls the canary key back.  Routing weights
 (`routing.<target>`) are ordinary parameters and can carry a weighted rollout instead.
+
+Identifiers.  Tenant and component ids, deployment targets and parameter segments are validated
+before a key is built (IDENTIFIER: lower-case letters, digits, `_`, `.`, `-`; first a letter or digit;
+at most 63 characters; `.` or `..` alone is refused), so no id can add a path segment: a component
+`api/canary` would otherwise write the canary key of `api`.  A parameter may be dotted
+(`feature_flags.circuit_breaker`) but never contain `/`.  Anything else raises InvalidIdentifier
+with the reason (see docs/improvement-cycle.md).
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from connectors.actuators.fingerprint import fingerprint
+from streams.errors import ConflictError
 
 
-class FingerprintMismatch(RuntimeError):
+class FingerprintMismatch(ConflictError, RuntimeError):
     """The artefact changed since kaizen applied it: someone else owns it now; rollback refused."""
 
 
+IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+RESERVED_SEGMENTS = frozenset({"canary", "_applied"})  # key segments kaizen itself inserts
+
+
+class InvalidIdentifier(ValueError):
+    """A tenant, component, target or parameter name from which no safe key can be built."""
+
+
+def check_identifier(value: str, what: str) -> str:
+    """`value` if it matches IDENTIFIER (see the module docstring); else InvalidIdentifier saying why."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value) or value in (".", ".."):
+        raise InvalidIdentifier(
+            f"{what} {value!r} is not a valid identifier: use 1-63 characters of a-z 0-9 _ . - "
+            "starting with a letter or digit (no '/', upper case, spaces or other characters)")
+    return value
+
+
 def logical_key(tenant_id: str, component: str, parameter: str) -> str:
+    """`<tenant>/<component>/<parameter>` from validated identifiers (InvalidIdentifier otherwise)."""
+    check_identifier(tenant_id, "tenant")
+    check_identifier(component, "component")
+    check_identifier(parameter, "parameter")
+    for what, value in (("tenant", tenant_id), ("component", component)):
+        if value in RESERVED_SEGMENTS:
+            raise InvalidIdentifier(f"{what} {value!r} is reserved (kaizen uses it as a key segment)")
     return f"{tenant_id}/{component}/{parameter}"
 
 
@@ -33,6 +66,7 @@ def target_key(key: str, target: str | None) -> str:
     """Insert the deployment target before the last segment (see the module docstring)."""
     if not target:
         return key
+    check_identifier(target, "deployment target")
     head, sep, last = key.rpartition("/")
     return f"{head}/{target}/{last}" if sep else f"{target}/{last}"
 
@@ -58,6 +92,7 @@ class AppliedChange:
     target: str | None = None
     version: str | None = None  # SSM version, Kafka offset or git commit of the apply
     noop: bool = False  # the same improvement was already applied: nothing was written
+    actuator: str = ""  # the actuator's name (ssm, kafka_config, git): rollback goes through the same one
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,11 +9,12 @@ from pathlib import Path, PurePosixPath
 
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
 from connectors.actuators.fingerprint import fingerprint, verify
+from streams.errors import ActuatorError
 
 TRAILER = "Kaizen-Improvement"
 
 
-class GitError(RuntimeError):
+class GitError(ActuatorError):
     """A git command failed."""
 
 

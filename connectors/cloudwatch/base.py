@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from streams.errors import ExternalError
 from streams.records import DeadLetter, Record
 
 
-class SourceError(RuntimeError):
+class SourceError(ExternalError):
     """A source could not complete its poll for a reason other than an AWS client error."""
 
 

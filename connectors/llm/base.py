@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from streams.errors import ProviderError, TransientError
+
 # USD per 1 000 tokens (input, output) of models kaizen knows; unknown models cost 0 (say so in status).
 PRICES_PER_1K: dict[str, tuple[float, float]] = {
     "anthropic.claude-v2": (0.008, 0.024),
@@ -35,11 +37,11 @@ class LLMResponse:
     cost_usd: float
 
 
-class LLMError(RuntimeError):
+class LLMError(ProviderError):
     """The provider refused or failed the request; not worth retrying (bad request, auth, parse)."""
 
 
-class RetryableLLMError(LLMError):
+class RetryableLLMError(LLMError, TransientError):
     """A transient failure (throttling, 429, 5xx, timeout): retried with backoff."""
 
 

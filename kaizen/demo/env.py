@@ -15,6 +15,7 @@ import structlog
 from rich.console import Console
 
 from kaizen.embedded import free_port
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 # Defaults only: anything already set in the environment wins.
@@ -82,7 +83,7 @@ def reset_connector_state(data_dir: Path) -> None:
             shutil.rmtree(target)
 
 
-class DemoError(RuntimeError):
+class DemoError(ConfigError):
     """The demo stack cannot start as configured."""
 
 

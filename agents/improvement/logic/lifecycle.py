@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from streams.errors import ConflictError
 from streams.records import (
     TERMINAL_STATUSES,
     ImprovementEvent,
@@ -41,7 +42,7 @@ _DATA_FIELDS = (
 )
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(ConflictError, ValueError):
     """An event asks for a status change the lifecycle does not allow."""
 
 
