@@ -64,7 +64,7 @@ class MetricDataPoint(Record):
     """One CloudWatch metric value (statistic already applied) of one series at one time."""
 
     metric_name: str = Field(min_length=1)
-    value: float
+    value: float = Field(allow_inf_nan=False)  # "NaN", "inf", "1e400" as strings too
     unit: str = "None"
     dimensions: dict[str, str] = {}
     timestamp: datetime
@@ -179,6 +179,8 @@ class DeadLetter(Record):
     offset: int = -1
     index_in_batch: int | None = None
     original: str  # the original bytes, decoded as UTF-8 with backslash escapes for invalid bytes
+    original_size: int = -1  # its full length in characters when it was cut to fit (see streams/contract.py)
+    original_truncated: bool = False
     timestamp: datetime = Field(default_factory=utcnow)
 
 

@@ -109,6 +109,16 @@ class Settings(BaseSettings):
     notifications_webhook_url: str | None = None
     notifications_digest: bool = False
 
+    # --- Ingest contract and bounds (README "Telemetry ingest contract") ------------------------
+    ingest_max_record_bytes: int = 262_144  # one record's JSON (CloudWatch's own log-event limit)
+    ingest_max_identifier_length: int = 512  # tenant, names, namespace, unit, statistic, event id, log group/stream
+    ingest_max_dimension_value_length: int = 1024  # CloudWatch's limit
+    ingest_max_dimensions: int = 30  # CloudWatch's limit
+    ingest_max_age_days: float = 1826  # older timestamps are implausible (5 years: replays of archives pass)
+    ingest_max_future_minutes: float = 120  # CloudWatch accepts datapoints up to 2 h ahead
+    kaizen_max_message_bytes: int = 900_000  # outputs are split below this (producer max_request_size 1,000,000)
+    scoring_max_series_per_tenant: int = 20_000  # live detectors per tenant (spread over the partitions)
+
     @field_validator("cloudwatch_log_sampling_rate")
     @classmethod
     def _rate_in_range(cls, v: float) -> float:
