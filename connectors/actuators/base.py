@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from connectors.actuators.fingerprint import fingerprint
-from streams.errors import ConflictError
+from streams.errors import ConflictError, InputError
 
 
 class FingerprintMismatch(ConflictError, RuntimeError):
@@ -38,7 +38,7 @@ IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
 RESERVED_SEGMENTS = frozenset({"canary", "_applied"})  # key segments kaizen itself inserts
 
 
-class InvalidIdentifier(ValueError):
+class InvalidIdentifier(InputError):
     """A tenant, component, target or parameter name from which no safe key can be built."""
 
 
@@ -60,6 +60,16 @@ def logical_key(tenant_id: str, component: str, parameter: str) -> str:
         if value in RESERVED_SEGMENTS:
             raise InvalidIdentifier(f"{what} {value!r} is reserved (kaizen uses it as a key segment)")
     return f"{tenant_id}/{component}/{parameter}"
+
+
+def check_key(key: str) -> str:
+    """A full logical key (`tenant/component[/target]/parameter`): every segment a valid identifier."""
+    parts = key.split("/")
+    if len(parts) < 3:
+        raise InvalidIdentifier(f"key {key!r} is not <tenant>/<component>/<parameter>")
+    for part in parts:
+        check_identifier(part, f"key segment of {key!r}:")
+    return key
 
 
 def target_key(key: str, target: str | None) -> str:

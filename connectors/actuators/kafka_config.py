@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
+from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied, check_key
 from connectors.actuators.fingerprint import fingerprint, verify
 from streams.topics import CONFIG
 
@@ -73,6 +73,10 @@ class KafkaConfigActuator(Actuator):
         await self.refresh()
         record = self.state.get(key)
         return None if record is None else record.get("value")
+
+    def full_key(self, key: str, target: str | None) -> str:
+        """`<tenant>/<component>[/<target>]/<parameter>`; every segment a checked identifier."""
+        return check_key(super().full_key(key, target))
 
     async def _send(self, key: str, record: dict[str, Any]) -> str:
         meta = await self.producer.send_and_wait(self.topic, key=key.encode(), value=orjson.dumps(record))

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
+from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied, check_key
 from connectors.actuators.fingerprint import fingerprint, verify
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
@@ -32,7 +32,8 @@ class SSMActuator(Actuator):
         self.prefix = prefix.rstrip("/")
 
     def full_key(self, key: str, target: str | None) -> str:
-        return f"{self.prefix}/{super().full_key(key.lstrip('/'), target)}"
+        """`<prefix>/<tenant>/<component>[/<target>]/<parameter>`; every segment a checked identifier."""
+        return f"{self.prefix}/{check_key(super().full_key(key.lstrip('/'), target))}"
 
     def marker(self, improvement_id: str, name: str) -> str:
         return f"{self.prefix}/_applied/{_UNSAFE.sub('_', improvement_id)}{name}"
