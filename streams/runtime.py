@@ -13,6 +13,8 @@ class Runtime:
     bootstrap: str = field(default_factory=lambda: get_settings().kafka_bootstrap_servers or "127.0.0.1:9092")
     stores: list[Any] = field(default_factory=list)
     process_id: str = ""
+    # Tests only (streams/testing.py): makes `start_agent_store` hand out in-memory stores, no broker.
+    store_factory: Any = None
 
 
 runtime = Runtime()

@@ -224,6 +224,9 @@ async def start_agent_store(name: str, source_topic: str, init: Callable[[], S] 
     from streams.runtime import runtime
     from streams.settings import get_settings
 
+    if runtime.store_factory is not None:  # the in-process agent harness (streams/testing.py)
+        memory: ChangelogStore[Any] = runtime.store_factory(name, init, apply)
+        return memory
     settings = get_settings()
     store: ChangelogStore[Any] = ChangelogStore(
         name, f"{settings.kaizen_app_id}.state.{name}", runtime.bootstrap, settings.kafka_topic_partitions,
