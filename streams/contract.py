@@ -95,6 +95,8 @@ def event_violation(rec: Any, now: float, lim: Limits) -> str | None:
 
 def violation(kind: str, rec: Any, now: float, lim: Limits) -> str | None:
     if kind == "metric":
+        if not isinstance(rec, dict):  # a MetricDataPoint (the model path)
+            rec = {**rec.model_dump(), "timestamp": rec.timestamp.timestamp()}
         return metric_violation(rec, now, lim)
     if kind == "log":
         return log_violation(rec, now, lim)

@@ -15,6 +15,7 @@ triggers read without parsing again.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,8 @@ def lean_metric(item: Any) -> LeanPoint | None:
     if type(raw_value) is not float and type(raw_value) is not int:  # not bool, str or None
         return None
     value = float(raw_value)
+    if not math.isfinite(value):  # the model rejects it with its reason
+        return None
     ts = _seconds(item.get("timestamp"))
     if ts is None:
         return None
@@ -89,10 +92,21 @@ def lean_from_model(p: MetricDataPoint) -> LeanPoint:
             "component": p.component()}
 
 
+def _sound(p: dict[str, Any]) -> bool:
+    """A lean point a stage can score without crashing: finite number value and time, string names
+    (a hand-made record on the clean topic is not trusted blindly)."""
+    v, ts = p.get("value"), p.get("timestamp")
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts)
+            and type(p["series"]) is str and type(p["component"]) is str and type(p.get("metric_name")) is str
+            and type(p.get("tenant_id")) is str and type(p.get("dimensions")) is dict
+            and type(p.get("namespace")) is str and type(p.get("statistic")) is str)
+
+
 def trusted_lean(item: Any) -> LeanPoint | None:
     """A point of the clean topic: written by dedup as a lean point (trusted as it is); anything else
     (an older writer, a hand-made record) is checked like a raw record. None if it is not a point."""
-    if type(item) is dict and "series" in item and "component" in item:
+    if type(item) is dict and "series" in item and "component" in item and _sound(item):
         return item
     lean = lean_metric(item)
     if lean is not None:

@@ -21,12 +21,22 @@ from agents.ingest.logic.dedup import (
     make_window_factory,
 )
 from streams import app as A
-from streams.codec import decode_metrics_lean, decode_telemetry, encode_envelope, encode_lean
+from streams.codec import (
+    dead_letter,
+    decode_metrics_lean,
+    decode_telemetry,
+    encode_envelope,
+    encode_lean,
+    split_encoded,
+)
+from streams.contract import Limits
 from streams.metrics import DEADLETTERS, DUPLICATES_DROPPED, TELEMETRY_PROCESSED
+from streams.records import DeadLetter
 from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 STATS: dict[str, Any] = {"processed": defaultdict(int), "duplicates": defaultdict(int), "deadletters": defaultdict(int)}
+LIMITS = Limits.from_settings(A.settings)
 
 
 def output_key(kind: str, rec: Any) -> str:
@@ -58,13 +68,13 @@ async def process_raw(kind: str, value: bytes | None, partition: int, offset: in
     the records are on the broker (see persist_after)."""
     topic_name = A.raw_topics[kind].get_topic_name()
     if kind == "metric":  # the hot path: lean points, not models
-        decoded = decode_metrics_lean(value, topic=topic_name, partition=partition, offset=offset)
+        decoded = decode_metrics_lean(value, topic=topic_name, partition=partition, offset=offset, now=now,
+                                      limits=LIMITS)
     else:
-        decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset)
+        decoded = decode_telemetry(kind, value, topic=topic_name, partition=partition, offset=offset, now=now,
+                                   limits=LIMITS)
     for dead in decoded.dead:
-        await A.deadletter_topic.send(key=topic_name.encode(), value=dead.to_bytes())
-        DEADLETTERS.labels(kind).inc()
-        STATS["deadletters"][kind] += 1
+        await send_dead_letter(kind, dead)
     if not decoded.records:
         return {}, None
     window = await store.state(partition)
@@ -89,6 +99,30 @@ async def process_raw(kind: str, value: bytes | None, partition: int, offset: in
     TELEMETRY_PROCESSED.labels(kind).inc(len(fresh_hashes))
     STATS["processed"][kind] += len(fresh_hashes)
     return out, delta
+
+
+async def send_dead_letter(kind: str, dead: DeadLetter) -> None:
+    await A.deadletter_topic.send(key=dead.source_topic.encode(), value=dead.to_bytes())
+    DEADLETTERS.labels(kind).inc()
+    STATS["deadletters"][kind] += 1
+
+
+async def send_clean(kind: str, groups: dict[int, list[Any]], partition: int, offset: int) -> list[Awaitable[Any]]:
+    """The fresh records out, each partition's in messages below KAIZEN_MAX_MESSAGE_BYTES; a record too
+    large for a message even alone is dead-lettered (never dropped)."""
+    encode = encode_lean if kind == "metric" else encode_envelope
+    sends: list[Awaitable[Any]] = []
+    for part, recs in groups.items():
+        messages, too_big = split_encoded(recs, encode, A.settings.kaizen_max_message_bytes)
+        for data in messages:
+            sends.append(await A.clean_topics[kind].send(value=data, partition=part))
+        for rec in too_big:
+            body = encode([rec])
+            await send_dead_letter(kind, dead_letter(
+                f"record too large: its clean form is {len(body)} bytes, more than KAIZEN_MAX_MESSAGE_BYTES "
+                f"({A.settings.kaizen_max_message_bytes})", body.decode("utf-8", errors="backslashreplace"),
+                source_topic=A.raw_topics[kind].get_topic_name(), partition=partition, offset=offset))
+    return sends
 
 
 _pending: set[asyncio.Task[None]] = set()
@@ -129,9 +163,7 @@ def _make_agent(kind: str) -> None:
         async for event in stream.events():
             msg = event.message
             groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
-            encode = encode_lean if kind == "metric" else encode_envelope
-            sends = [await A.clean_topics[kind].send(value=encode(recs), partition=part)
-                     for part, recs in groups.items()]
+            sends = await send_clean(kind, groups, msg.partition, msg.offset)
             if delta is not None:
                 _persist_in_background(store, msg.partition, delta, sends)
 
