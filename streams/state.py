@@ -26,6 +26,44 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
+MAX_MESSAGE_BYTES = 900_000  # below the producers' max_request_size (1,000,000); settings.kaizen_max_message_bytes
+
+
+class OversizedDelta(ValueError):
+    """Entries of a delta too large for one changelog message even alone: applied in memory, not
+    changelogged (the caller says what that costs, e.g. a detector that re-warms after a restart)."""
+
+    def __init__(self, store: str, keys: list[str]) -> None:
+        super().__init__(f"store {store}: {len(keys)} entries too large for a changelog message: {keys[:3]}")
+        self.keys = keys
+
+
+def split_delta(delta: Any, limit: int) -> tuple[list[bytes], list[str]]:
+    """A delta as changelog messages of at most `limit` bytes each, applied in order giving the same
+    state: the largest mapping/list of the delta is halved until each part fits (the other fields — a
+    kv delta's deletions — go with the last part, so a key set and deleted in one delta stays deleted).
+    Returns the messages and the keys of entries that do not fit a message alone."""
+    data = orjson.dumps(delta)
+    if len(data) <= limit or not isinstance(delta, dict):
+        return [data], []
+    field_name, coll = max(((k, v) for k, v in delta.items() if isinstance(v, dict | list)),
+                           key=lambda kv: len(kv[1]), default=(None, None))
+    if field_name is None or coll is None or len(coll) <= 1:
+        keys = list(coll) if isinstance(coll, dict) else [str(field_name)]
+        return [], [str(k) for k in keys]
+    items = list(coll.items()) if isinstance(coll, dict) else list(coll)
+    mid = len(items) // 2
+    halves = [items[:mid], items[mid:]]
+    rest = {k: v for k, v in delta.items() if k != field_name}
+    out: list[bytes] = []
+    too_big: list[str] = []
+    for i, half in enumerate(halves):
+        part = dict(rest) if i == 1 else {k: v for k, v in rest.items() if not isinstance(v, dict | list)}
+        part[field_name] = dict(half) if isinstance(coll, dict) else half
+        msgs, big = split_delta(part, limit)
+        out += msgs
+        too_big += big
+    return out, too_big
 
 
 class ChangelogStore(Generic[S]):
@@ -56,6 +94,11 @@ class ChangelogStore(Generic[S]):
         self._empty_polls = empty_polls
         self._poll_ms = poll_ms
         self.rebuilt_deltas: dict[int, int] = {}
+        self.max_message_bytes = MAX_MESSAGE_BYTES
+        # The Faust app's producer when the store belongs to an agent: Faust flushes it before it commits
+        # the source offsets, so a source record is never committed before its state deltas are on the
+        # broker (streams/state.py start_agent_store).
+        self.app_producer: Any = None
 
     async def start(self) -> None:
         """Create (or grow) the changelog so it has a partition for every source partition — a source
@@ -66,7 +109,8 @@ class ChangelogStore(Generic[S]):
             want = max(want, await topic_partitions(self.bootstrap, self.source_topic) or 0)
         await ensure_topic(self.bootstrap, self.topic, want, grow=True)
         self.partitions = want
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5,
+                                          max_request_size=1_048_576)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -97,14 +141,24 @@ class ChangelogStore(Generic[S]):
         return dict(self._states)
 
     async def record(self, partition: int, delta: Any, wait: bool = False) -> None:
-        """Apply a delta in memory and append it to the changelog (one message)."""
+        """Apply a delta in memory and append it to the changelog (one message, or several below the
+        message size limit; raises OversizedDelta after the rest is written if an entry cannot fit)."""
         st = await self.state(partition)
         self._apply(st, delta)
+        messages, too_big = split_delta(delta, self.max_message_bytes)
+        for data in messages:
+            fut = await self._send(data, partition)
+            if wait:
+                await fut
+        if too_big:
+            raise OversizedDelta(self.name, too_big)
+
+    async def _send(self, data: bytes, partition: int) -> Any:
+        key = b"%d" % partition
+        if self.app_producer is not None:
+            return await self.app_producer.send(self.topic, key, data, partition, None, None)
         assert self._producer is not None, "store not started"
-        fut = await self._producer.send(self.topic, orjson.dumps(delta), key=b"%d" % partition,
-                                        partition=partition)
-        if wait:
-            await fut
+        return await self._producer.send(self.topic, data, key=key, partition=partition)
 
     async def flush(self) -> None:
         if self._producer is not None:
@@ -232,5 +286,9 @@ async def start_agent_store(name: str, source_topic: str, init: Callable[[], S] 
         name, f"{settings.kaizen_app_id}.state.{name}", runtime.bootstrap, settings.kafka_topic_partitions,
         init or kv_init, apply or kv_apply, source_topic=source_topic)
     await store.start()
+    store.max_message_bytes = settings.kaizen_max_message_bytes
+    from streams.app import app
+
+    store.app_producer = app.producer
     runtime.stores.append(store)
     return store
