@@ -323,6 +323,22 @@ class Command(Record):
     args: dict[str, Any] = {}
 
 
+class OpportunityInput(Record):
+    """What the opportunities stage needs from elsewhere, sent to every partition of its inputs topic
+    (it concerns opportunities of any problem family): users per hour of a component, seen by scoring,
+    and an improvement outcome learned for a (problem family, change kind)."""
+
+    kind: Literal["users", "outcome"]
+    input_id: str  # idempotency: the same input folded twice counts once
+    tenant_id: str
+    component: str = ""
+    users_per_hour: float = 0.0
+    observed_at: float = 0.0  # epoch seconds of the users point: the latest one wins, whatever the order
+    problem_type: str = ""
+    change_kind: str = ""
+    outcome: str = ""
+
+
 class AuditRecord(Record):
     """Who did what, when: cycles, generation requests, approvals, deployments, rollbacks, MCP calls."""
 

@@ -42,6 +42,7 @@ REGISTRY = "agents.registry"
 HEALING = "healing.history"
 PATTERNS = "patterns.state"
 SERIES = "series.scores"
+OPPORTUNITY_INPUTS = "opportunities.inputs"  # users per hour and learned outcomes, to every partition
 
 _RETENTION = {"retention.ms": "604800000"}  # set explicitly: Tansu's DescribeConfigs shows only set keys
 _COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
@@ -67,5 +68,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(HEALING, "trigger name", None, config=_RETENTION),
     TopicSpec(PATTERNS, "pattern_id", None, compacted=True, config=_COMPACT),
     TopicSpec(SERIES, "series key", None, compacted=True, config=_COMPACT),
+    # sent to every partition (what it carries concerns opportunities of any problem family)
+    TopicSpec(OPPORTUNITY_INPUTS, "input_id", r.OpportunityInput, config=_RETENTION),
 )
 TOPIC_NAMES: frozenset[str] = frozenset(t.name for t in TOPICS)
