@@ -38,6 +38,7 @@ test: lint typecheck contracts
 	$(BIN)/pytest -q -ra --durations=15
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/kaizen bench --output bench.json
 
 clean:

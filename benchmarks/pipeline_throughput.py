@@ -1,5 +1,6 @@
-"""End-to-end points/s of one worker (dedup + scoring + opportunities) beside a bare aiokafka consumer
-and a bare Faust passthrough agent reading the same messages on the same broker in the same run."""
+"""End-to-end points/s of one worker (dedup + scoring + opportunities) beside a bare aiokafka consumer, a
+bare Faust passthrough agent and the hand-written Quix Streams + River peer (benchmarks/quix_peer.py),
+all reading the same messages on the same broker in the same run."""
 
 from __future__ import annotations
 
@@ -93,6 +94,37 @@ def _faust_passthrough(stack: Stack, expected: int, points: int, timeout: float)
             "points_per_s": round(points / secs)}
 
 
+def _quix_peer(stack: Stack, points: int, timeout: float) -> dict[str, Any]:
+    """Anchor 3, the peer: a Quix Streams app with one River EWMean + EWVar z-score per series, timed
+    inside the app from its first to its last point of the backlog. Needs the `bench` extra."""
+    try:
+        import quixstreams  # noqa: F401
+    except ImportError:
+        return {"status": "not installed: pip install -e '.[bench]' (make bench does)"}
+    out = LOG_DIR / f"{new_app_id('bench-quix')}.json"
+    proc = start_process(["-m", "benchmarks.quix_peer"],
+                         {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "BENCH_TOPIC": T.RAW_TOPICS["metric"],
+                          "BENCH_EXPECT_POINTS": str(points), "BENCH_OUT": str(out),
+                          "BENCH_GROUP": new_app_id("bench-quix")}, "quix-peer")
+    cpu = 0.0
+    try:
+        deadline = time.monotonic() + timeout
+        while not out.exists() and time.monotonic() < deadline and proc.alive():
+            try:
+                cpu = cpu_seconds(proc.pid)
+            except OSError:  # exited between the check and the read
+                break
+            time.sleep(0.1)
+    finally:
+        proc.stop()
+    if not out.exists():
+        return {"status": "timeout or crash", "log": str(proc.log_path)}
+    t = orjson.loads(out.read_bytes())
+    secs = max(t["last"] - t["first"], 1e-6)
+    return {"points": t["points"], "series": t["series"], "seconds": round(secs, 3),
+            "points_per_s": round(t["points"] / secs), "process_cpu_seconds_incl_startup": round(cpu, 3)}
+
+
 async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: int, timeout: float,
                           worker_cpu: Callable[[], float]) -> dict[str, Any]:
     raw_t, clean_t = T.RAW_TOPICS["metric"], T.CLEAN_TOPICS["metric"]
@@ -162,6 +194,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         total = PARTITIONS + len(load)
         bare = asyncio.run(bare_consumer(stack.bootstrap, T.RAW_TOPICS["metric"], total))
         passthrough = _faust_passthrough(stack, total, points, timeout)
+        warm_points = PARTITIONS * 64
+        peer = _quix_peer(stack, points + warm_points, timeout)
     pps = kaizen.get("points_per_s", 0)
     scale_out: dict[str, Any] = {"skipped": "quick run"}
     if not quick:
@@ -180,6 +214,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "kaizen_worker": kaizen,
         "anchor_bare_aiokafka_decode": bare,
         "anchor_faust_passthrough": passthrough,
+        "peer_quix_streams_river": peer,
+        "ratio_to_peer": ratio(pps, peer.get("points_per_s", 0)),
         "ratio_to_bare_consumer": ratio(pps, bare["points_per_s"]),
         "ratio_to_faust_passthrough": ratio(pps, passthrough.get("points_per_s", 0)),
         "scale_out_two_workers": scale_out,
