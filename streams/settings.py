@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     kaizen_actuator: Literal["ssm", "kafka_config", "git"] = "ssm"
     kaizen_git_repo: Path | None = None  # generated code is committed here (default: <data dir>/repo)
     tenant_improvement_configs: dict[str, dict[str, Any]] = {}
+    # Confinement of generated change sets (docs/validation.md): paths only under these roots of the
+    # repository ("." = anywhere but hidden/VCS/tool-config paths), with these suffixes, within these sizes;
+    # per component (or "*"): {"source_roots", "suffixes", "allowed_imports", "capabilities", "max_*"}.
+    kaizen_source_roots: list[str] = ["generated", "tests"]
+    kaizen_allowed_suffixes: list[str] = [".py", ".json", ".yaml", ".yml", ".toml", ".md", ".txt"]
+    kaizen_max_file_bytes: int = 100_000
+    kaizen_max_change_bytes: int = 400_000
+    kaizen_max_change_files: int = 50
+    kaizen_validation_policies: dict[str, dict[str, Any]] = {}
     kaizen_command_max_age_seconds: float = 300.0  # older commands (a replay) are skipped, not re-run
     improvement_profile: Literal["basic", "conservative", "aggressive"] = "basic"
 

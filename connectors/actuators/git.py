@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess  # nosec B404 - runs the local git binary with fixed argument lists, no shell
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, applied
 from connectors.actuators.fingerprint import fingerprint, verify
+from connectors.actuators.paths import UnsafePath, require_safe
 from streams.errors import ActuatorError
 
 TRAILER = "Kaizen-Improvement"
@@ -19,7 +20,9 @@ class GitError(ActuatorError):
 
 
 class GitActuator(Actuator):
-    """Keys are paths relative to the repository root (no absolute paths, no `..`).  Each apply is
+    """Keys are paths relative to the repository root, checked by connectors/actuators/paths.py on every
+    read and write (defence in depth behind validation): no absolute path, no `..`, nothing inside `.git`
+    or any hidden/VCS directory, no tool configuration file, no symlink on the way.  Each apply is
     one commit carrying a `Kaizen-Improvement: <id>` trailer; the previous version is the parent
     commit's file.  All git calls run in a worker thread."""
 
@@ -31,10 +34,10 @@ class GitActuator(Actuator):
                     "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email}
 
     def _path(self, key: str) -> Path:
-        rel = PurePosixPath(key)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ValueError(f"git actuator key must be a relative path inside the repo: {key!r}")
-        return self.repo / rel
+        try:
+            return require_safe(key, self.repo)
+        except UnsafePath as exc:
+            raise UnsafePath(f"git actuator: {exc}") from None
 
     def _run(self, *args: str) -> str:
         proc = subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True,  # nosec B603 B607
@@ -69,7 +72,11 @@ class GitActuator(Actuator):
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(value, encoding="utf-8")
+            self._path(name)  # again right before writing: a symlink may have appeared since the check
+            # O_NOFOLLOW: a symlink swapped in at the last component fails the open instead of being followed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(value)
 
         await asyncio.to_thread(write)
         await self._git("add", "--", name)

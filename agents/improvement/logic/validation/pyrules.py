@@ -1,0 +1,214 @@
+"""The Python allow-list: imports, builtins, module attributes and dynamic access a generated file may use.
+
+Every import must be allowed by the Policy (or be a module of the change set itself); every builtin used
+must be on the allowed list; attributes of restricted modules must be listed; module objects of
+restricted modules may not be passed around (that would bypass the attribute check); getattr, setattr,
+delattr and hasattr need a literal attribute name, and never on a module with setattr/delattr;
+introspection attributes that reach frames, globals or every class (`__globals__`, `__subclasses__`,
+`f_globals`, ...) are refused, also as strings.  See docs/validation.md for the tables.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+
+from agents.improvement.logic.validation.findings import Finding
+from agents.improvement.logic.validation.policy import (
+    CAPABILITY_MODULES,
+    RESTRICTED_ATTRS,
+    SAFE_MODULES,
+    Policy,
+)
+
+ALWAYS_DENIED_NAMES = frozenset({"__builtins__", "__builtin__", "__import__", "__loader__", "__spec__"})
+ALLOWED_DUNDERS = frozenset({
+    "__init__", "__new__", "__post_init__", "__enter__", "__exit__", "__aenter__", "__aexit__", "__iter__",
+    "__next__", "__aiter__", "__anext__", "__await__", "__len__", "__contains__", "__getitem__", "__setitem__",
+    "__delitem__", "__missing__", "__reversed__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+    "__hash__", "__repr__", "__str__", "__format__", "__bytes__", "__bool__", "__int__", "__float__",
+    "__index__", "__call__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+    "__floordiv__", "__mod__", "__neg__", "__pos__", "__abs__", "__and__", "__or__", "__xor__", "__invert__",
+    "__name__", "__qualname__", "__doc__", "__module__", "__all__", "__version__", "__slots__",
+    "__annotations__", "__dataclass_fields__", "__members__", "__wrapped__", "__set_name__", "__get__",
+    "__set__", "__delete__", "__init_subclass__", "__class_getitem__", "__main__", "__future__",
+})
+FRAME_ATTRS = frozenset({"f_globals", "f_locals", "f_builtins", "f_back", "f_code", "tb_frame", "tb_next",
+                         "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code",
+                         "func_globals", "func_code"})
+ESCAPE_STRING = re.compile(
+    r"__(builtins|builtin|import|globals|subclasses|code|closure|bases?|mro|class|dict|getattribute|"
+    r"reduce(_ex)?|loader|spec|self|func)__|\b(f_(globals|locals|builtins|back)|(gi|cr|ag|tb)_frame)\b")
+DYNAMIC_ATTR = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+_BUILTIN_NAMES = frozenset(dir(builtins))
+_EXCEPTIONS = frozenset(n for n in _BUILTIN_NAMES
+                        if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException))
+_KNOWN_MODULES = SAFE_MODULES | frozenset(RESTRICTED_ATTRS) | frozenset().union(*CAPABILITY_MODULES.values())
+
+
+def _rule_for_builtin(name: str) -> str:
+    if name in ("eval", "exec", "compile"):
+        return "py.eval"
+    if name == "__import__":
+        return "py.dynamic-import"
+    if name == "open":
+        return "py.capability"
+    return "py.builtin"
+
+
+def bound_names(tree: ast.Module) -> set[str]:
+    """Names the file binds itself anywhere (they shadow builtins of the same name)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            out.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return out
+
+
+class _Checker:
+    def __init__(self, path: str, tree: ast.Module, policy: Policy, provided: set[str]) -> None:
+        self.path, self.tree, self.policy, self.provided = path, tree, policy, provided
+        self.findings: list[Finding] = []
+        self.modules: dict[str, str] = {}  # bound name → module it refers to
+        self.bound = bound_names(tree)
+        self.parents: dict[ast.AST, ast.AST] = {}
+        for parent in ast.walk(tree):
+            for child in ast.iter_child_nodes(parent):
+                self.parents[child] = parent
+
+    def add(self, node: ast.AST, rule: str, message: str) -> None:
+        self.findings.append(Finding("security", self.path, getattr(node, "lineno", 0), rule, message))
+
+    # ----------------------------------------------------------------- imports
+    def _module(self, node: ast.AST, name: str) -> None:
+        if name in self.provided or name.split(".")[0] in self.provided:
+            return
+        ok, why = self.policy.module_allowed(name)
+        if not ok:
+            rule = "py.dynamic-import" if name.split(".")[0] == "importlib" else (
+                "py.capability" if "capability" in why else "py.import")
+            self.add(node, rule, f"import of {name}: {why}")
+
+    def imports(self, node: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                self._module(node, a.name)
+                self.modules[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+            return
+        if node.level:
+            return  # relative: a module of the change set (the imports check says whether it is there)
+        mod = node.module or ""
+        self._module(node, mod)
+        for a in node.names:
+            if a.name == "*":
+                if self.policy.restricted(mod):
+                    self.add(node, "py.import", f"`from {mod} import *` would bypass the attribute allow-list")
+                continue
+            full = f"{mod}.{a.name}"
+            if full in _KNOWN_MODULES:
+                self._module(node, full)
+                self.modules[a.asname or a.name] = full
+                continue
+            self._attribute(node, mod, a.name)
+
+    # ----------------------------------------------------------------- attributes and names
+    def _attr_name(self, node: ast.AST, attr: str) -> None:
+        if attr.startswith("__") and attr.endswith("__") and attr not in ALLOWED_DUNDERS:
+            self.add(node, "py.dunder", f"introspection attribute {attr!r} is not allowed")
+        elif attr in FRAME_ATTRS:
+            self.add(node, "py.dunder", f"frame/code attribute {attr!r} is not allowed")
+
+    def _attribute(self, node: ast.AST, module: str, attr: str) -> None:
+        self._attr_name(node, attr)
+        if f"{module}.{attr}" in _KNOWN_MODULES:
+            return
+        ok, why = self.policy.attribute_allowed(module, attr)
+        if not ok:
+            self.add(node, "py.capability" if "capability" in why else "py.attribute", why)
+
+    def attribute(self, node: ast.Attribute) -> None:
+        self._attr_name(node, node.attr)
+        if isinstance(node.value, ast.Name) and node.value.id in self.modules:
+            module = self.modules[node.value.id]
+            if isinstance(node.ctx, ast.Store | ast.Del):
+                self.add(node, "py.setattr", f"assigning to {module}.{node.attr} changes a module for everyone")
+            self._attribute(node, module, node.attr)
+
+    def name(self, node: ast.Name) -> None:
+        if node.id in ALWAYS_DENIED_NAMES:
+            self.add(node, "py.builtins" if "builtin" in node.id else "py.dynamic-import",
+                     f"{node.id} gives access to every builtin or to the import system")
+            return
+        if not isinstance(node.ctx, ast.Load):
+            return
+        if node.id in self.modules:
+            parent = self.parents.get(node)
+            used_as_base = isinstance(parent, ast.Attribute) and parent.value is node
+            if not used_as_base and self.policy.restricted(self.modules[node.id]) and not self._dyn_target(node):
+                self.add(node, "py.module-value", f"module {self.modules[node.id]} used as a value; "
+                                                  "only `module.attribute` is checked, so this is refused")
+            return
+        if node.id in _BUILTIN_NAMES and node.id not in self.bound and node.id not in _EXCEPTIONS:
+            ok, why = self.policy.builtin_allowed(node.id)
+            if not ok:
+                self.add(node, _rule_for_builtin(node.id), why)
+
+    def _dyn_target(self, node: ast.Name) -> bool:
+        """The module is the first argument of getattr/hasattr (that call is checked on its own)."""
+        parent = self.parents.get(node)
+        return (isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name)
+                and parent.func.id in DYNAMIC_ATTR and bool(parent.args) and parent.args[0] is node)
+
+    # ----------------------------------------------------------------- getattr & co
+    def call(self, node: ast.Call) -> None:
+        f = node.func
+        if not (isinstance(f, ast.Name) and f.id in DYNAMIC_ATTR and f.id not in self.bound):
+            return
+        if len(node.args) < 2 or not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            self.add(node, "py.getattr", f"{f.id}() with a computed attribute name; use a literal name")
+            return
+        attr = node.args[1].value
+        target = node.args[0]
+        self._attr_name(node, attr)
+        if isinstance(target, ast.Name) and target.id in self.modules:
+            if f.id in ("setattr", "delattr"):
+                self.add(node, "py.setattr", f"{f.id}() on module {self.modules[target.id]}")
+            self._attribute(node, self.modules[target.id], attr)
+        elif isinstance(target, ast.Name) and target.id in _BUILTIN_NAMES and target.id not in self.bound \
+                and f.id in ("setattr", "delattr"):
+            self.add(node, "py.setattr", f"{f.id}() on builtin {target.id}")
+
+    def strings(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and ESCAPE_STRING.search(node.value):
+            parent = self.parents.get(node)
+            if isinstance(parent, ast.Expr):
+                return  # a docstring is never evaluated as a name
+            self.add(node, "py.dunder", f"string {node.value[:40]!r} names an introspection attribute")
+
+    def run(self) -> list[Finding]:
+        nodes = list(ast.walk(self.tree))
+        for node in nodes:  # imports first: names below are judged by what the file imported
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                self.imports(node)
+        for node in nodes:
+            if isinstance(node, ast.Attribute):
+                self.attribute(node)
+            elif isinstance(node, ast.Name):
+                self.name(node)
+            elif isinstance(node, ast.Call):
+                self.call(node)
+            elif isinstance(node, ast.Constant):
+                self.strings(node)
+        return self.findings
+
+
+def check_allowlist(path: str, tree: ast.Module, policy: Policy, provided: set[str]) -> list[Finding]:
+    """Every use of a module, builtin or attribute outside the allow-lists, with its line."""
+    return _Checker(path, tree, policy, provided).run()
