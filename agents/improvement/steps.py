@@ -2,65 +2,33 @@
 
 Every step reads the folded ImprovementExecution and returns the next ImprovementEvent(s); event ids
 depend only on the state (lifecycle.next_event), and actuators are idempotent per improvement, so a
-step re-run after a crash neither duplicates an event nor applies a change twice.
+step re-run after a crash neither duplicates an event nor applies a change twice. Every change is
+journalled (agents/improvement/journal.py) before the actuator writes it; undoing changes is a phase
+of its own (`rolling_back`, agents/improvement/rollback.py).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 
-from agents.improvement.generator import CodeGenerator
 from agents.improvement.logic.guardrails import decide
 from agents.improvement.logic.lifecycle import next_event
-from agents.improvement.logic.playbooks import PARAMETERS, ParameterChange, Plan, plan
+from agents.improvement.logic.playbooks import PARAMETERS, plan
 from agents.improvement.logic.validation import validate
 from agents.improvement.logic.verdicts import MetricWindow, assess_impact, judge, summarize
-from agents.improvement.metrics_tap import MetricsTap
-from connectors.actuators.base import Actuator, AppliedChange, FingerprintMismatch, encode_value, logical_key
+from agents.improvement.rollout import apply_plan, changed_by_others, conflict_event, deployed_changes
+from agents.improvement.stepctx import StepContext, component_of, plan_from_dict
+from agents.improvement.undo import undo
+from connectors.actuators.base import AppliedChange, InvalidIdentifier, check_identifier, logical_key
 from streams.records import ImprovementEvent, ImprovementExecution
-from streams.settings import Settings
-from streams.views import StateViews
 
+__all__ = ["StepContext", "current_parameters", "monitor_once", "start_rollback", "step_deploying",
+           "step_generating", "step_validating"]
 log = structlog.get_logger(__name__)
-FLAG_NAMES = ("enable_self_building", "enable_cloudwatch_streaming", "enable_autonomous_improvements",
-              "enable_component_generation", "enable_improvement_rollback")
-
-
-@dataclass
-class StepContext:
-    """What the steps need from the worker: settings, views, actuators, generator and a clock."""
-
-    settings: Settings
-    views: StateViews
-    tap: MetricsTap
-    actuator: Actuator
-    files_actuator: Actuator | None
-    generator: CodeGenerator
-    clock: Any = field(default=lambda: datetime.now(UTC))
-
-    def flags(self) -> dict[str, bool]:
-        base = {n: bool(getattr(self.settings, n)) for n in FLAG_NAMES}
-        base.update(self.views.flags)
-        return base
-
-
-def _component(ex: ImprovementExecution) -> str:
-    opp = ex.opportunity
-    return opp.affected_components[0] if opp and opp.affected_components else "default"
-
-
-def plan_from_dict(d: dict[str, Any]) -> Plan:
-    changes = [ParameterChange(c["parameter"], c.get("old"), c["new"],
-                               tuple(c["bounds"]) if c.get("bounds") else None)  # type: ignore[arg-type]
-               for c in d.get("changes", [])]
-    return Plan(d["tenant_id"], d["component"], d.get("playbook", "?"), changes, d.get("rationale", ""),
-                float(d.get("expected_gain_pct", 0.0)), d.get("risk", "medium"),
-                change_type=d.get("change_type", "configuration"), files=dict(d.get("files", {})))
 
 
 def _decode(raw: str | None) -> float | str | bool | None:
@@ -79,7 +47,7 @@ async def current_parameters(ctx: StepContext, tenant: str, component: str) -> d
              "feature_flags.batch_queries"]
     out: dict[str, Any] = {}
     for name in names:
-        v = _decode(await ctx.actuator.read(logical_key(tenant, component, name)))
+        v = _decode(await ctx.actuator.read(ctx.actuator.full_key(logical_key(tenant, component, name), None)))
         if v is not None:
             out[name] = v
     return out
@@ -89,7 +57,13 @@ async def step_generating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
     """Phase 3: an offline playbook plan, or generated code when no playbook fits."""
     assert ex.opportunity is not None
     now = ctx.clock()
-    comp = _component(ex)
+    comp = component_of(ex)
+    try:  # target names are built from these: refuse what cannot be named safely (see connectors/actuators/base.py)
+        check_identifier(ex.tenant_id, "tenant")
+        check_identifier(comp, "component")
+    except InvalidIdentifier as exc:
+        return [next_event(ex, "failed", now, reason=f"no safe target name: {exc}")]
+    # the plan's "old" values are what the actuator holds now (absent: None), never a playbook default
     current = await current_parameters(ctx, ex.tenant_id, comp)
     p = plan(ex.opportunity, current, comp)
     data: dict[str, Any] = {"plan": p.as_dict()}
@@ -107,7 +81,7 @@ async def step_generating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
 
 def _metrics_for_guardrails(ctx: StepContext, ex: ImprovementExecution) -> dict[str, float]:
     now = time.time()
-    pts = ctx.tap.window(ex.tenant_id, _component(ex), now - ctx.settings.baseline_window_seconds)
+    pts = ctx.tap.window(ex.tenant_id, component_of(ex), now - ctx.settings.baseline_window_seconds)
     s = summarize(MetricWindow.from_points(pts))
     out: dict[str, float] = {}
     if "error_rate" in s:
@@ -116,7 +90,7 @@ def _metrics_for_guardrails(ctx: StepContext, ex: ImprovementExecution) -> dict[
 
 
 def _last_change_at(ctx: StepContext, ex: ImprovementExecution) -> datetime | None:
-    comp = _component(ex)
+    comp = component_of(ex)
     times = [o.deployment_time for o in ctx.views.improvements.values()
              if o.improvement_id != ex.improvement_id and o.tenant_id == ex.tenant_id and o.deployment_time
              and o.opportunity and comp in o.opportunity.affected_components and o.status == "completed"]
@@ -149,21 +123,8 @@ async def step_validating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
 
 
 def _baseline(ctx: StepContext, ex: ImprovementExecution, until: float) -> dict[str, float]:
-    pts = ctx.tap.window(ex.tenant_id, _component(ex), until - ctx.settings.baseline_window_seconds, until)
+    pts = ctx.tap.window(ex.tenant_id, component_of(ex), until - ctx.settings.baseline_window_seconds, until)
     return summarize(MetricWindow.from_points(pts))
-
-
-async def _apply(ctx: StepContext, ex: ImprovementExecution, target: str | None) -> list[dict[str, Any]]:
-    p = plan_from_dict(ex.plan)
-    comp = _component(ex)
-    applied: list[AppliedChange] = []
-    for c in p.changes:
-        applied.append(await ctx.actuator.apply(logical_key(ex.tenant_id, comp, c.parameter), encode_value(c.new),
-                                                ex.improvement_id, target=target))
-    if p.files and ctx.files_actuator is not None and target is None:
-        for path, code in sorted(p.files.items()):
-            applied.append(await ctx.files_actuator.apply(path, code, ex.improvement_id))
-    return [a.as_dict() for a in applied]
 
 
 async def step_deploying(ctx: StepContext, ex: ImprovementExecution) -> list[ImprovementEvent]:
@@ -171,8 +132,8 @@ async def step_deploying(ctx: StepContext, ex: ImprovementExecution) -> list[Imp
     now = ctx.clock()
     baseline = ex.baseline or _baseline(ctx, ex, now.timestamp())
     has_config = bool(plan_from_dict(ex.plan).changes)
-    canary = await _apply(ctx, ex, "canary") if has_config else []
-    full: list[dict[str, Any]] = [] if has_config else await _apply(ctx, ex, None)
+    canary = await apply_plan(ctx, ex, "canary") if has_config else []
+    full: list[dict[str, Any]] = [] if has_config else await apply_plan(ctx, ex, None)
     stage = "canary" if has_config else "full"
     deployment = {"stage": stage, "canary": canary, "full": full, "started_at": now.timestamp(),
                   "stage_started_at": now.timestamp(), "actuator": ctx.settings.kaizen_actuator}
@@ -191,35 +152,19 @@ def _impact(ex: ImprovementExecution, current: dict[str, float], rolled_back: bo
                          llm_cost_usd=float(gen.get("cost_usd", 0.0)))
 
 
-async def rollback_all(ctx: StepContext, ex: ImprovementExecution) -> list[str]:
-    """Undo full then canary changes through the actuator; a fingerprint mismatch stops the undo."""
-    undone: list[str] = []
-    dep = ex.deployment
-    for raw in [*reversed(dep.get("full", [])), *reversed(dep.get("canary", []))]:
-        change = AppliedChange.from_dict(raw)
-        act = ctx.actuator if not change.key.endswith(".py") or ctx.files_actuator is None else ctx.files_actuator
-        await act.rollback(change)
-        undone.append(change.key)
-    return undone
-
-
-async def _finish_rollback(ctx: StepContext, ex: ImprovementExecution, verdict: str, degradation: float,
-                           reason: str, current: dict[str, float]) -> list[ImprovementEvent]:
+def start_rollback(ctx: StepContext, ex: ImprovementExecution, verdict: str, degradation: float, reason: str,
+                   current: dict[str, float]) -> list[ImprovementEvent]:
+    """Enter `rolling_back` (the undo itself is its own phase: retried until every target is back)."""
     now = ctx.clock()
+    data: dict[str, Any] = {"verdict": verdict, "degradation": degradation,
+                            "monitoring_metrics": {"latency_p95": [current.get("latency_p95", 0.0)]}}
+    if current:
+        data["impact"] = _impact(ex, current, rolled_back=True, now=now)
     if not ctx.flags()["enable_improvement_rollback"]:
-        return [next_event(ex, "failed", now, reason=f"{reason}; rollback disabled by enable_improvement_rollback",
-                           data={"verdict": verdict, "degradation": degradation})]
-    try:
-        undone = await rollback_all(ctx, ex)
-    except FingerprintMismatch as exc:
-        return [next_event(ex, "failed", now, reason=f"rollback refused: {exc}",
-                           data={"verdict": "fingerprint_mismatch", "degradation": degradation})]
-    impact = _impact(ex, current, rolled_back=True, now=now)
-    status = "rolled_back" if verdict == "rollback" else "failed"
-    return [next_event(ex, status, now, reason=reason,  # type: ignore[arg-type]
-                       data={"verdict": verdict, "degradation": degradation,
-                             "monitoring_metrics": {"current": [current.get("latency_p95", 0.0)]},
-                             "impact": impact, "rollback": {"undone": undone, "at": now.timestamp()}})]
+        # not abandoned: paused for a person, the changes listed, visible in MCP
+        return [next_event(ex, "conflict", now, reason=f"{reason}; rollback disabled by enable_improvement_rollback",
+                           data={**data, "conflicts": [c.key for c in deployed_changes(ex)]})]
+    return [next_event(ex, "rolling_back", now, reason=reason, data=data)]
 
 
 async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[ImprovementEvent]:
@@ -232,7 +177,7 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
     threshold = float(profile.get("rollback_threshold", ctx.settings.rollback_degradation_threshold))
     stage = dep.get("stage", "full")
     since = float(dep.get("stage_started_at", dep.get("started_at", t)))
-    comp = _component(ex)
+    comp = component_of(ex)
     variant = "canary" if stage == "canary" and ctx.tap.has_variant(ex.tenant_id, comp, "canary", since) else None
     samples = MetricWindow.from_points(ctx.tap.window(ex.tenant_id, comp, since, variant=variant))
     if variant is not None:
@@ -249,27 +194,44 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
     if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
         if t - float(dep.get("started_at", since)) < 2 * duration:
             return []  # paused: no baseline yet
-        return await _finish_rollback(ctx, ex, "inconclusive", 0.0, "no baseline telemetry before deploy", {})
+        return start_rollback(ctx, ex, "inconclusive", 0.0, "no baseline telemetry before deploy", {})
     v = judge(baseline, samples, threshold, ctx.settings.monitoring_min_samples, final=final)
     if v.decision == "rollback":
-        return await _finish_rollback(ctx, ex, "rollback", v.degradation, v.reason, v.current)
+        return start_rollback(ctx, ex, "rollback", v.degradation, v.reason, v.current)
+    try:
+        mine_no_more = await changed_by_others(ctx, ex, force=final)
+    except Exception as exc:  # noqa: BLE001 - the target store is unreachable: keep watching, read it later
+        log.warning("ownership check failed; retried at the next check", improvement=ex.improvement_id, error=str(exc))
+        return []
+    if mine_no_more:
+        return conflict_event(ctx, ex, mine_no_more)
     if not final or v.decision == "continue":
         return []
     if v.decision == "inconclusive":
         if t - float(dep.get("started_at", since)) < 2 * duration:
             return []  # paused: hold the rollout where it is and wait for more telemetry
-        return await _finish_rollback(ctx, ex, "inconclusive", v.degradation,
-                                      f"inconclusive after {2 * duration:.0f}s: {v.reason}", v.current)
+        return start_rollback(ctx, ex, "inconclusive", v.degradation,
+                              f"inconclusive after {2 * duration:.0f}s: {v.reason}", v.current)
     if stage == "canary":
-        full = await _apply(ctx, ex, None)
+        try:
+            full = await apply_plan(ctx, ex, None)
+        except Exception as exc:  # noqa: BLE001 - a failed rollout step is retried at the next check; the
+            # canary stays watched, and what was applied is journalled (a rollback finds it)
+            log.warning("full rollout failed; retried", improvement=ex.improvement_id, error=str(exc))
+            return []
         deployment = {**dep, "stage": "full", "full": full, "stage_started_at": t, "canary_verdict": v.reason}
         return [next_event(ex, "monitoring", now, reason="canary healthy; rolled out to all traffic",
                            data={"deployment": deployment})]
-    for raw in reversed(dep.get("canary", [])):  # the full rollout now carries the value: drop the canary key
+    for change in [AppliedChange.from_dict(raw) for raw in reversed(dep.get("canary", []))]:
+        # the full rollout now carries the value: drop the canary key (kept if someone else changed it)
         try:
-            await ctx.actuator.rollback(AppliedChange.from_dict(raw))
-        except FingerprintMismatch as exc:
-            log.warning("canary key changed by someone else; left in place", error=str(exc))
+            outcome = await undo(ctx.actuator_of(change), change)
+        except Exception as exc:  # noqa: BLE001 - unreachable target store: try again at the next check
+            log.warning("canary key not dropped yet; retried", key=change.key, error=str(exc))
+            return []
+        await ctx.journal_append("undone" if outcome == "undone" else "conflict", change, ex.tenant_id)
+    for raw in dep.get("full", []):
+        await ctx.journal_append("kept", AppliedChange.from_dict(raw), ex.tenant_id)
     impact = _impact(ex, v.current, rolled_back=False, now=now)
     return [next_event(ex, "completed", now, reason=v.reason,
                        data={"verdict": "keep", "degradation": v.degradation, "impact": impact,

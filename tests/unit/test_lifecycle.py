@@ -41,7 +41,7 @@ def test_happy_path_to_completed() -> None:
 
 
 def test_rollback_path_sets_flag() -> None:
-    ex = _run(["generating", "validating", "deploying", "monitoring", "rolled_back"])
+    ex = _run(["generating", "validating", "deploying", "monitoring", "rolling_back", "rolled_back"])
     assert ex.status == "rolled_back" and ex.rollback_triggered
 
 
@@ -104,3 +104,70 @@ def test_fold_does_not_mutate_the_previous_state() -> None:
     after = fold(ex, next_event(ex, "validating", T0, data={"plan": {"changes": [1]}}))
     assert ex.status == "generating" and ex.plan == {} and len(ex.history) == 2
     assert after.status == "validating" and after.plan == {"changes": [1]} and len(after.history) == 3
+
+
+# ------------------------------------------------------------------ gaps, replays, rolling back, conflict
+
+def _deployed() -> ImprovementExecution:
+    return _run(["generating", "validating", "deploying", "monitoring"])
+
+
+def test_rollback_is_a_state_of_its_own() -> None:
+    ex = _deployed()
+    ex = fold(ex, next_event(ex, "rolling_back", T0, data={"verdict": "rollback"}))
+    assert ex.status == "rolling_back" and ex.rollback_triggered
+    done = fold(ex, next_event(ex, "rolled_back", T0))
+    assert done.status == "rolled_back" and done.rollback_triggered
+
+
+@pytest.mark.parametrize("status", ["deploying", "monitoring", "rolling_back"])
+def test_applied_changes_are_never_abandoned_by_failed(status: str) -> None:
+    assert not allowed(status, "failed") or status == "rolling_back"
+    assert not allowed("monitoring", "rejected") and not allowed("deploying", "failed")
+    assert allowed("monitoring", "rolling_back") and allowed("deploying", "rolling_back")
+
+
+def test_conflict_pauses_and_can_resume_the_rollback() -> None:
+    ex = _deployed()
+    ex = fold(ex, next_event(ex, "conflict", T0, reason="changed by hand"))
+    assert ex.status == "conflict"
+    assert allowed("conflict", "rolling_back") and allowed("rolling_back", "conflict")
+    assert not allowed("conflict", "monitoring") and not allowed("conflict", "completed")
+
+
+def test_gap_at_start_opens_the_state_from_the_event() -> None:
+    # the broker came back empty: the first event seen is a later one (its sequence says so)
+    ev = new_event("imp-9", "monitoring", T0, data={"deployment": {"stage": "canary", "canary": []}}, sequence=6,
+                   tenant_id="acme")
+    ex = fold(None, ev)
+    assert ex.status == "monitoring" and ex.tenant_id == "acme" and ex.deployment["stage"] == "canary"
+    nxt = next_event(ex, "rolling_back", T0)
+    assert nxt.event_id == "imp-9:rolling_back:7"  # numbering continues after the gap
+    assert fold(fold(ex, nxt), nxt).status == "rolling_back"  # and its replay is ignored
+
+
+def test_gap_in_the_middle_moves_forward_never_back() -> None:
+    ex = _run(["generating", "validating"])  # 3 events folded; deploying + monitoring lost
+    mon = new_event("imp-1", "monitoring", T0, sequence=5)
+    assert fold(ex, mon).status == "monitoring"
+    late = fold(ex, mon)
+    stale = new_event("imp-1", "generating", T0, sequence=9)  # a gap that would move back: refused
+    with pytest.raises(IllegalTransition):
+        fold(late, stale)
+
+
+def test_replays_in_any_order_are_harmless() -> None:
+    e = [new_event("imp-1", "pending", T0)]
+    ex = fold(None, e[0])
+    for i, s in enumerate(["generating", "validating", "deploying", "monitoring"], start=1):
+        e.append(next_event(ex, s, T0 + timedelta(seconds=i)))  # type: ignore[arg-type]
+        ex = fold(ex, e[-1])
+    for ev in [*e, *reversed(e), e[2]]:
+        assert fold(ex, ev) is ex
+    states = fold_all([*e, *e])
+    assert states["imp-1"].status == "monitoring" and len(states["imp-1"].history) == 5
+
+
+def test_first_event_without_gap_must_still_be_pending() -> None:
+    with pytest.raises(IllegalTransition, match="pending"):
+        fold(None, new_event("imp-1", "monitoring", T0, sequence=0))
