@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
+from agents.improvement.changeset import check_change_set
 from agents.improvement.logic.guardrails import decide
 from agents.improvement.logic.lifecycle import next_event
 from agents.improvement.logic.playbooks import PARAMETERS, plan
-from agents.improvement.logic.validation import validate
 from agents.improvement.logic.verdicts import MetricWindow, assess_impact, judge, summarize
 from agents.improvement.rollout import apply_plan, changed_by_others, conflict_event, deployed_changes
 from agents.improvement.stepctx import StepContext, component_of, plan_from_dict
@@ -102,12 +102,14 @@ async def step_validating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
     now = ctx.clock()
     p = plan_from_dict(ex.plan)
     validation: dict[str, Any] = {"ok": True, "checks": {}}
-    if ex.generated_code:
-        res = validate(ex.generated_code, ex.tenant_id if ex.opportunity and ex.opportunity.scope == "tenant"
-                       else None)
-        validation = {"ok": res.ok, "checks": res.checks}
+    if ex.generated_code or p.files or (p.change_type == "code" and not p.changes):
+        # what will be written (the plan's files) and what was generated, through the one validation that
+        # `kaizen validate` runs too; the record carries every finding and the full diff for the approver
+        res, validation = await check_change_set(
+            ctx.settings, ctx.files_actuator, {**p.files, **ex.generated_code},
+            ex.tenant_id if ex.opportunity and ex.opportunity.scope == "tenant" else None, component_of(ex))
         if not res.ok:
-            return [next_event(ex, "failed", now, reason="validation failed: " + "; ".join(res.errors())[:800],
+            return [next_event(ex, "failed", now, reason="validation failed: " + res.summary(),
                                data={"validation": validation})]
     scope = ex.opportunity.scope if ex.opportunity else "tenant"
     decision = decide(p, scope, _metrics_for_guardrails(ctx, ex), _last_change_at(ctx, ex), ctx.flags(), now)
