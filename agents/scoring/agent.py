@@ -13,14 +13,19 @@ import structlog
 
 from agents.healing.agent import healing
 from agents.opportunities.agent import context as opportunity_context
+from agents.opportunities.agent import send_input
+from agents.opportunities.logic.inputs import users_from_point
 from agents.routing import insight_partition
+from agents.scoring.admission import Admission, per_partition_cap, split_admitted
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.series import SeriesModel, anomaly_insight, trend_insight
 from streams import app as A
+from streams.codec import dead_letter, encode_lean, split_encoded
+from streams.contract import DEADLETTER_ORIGINAL_CHARS
 from streams.metric_codec import LeanPoint, to_model, trusted_lean
 from streams.metrics import INSIGHTS_GENERATED, SCORING_POINTS
-from streams.records import TelemetryInsight
-from streams.state import ChangelogStore, start_agent_store
+from streams.records import DeadLetter, OpportunityInput, TelemetryInsight
+from streams.state import ChangelogStore, OversizedDelta, start_agent_store
 
 log = structlog.get_logger(__name__)
 
@@ -38,9 +43,10 @@ STATS: dict[str, int] = defaultdict(int)
 class PartitionModels:
     """The live models of one partition, created lazily from the checkpoints in the store."""
 
-    def __init__(self, checkpoints: dict[str, Any]) -> None:
+    def __init__(self, checkpoints: dict[str, Any], cap: int) -> None:
         self.checkpoints = checkpoints
         self.models: dict[str, SeriesModel] = {}
+        self.admission = Admission(cap, checkpoints)  # a series is checkpointed when admitted
 
     def get(self, key: str, metric_name: str) -> SeriesModel:
         m = self.models.get(key)
@@ -63,12 +69,14 @@ class ScoringState:
         self.last_publish: dict[str, float] = {}
         self.budget_second = 0
         self.budget_used = 0
+        self.users_sent: dict[tuple[str, str], float] = {}
 
     async def models(self, partition: int) -> PartitionModels:
         pm = self.partitions.get(partition)
         if pm is None or not self.store.loaded(partition):
             checkpoints = await self.store.state(partition)
-            pm = PartitionModels(checkpoints)
+            pm = PartitionModels(checkpoints, per_partition_cap(A.settings.scoring_max_series_per_tenant,
+                                                                  A.settings.kafka_topic_partitions))
             self.partitions[partition] = pm
         return pm
 
@@ -97,6 +105,9 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
     insights: list[TelemetryInsight] = []
     due: dict[str, str] = {}
     by_series: dict[str, list[LeanPoint]] = {}
+    points, over = split_admitted(pm.admission, points)
+    if over:
+        await dead_letter_over_cap(partition, over)
     for p in points:
         group = by_series.get(p["series"])
         if group is None:
@@ -115,15 +126,56 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
                 insights.append(anomaly_insight(to_model(p), score, model, now))
             for f in findings:
                 insights.append(trend_insight(to_model(p), f, model, now))
-        if model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
+        if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS,
+                                                             CHECKPOINT_EVERY_SECONDS):
             due[key] = base64.b64encode(model.checkpoint(now)).decode()
         if state.may_publish(key, now, urgent=model.last_score >= threshold):
             await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
     if due:
-        await state.store.record(partition, {"set": due})
+        try:
+            await state.store.record(partition, {"set": due})
+        except OversizedDelta as exc:  # kept in memory; after a restart these series re-warm
+            STATS["checkpoints_too_large"] += len(exc.keys)
+            log.warning("detector checkpoints too large for a changelog message", series=exc.keys[:3],
+                        count=len(exc.keys))
     SCORING_POINTS.inc(len(points))
     STATS["points"] += len(points)
     return insights
+
+
+async def dead_letter_over_cap(partition: int, over: list[LeanPoint]) -> None:
+    """Points of series beyond their tenant's cap: dead-lettered (reason "series cap"), each dead letter's
+    original an envelope of whole points that fits uncut."""
+    by_tenant: dict[str, list[LeanPoint]] = defaultdict(list)
+    for p in over:
+        by_tenant[p["tenant_id"]].append(p)
+    topic = A.clean_topics["metric"].get_topic_name()
+    cap = A.settings.scoring_max_series_per_tenant
+    for tenant, pts in by_tenant.items():
+        chunks, _ = split_encoded(pts, encode_lean, DEADLETTER_ORIGINAL_CHARS // 2)
+        for chunk in chunks:
+            dl = dead_letter(f"series cap: tenant {tenant[:80]} is at SCORING_MAX_SERIES_PER_TENANT ({cap}, "
+                             f"{per_partition_cap(cap, A.settings.kafka_topic_partitions)} in this partition); "
+                             f"points of new series are not scored", chunk.decode(), source_topic=topic,
+                             partition=partition)
+            await A.deadletter_topic.send(key=topic.encode(), value=dl.to_bytes())
+        STATS["series_cap_points"] += len(pts)
+        STATS["series_cap_deadletters"] += len(chunks)
+
+
+async def send_users(state: ScoringState, points: list[LeanPoint]) -> None:
+    """Users per hour seen in the points, to the opportunities stage through Kafka (when it changed)."""
+    for p in points:
+        users = users_from_point(p, opportunity_context.users_metric, opportunity_context.users_dimension)
+        if users is None:
+            continue
+        key = (p["tenant_id"], p["component"])
+        if state.users_sent.get(key) == users:
+            continue
+        state.users_sent[key] = users
+        await send_input(OpportunityInput(kind="users", input_id=f"u|{key[0]}|{key[1]}|{p['timestamp']}|{users}",
+                                          tenant_id=key[0], component=key[1], users_per_hour=users,
+                                          observed_at=float(p["timestamp"])))
 
 
 def _timestamp(p: LeanPoint) -> float:
@@ -153,10 +205,16 @@ def clean_points(value: bytes | None) -> list[LeanPoint]:
     for it in items if isinstance(items, list) else []:
         p = trusted_lean(it)
         if p is None:
-            log.warning("clean metric record is not a metric point; skipped", record=str(it)[:200])
+            log.warning("clean metric record is not a metric point; dead-lettered", record=str(it)[:200])
+            STATS["not_points"] += 1
+            _not_points.append(dead_letter("not a metric point (on the clean topic)", orjson.dumps(it).decode(),
+                                           source_topic=A.clean_topics["metric"].get_topic_name()))
             continue
         out.append(p)
     return out
+
+
+_not_points: list[DeadLetter] = []  # dead letters of clean_points, sent by the agent
 
 
 _state: dict[str, ScoringState] = {}
@@ -175,8 +233,19 @@ async def scoring(stream: faust.StreamT[bytes]) -> None:
         state = _state["s"] = ScoringState(store)
     async for event in stream.events():
         points = clean_points(event.value)
-        insights = await score_batch(state, event.message.partition, points, time.time())
+        while _not_points:
+            await A.deadletter_topic.send(key=b"telemetry.metrics", value=_not_points.pop().to_bytes())
+        try:
+            insights = await score_batch(state, event.message.partition, points, time.time())
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # no input may stop the agent
+            log.error("message not scorable; dead-lettered", error=f"{type(exc).__name__}: {exc}"[:300],
+                      partition=event.message.partition, offset=event.message.offset)
+            dl = dead_letter(f"not scorable: {type(exc).__name__}: {exc}"[:500],
+                             (event.value or b"").decode("utf-8", errors="backslashreplace"),
+                             source_topic=A.clean_topics["metric"].get_topic_name(),
+                             partition=event.message.partition, offset=event.message.offset)
+            await A.deadletter_topic.send(key=b"telemetry.metrics", value=dl.to_bytes())
+            continue
         await emit_insights(insights)
-        for p in points:
-            opportunity_context.observe(p)
+        await send_users(state, points)
         await healing().observe(points)

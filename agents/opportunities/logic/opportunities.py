@@ -36,11 +36,13 @@ __all__ = [
     "gain_from_insight",
     "opportunity_id",
     "outcome_factor",
+    "penalty",
     "per_request_insight",
     "problem_family",
     "record_outcome",
     "repeated_calls_insights",
     "rescore",
+    "users_for",
 ]
 
 Outcome = Literal["kept", "rolled_back", "failed"]
@@ -195,7 +197,8 @@ def gain_from_insight(insight: TelemetryInsight, family: str) -> float:
     return min(100.0, gain)
 
 
-def _users(insight: TelemetryInsight, tenant: str, component: str, ctx: OpportunityContext) -> float:
+def users_for(insight: TelemetryInsight, tenant: str, component: str, ctx: OpportunityContext) -> float:
+    """Users per hour of a component: its own figure, the tenant's largest, the insight's, the default."""
     for key in ((tenant, component), (tenant, "*")):
         if key in ctx.users_per_hour:
             return ctx.users_per_hour[key]
@@ -281,7 +284,7 @@ def fold_insight(
     confidence = min(1.0, max(0.0, sum(e.confidence_score for e in evidence) / len(evidence) * factor))
     severity = max((e.severity for e in evidence), key=_SEV.__getitem__)
     changes: dict[str, object] = {**(existing.proposed_changes if existing else {}), "kind": kind}
-    penalty = _penalty(changes.get("previous_outcomes"))
+    previous_penalty = penalty(changes.get("previous_outcomes"))
     for key in ("category", "failing_target"):
         if key in insight.evidence:
             changes[key] = insight.evidence[key]
@@ -295,9 +298,9 @@ def fold_insight(
         affected_tenants=tenants, tenant_id=tenant, problem_type=family, change_type=change_type,
         scope="system" if system else "tenant", requires_approval=system, telemetry_evidence=evidence,
         proposed_changes=changes, performance_gain_percentage=round(gain_from_insight(insight, family), 6),
-        affected_users_per_hour=_users(insight, tenant, component, ctx),
+        affected_users_per_hour=users_for(insight, tenant, component, ctx),
         frequency_per_day=round(_frequency(occurrences, first, last, evidence), 6), occurrences=occurrences,
-        first_seen=first, last_seen=last, status="open", outcome_adjustment=round(factor * penalty, 6),
+        first_seen=first, last_seen=last, status="open", outcome_adjustment=round(factor * previous_penalty, 6),
     )
     return rescore(opp)
 
@@ -318,7 +321,8 @@ def decay(opp: ImprovementOpportunity, now: datetime, ctx: OpportunityContext) -
 _PENALTY = {"kept": 1.0, "rolled_back": 0.5, "failed": 0.7}
 
 
-def _penalty(previous: object) -> float:
+def penalty(previous: object) -> float:
+    """The product of the penalties of an opportunity's earlier outcomes."""
     out = 1.0
     for o in previous if isinstance(previous, list) else []:
         out *= _PENALTY.get(str(o), 1.0)
