@@ -250,6 +250,21 @@ def cloudwatch_export(
         sys.stdout.write(data.decode() + "\n")
 
 
+@app.command("validate")
+def validate_cmd(
+    directory: Annotated[Path, typer.Argument(help="Directory whose files are the change set (paths relative to it)")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the change is for")],
+    component: Annotated[str | None, typer.Option("--component", help="Component whose policy applies")] = None,
+    system_wide: Annotated[bool, typer.Option("--system-wide", help="A change for every tenant")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Validate DIR's files as one change set exactly as the improvement cycle does (docs/validation.md).
+    Exit 0 when acceptable, 1 when rejected (every finding printed), 2 on usage errors."""
+    from kaizen.validate_cmd import main as validate_main
+
+    raise typer.Exit(validate_main(directory, tenant, component, system_wide, as_json, _settings()))
+
+
 def _mount_healing() -> None:
     try:
         from kaizen.healing_cli import app as healing_app

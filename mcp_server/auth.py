@@ -15,12 +15,10 @@ import yaml
 from fastmcp.server.auth import TokenVerifier
 from fastmcp.server.auth.auth import AccessToken
 
+from streams.decisions import ROLES, effective_roles
 from streams.errors import AccessDenied, ConfigError
 from streams.settings import Settings
 
-ROLES: tuple[str, ...] = ("reader", "operator", "approver", "admin")
-# A role implies the ones before it in this order of power (admin ⊇ approver ⊇ operator ⊇ reader).
-_IMPLIED: dict[str, frozenset[str]] = {r: frozenset(ROLES[: i + 1]) for i, r in enumerate(ROLES)}
 ALL_TENANTS = "*"
 STDIO_TOKEN_ENV = "KAIZEN_MCP_TOKEN"  # the token the stdio process owner presents (falls back to the API key)
 
@@ -46,10 +44,7 @@ class Principal:
         return self.tenants is None
 
     def effective_roles(self) -> frozenset[str]:
-        out: set[str] = set()
-        for role in self.roles:
-            out |= _IMPLIED.get(role, frozenset())
-        return frozenset(out)
+        return effective_roles(self.roles)
 
     def has_role(self, *roles: str) -> bool:
         eff = self.effective_roles()

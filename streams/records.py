@@ -310,19 +310,6 @@ class CycleReport(Record):
     improvements: list[dict[str, Any]] = []
 
 
-class Command(Record):
-    """A request to the workers (from MCP, the CLI or an alarm): cycles and approval decisions."""
-
-    command_id: str
-    kind: Literal["trigger_cycle", "approve", "reject", "defer", "set_flag", "generate_component"]
-    timestamp: datetime
-    actor: str
-    roles: list[str] = []
-    tenant_id: str | None = None
-    improvement_id: str | None = None
-    args: dict[str, Any] = {}
-
-
 class OpportunityInput(Record):
     """What the opportunities stage needs from elsewhere, sent to every partition of its inputs topic
     (it concerns opportunities of any problem family): users per hour of a component, seen by scoring,
