@@ -9,7 +9,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams import topics as t
-from streams.records import AuditRecord, Command, Record, utcnow
+from streams.commands import CommandBase, Decision
+from streams.records import AuditRecord, Record, utcnow
 
 AGENT_ID = "self-building"
 VERSION = "1.0.0"
@@ -31,8 +32,10 @@ class Publisher:
         data = value.to_bytes() if isinstance(value, Record) else orjson.dumps(value)
         await self.producer.send_and_wait(topic, data, key=key.encode() if key is not None else None)
 
-    async def command(self, cmd: Command) -> None:
-        await self.send(t.COMMANDS, cmd.improvement_id or cmd.tenant_id or "system", cmd)
+    async def command(self, cmd: CommandBase) -> None:
+        """Keyed by improvement (its decisions stay in order) or tenant."""
+        key = cmd.improvement_id if isinstance(cmd, Decision) else None
+        await self.send(t.COMMANDS, key or cmd.tenant_id or "system", cmd)
 
     async def audit(self, actor: str, action: str, *, tenant_id: str | None = None, target: str | None = None,
                     detail: dict[str, Any] | None = None) -> AuditRecord:

@@ -28,19 +28,19 @@ from mcp_server.models import (
 from mcp_server.publisher import Publisher, new_id
 from mcp_server.readmodel import ReadModel
 from mcp_server.views import PRIORITY_RANK, Views, execution_tenants, opportunity_rank_key
-from streams.records import TERMINAL_STATUSES, Command, ImprovementExecution, ImprovementOpportunity, utcnow
+from streams.commands import COMPONENT_TYPES, MAX_WINDOW_HOURS, DecisionKind, GenerateComponent, TriggerCycle
+from streams.commands import Decision as DecisionCommand
+from streams.decisions import refusal
+from streams.errors import InputError
+from streams.records import TERMINAL_STATUSES, ImprovementExecution, ImprovementOpportunity, utcnow
 from streams.settings import Settings
 
-COMPONENT_TYPES = ("skill", "agent", "service")
 STALE_AFTER_SECONDS = 60.0
 DEPLOYED = {"deploying", "monitoring", "completed", "rolled_back"}
 PAST_VALIDATION = {"awaiting_approval", "deploying", "monitoring", "completed", "rolled_back"}
-DECIDABLE = {"approve": {"awaiting_approval", "deferred"},
-             "reject": {"awaiting_approval", "deferred", "queued", "pending"},
-             "defer": {"awaiting_approval", "queued", "pending"}}
 
 
-class BadArgument(ValueError):
+class BadArgument(InputError):
     """An argument the caller must fix; the message says how."""
 
 
@@ -224,12 +224,14 @@ class KaizenService:
                            "enable_improvement_rollback": s.enable_improvement_rollback})
 
     # ------------------------------------------------------------------ commands
-    async def trigger_cycle(self, p: Principal, analysis_window_hours: int, max_improvements: int,
+    async def trigger_cycle(self, p: Principal, analysis_window_hours: int, max_improvements: int | None,
                             tenant_id: str | None, component: str | None = None,
                             problem_type: str | None = None) -> CycleTriggerResult:
-        if not 1 <= analysis_window_hours <= 720:
-            raise BadArgument(f"analysis_window_hours must be between 1 and 720, got {analysis_window_hours}")
+        if not 1 <= analysis_window_hours <= MAX_WINDOW_HOURS:
+            raise BadArgument(f"analysis_window_hours must be between 1 and {MAX_WINDOW_HOURS}, "
+                              f"got {analysis_window_hours}")
         top = self.settings.max_concurrent_improvements
+        max_improvements = top if max_improvements is None else max_improvements
         if not 1 <= max_improvements <= top:
             raise BadArgument(f"max_improvements must be between 1 and {top} (MAX_CONCURRENT_IMPROVEMENTS), "
                               f"got {max_improvements}")
@@ -243,12 +245,10 @@ class KaizenService:
                 raise BadArgument("this token covers several tenants: name the tenant_id to run the cycle for")
             p.require_role("approver", action="trigger a system-wide cycle (all tenants)")
         cid = new_id("cycle")
-        cmd = Command(command_id=cid, kind="trigger_cycle", timestamp=utcnow(), actor=p.name,
-                      roles=sorted(p.roles), tenant_id=tenant_id,
-                      args={"analysis_window_hours": analysis_window_hours, "max_improvements": max_improvements,
-                            "cycle_id": cid, "cycle_kind": "manual",
-                            **({"component": component} if component else {}),
-                            **({"problem_type": problem_type} if problem_type else {})})
+        cmd = TriggerCycle(command_id=cid, timestamp=utcnow(), actor=p.name, roles=sorted(p.roles),
+                           tenant_id=tenant_id, cycle_id=cid, cycle_kind="manual",
+                           analysis_window_hours=analysis_window_hours, max_improvements=max_improvements,
+                           component=component or None, problem_type=problem_type or None)
         await self.publisher.command(cmd)
 
         def first_events(v: Views) -> Any:
@@ -285,41 +285,34 @@ class KaizenService:
         if tenant_id is None and not p.has_role("approver"):
             raise AuthError(f"'{p.name}' may not request a system-wide component: needs role approver or admin")
         cid = new_id("gen")
-        await self.publisher.command(Command(
-            command_id=cid, kind="generate_component", timestamp=utcnow(), actor=p.name, roles=sorted(p.roles),
-            tenant_id=tenant_id, args={"component_type": component_type, "requirements": requirements,
-                                       "context": context or {}}))
+        await self.publisher.command(GenerateComponent(
+            command_id=cid, timestamp=utcnow(), actor=p.name, roles=sorted(p.roles), tenant_id=tenant_id,
+            component_type=component_type, requirements=requirements, context=context or {}))
         await self.publisher.audit(p.name, "code_generation_request", tenant_id=tenant_id, target=cid,
                                    detail={"component_type": component_type, "requirements": requirements})
         return ComponentRequestResult(command_id=cid, status="accepted", component_type=component_type,
                                       requested_by=p.name, tenant_id=tenant_id,
                                       message="generation request queued for the improvement workers")
 
-    async def decide(self, p: Principal, decision: str, improvement_id: str, reason: str) -> DecisionResult:
+    async def decide(self, p: Principal, decision: DecisionKind, improvement_id: str,
+                     reason: str) -> DecisionResult:
+        """Publish a decision the worker will apply: the same rule (streams/decisions.py) is checked here
+        so the caller is told at once what the worker would refuse."""
         ex = self.visible_execution(p, improvement_id)
         if decision == "reject" and not reason.strip():
             raise BadArgument("reject needs a reason (it is audited and shown in the timeline)")
-        if decision == "defer":
-            p.require_role("operator", action="defer an improvement")
-        else:
-            p.require_role("approver", action=f"{decision} an improvement")
-        system_wide = ex.opportunity is not None and ex.opportunity.scope == "system"
-        if system_wide and not (p.all_tenants and p.has_role("approver")):
-            raise AuthError(f"'{improvement_id}' is a system-wide change: only an all-tenant approver or admin "
-                            f"may {decision} it")
-        if decision == "approve" and ex.requested_by == p.name:
-            raise AuthError(f"'{p.name}' requested '{improvement_id}' and cannot approve it too (four eyes)")
-        allowed = DECIDABLE[decision]
-        if ex.status not in allowed:
-            why = "it is finished" if ex.status in TERMINAL_STATUSES else "of its state"
-            raise BadArgument(f"cannot {decision} '{improvement_id}' in status '{ex.status}' ({why}); "
-                              f"{decision} applies to status {sorted(allowed)}")
+        refused = refusal(decision, actor=p.name, roles=p.roles, all_tenants=p.all_tenants,
+                          requested_by=ex.requested_by, status=ex.status,
+                          system_wide=ex.opportunity is not None and ex.opportunity.scope == "system",
+                          improvement_id=improvement_id, terminal=ex.status in TERMINAL_STATUSES)
+        if refused is not None:
+            raise AuthError(refused.message) if refused.forbidden else BadArgument(refused.message)
         cid = new_id(decision)
-        await self.publisher.command(Command(
-            command_id=cid, kind=decision, timestamp=utcnow(), actor=p.name,  # type: ignore[arg-type]
-            roles=sorted(p.roles), tenant_id=ex.tenant_id or None, improvement_id=improvement_id,
-            args={"reason": reason}))
+        await self.publisher.command(DecisionCommand(
+            command_id=cid, kind=decision, timestamp=utcnow(), actor=p.name, roles=sorted(p.roles),
+            tenant_id=ex.tenant_id or None, improvement_id=improvement_id, reason=reason,
+            all_tenants=p.all_tenants))
         await self.publisher.audit(p.name, f"improvement.{decision}", tenant_id=ex.tenant_id or None,
                                    target=improvement_id, detail={"reason": reason, "command_id": cid})
-        return DecisionResult(command_id=cid, improvement_id=improvement_id, decision=decision,  # type: ignore[arg-type]
+        return DecisionResult(command_id=cid, improvement_id=improvement_id, decision=decision,
                               status="accepted", actor=p.name, reason=reason)

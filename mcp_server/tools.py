@@ -27,6 +27,7 @@ from mcp_server.models import (
     SystemStatus,
 )
 from mcp_server.service import BadArgument, KaizenService
+from streams.commands import DEFAULT_WINDOW_HOURS
 
 INSTRUCTIONS = (
     "kaizen self-building agent: query telemetry insights, ranked improvement opportunities and "
@@ -108,11 +109,13 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
                   middleware=[AuditMiddleware(service, caller)], mask_error_details=False)
 
     @mcp.tool
-    async def trigger_improvement_cycle(analysis_window_hours: int = 24, max_improvements: int = 3,
+    async def trigger_improvement_cycle(analysis_window_hours: int = DEFAULT_WINDOW_HOURS,
+                                        max_improvements: int | None = None,
                                         tenant_id: str | None = None, component: str | None = None,
                                         problem_type: str | None = None) -> CycleTriggerResult:
         """Trigger an improvement cycle (manual): analyses the last `analysis_window_hours` of telemetry
-        (1..720) and attempts at most `max_improvements` (1..MAX_CONCURRENT_IMPROVEMENTS) improvements,
+        (1..720) and attempts at most `max_improvements` (1..MAX_CONCURRENT_IMPROVEMENTS, default
+        MAX_CONCURRENT_IMPROVEMENTS) improvements,
         for one tenant or (admin/approver) all; `component` / `problem_type` focus it on one component's
         opportunities (that problem type first). Returns the cycle's first events if a worker reports
         within ~10 s, else the accepted command id."""
@@ -194,7 +197,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
 
     @mcp.tool
     async def defer_improvement(improvement_id: str, reason: str = "") -> DecisionResult:
-        """Defer an improvement to a later cycle (role operator or above). Audited."""
+        """Defer an improvement awaiting approval (role operator or above); approve it later. Audited."""
         try:
             return await service.decide(caller(), "defer", improvement_id, reason)
         except (BadArgument, AuthError) as exc:

@@ -10,10 +10,10 @@ import orjson
 from pydantic import ValidationError
 
 from streams import topics as t
+from streams.commands import Command, parse_command
 from streams.records import (
     TERMINAL_STATUSES,
     AuditRecord,
-    Command,
     CycleReport,
     ImprovementEvent,
     ImprovementExecution,
@@ -131,7 +131,7 @@ class Views:
                 raise ValueError("healing value must be a JSON object")
             self.healing.append(obj)
         elif topic == t.COMMANDS:
-            cmd = Command.from_bytes(value)
+            cmd = parse_command(value)
             self.commands.append(cmd)
             self.command_counts[cmd.kind] += 1
         elif topic == t.AUDIT:

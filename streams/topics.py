@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams import records as r
+from streams.commands import CommandBase
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(IMPROVEMENT_EVENTS, "improvement_id", r.ImprovementEvent, config=_RETENTION),
     TopicSpec(IMPROVEMENT_STATE, "improvement_id", r.ImprovementExecution, compacted=True, config=_COMPACT),
     TopicSpec(CYCLE_REPORTS, "cycle_id", r.CycleReport, config=_RETENTION),
-    TopicSpec(COMMANDS, "tenant_id or improvement_id", r.Command, config=_RETENTION),
+    # a union of CommandBase subclasses on `kind` (streams/commands.py)
+    TopicSpec(COMMANDS, "tenant_id or improvement_id", CommandBase, config=_RETENTION),
     TopicSpec(AUDIT, "audit_id", r.AuditRecord, config=_RETENTION),
     TopicSpec(STATUS, "process_id", r.StatusReport, compacted=True, config=_COMPACT),
     TopicSpec(CONFIG, "tenant_id/parameter", None, compacted=True, config=_COMPACT),

@@ -14,8 +14,9 @@ from agents.audit import audit_record, write_audit
 from agents.events.logic.events import alarm_insight, event_component, lambda_insight
 from agents.routing import insight_partition
 from streams import app as A
+from streams.commands import TriggerCycle
 from streams.metrics import INSIGHTS_GENERATED
-from streams.records import CloudWatchEvent, Command, TelemetryInsight
+from streams.records import CloudWatchEvent, TelemetryInsight
 
 log = structlog.get_logger(__name__)
 STATS: dict[str, int] = defaultdict(int)
@@ -27,15 +28,15 @@ async def _insight(ins: TelemetryInsight) -> None:
     INSIGHTS_GENERATED.labels("events").inc()
 
 
-def emergency_command(ev: CloudWatchEvent, ins: TelemetryInsight) -> Command:
+def emergency_command(ev: CloudWatchEvent, ins: TelemetryInsight) -> TriggerCycle:
     """The improvement-cycle manual's emergency cycle: last hour, one focused improvement."""
     cid = "cmd-emergency-" + hashlib.sha1(ev.event_id.encode()).hexdigest()[:16]
     # Stamped with the alarm's own time: a replayed old alarm yields a stale command, which is skipped.
-    return Command(command_id=cid, kind="trigger_cycle", timestamp=min(ev.timestamp, datetime.now(UTC)), actor="alarm:" +
-                   str(ev.detail.get("alarm_name", "?")), roles=["system"], tenant_id=ev.tenant_id,
-                   args={"cycle_kind": "emergency", "analysis_window_hours": 1, "max_improvements": 1,
-                         "component": ins.affected_component, "problem_type": ins.problem_type,
-                         "alarm_event_id": ev.event_id, "alarm_at": ev.timestamp.isoformat()})
+    return TriggerCycle(command_id=cid, timestamp=min(ev.timestamp, datetime.now(UTC)),
+                        actor="alarm:" + str(ev.detail.get("alarm_name", "?")), roles=["system"],
+                        tenant_id=ev.tenant_id, cycle_kind="emergency", analysis_window_hours=1, max_improvements=1,
+                        component=ins.affected_component, problem_type=ins.problem_type or None,
+                        alarm_event_id=ev.event_id, alarm_at=ev.timestamp)
 
 
 async def handle_event(ev: CloudWatchEvent) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +14,13 @@ import faust
 import structlog
 
 from agents.audit import audit_record, write_audit
-from agents.improvement import steps
-from agents.improvement.context import step_context
+from agents.deadletter import dead_letter
+from agents.healing.executions import measured_step
+from agents.improvement import rollback, steps
+from agents.improvement.context import StepContext, step_context
 from agents.improvement.logic.lifecycle import (
     ACTIVE_STATUSES,
+    APPLIED_STATUSES,
     IllegalTransition,
     fold,
     is_terminal,
@@ -24,12 +28,11 @@ from agents.improvement.logic.lifecycle import (
 )
 from streams import app as A
 from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
-from streams.records import ImprovementEvent, ImprovementExecution, TelemetryInsight
+from streams.records import ImprovementEvent, ImprovementExecution, ImprovementStatus, TelemetryInsight
 from streams.runtime import survives_broker_outage
 from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
-RUNNABLE = frozenset({"pending", "queued", "generating", "validating", "deploying", "monitoring"})
 RESUME_AFTER_SECONDS = 3.0  # an improvement idle this long with no running task is resumed (after a crash)
 STATS: dict[str, int] = defaultdict(int)
 
@@ -53,33 +56,48 @@ def _max_concurrent(tenant: str) -> int:
     return int(A.settings.tenant_profile(tenant).get("max_concurrent", A.settings.max_concurrent_improvements))
 
 
+async def _admit(ctx: StepContext, ex: ImprovementExecution) -> list[ImprovementEvent]:
+    """pending/queued: start generating when capacity allows (MAX_CONCURRENT_IMPROVEMENTS), else queue."""
+    active = [o for o in ctx.views.active(ACTIVE_STATUSES) if o.improvement_id != ex.improvement_id]
+    limit = min(_max_concurrent(ex.tenant_id), A.settings.max_concurrent_improvements)
+    if len(active) < limit:
+        return [next_event(ex, "generating", datetime.now(UTC), reason="capacity available")]
+    if ex.status == "pending":
+        return [next_event(ex, "queued", datetime.now(UTC),
+                           reason=f"{len(active)} improvements active (MAX_CONCURRENT_IMPROVEMENTS={limit})")]
+    return []  # queued: stay queued; the supervisor retries when capacity frees
+
+
+async def _monitor(ctx: StepContext, ex: ImprovementExecution) -> list[ImprovementEvent]:
+    """monitoring: check every MONITORING_CHECK_INTERVAL_SECONDS until a check decides."""
+    while not (events := await steps.monitor_once(ctx, ex)):
+        await asyncio.sleep(A.settings.monitoring_check_interval_seconds)
+    return events
+
+
+Step = Callable[[StepContext, ImprovementExecution], Awaitable[list[ImprovementEvent]]]
+# The phase each status runs; a status not here waits for a person or is terminal.
+STEPS: dict[str, Step] = {
+    "pending": _admit,
+    "queued": _admit,
+    "generating": steps.step_generating,
+    "validating": steps.step_validating,
+    "deploying": steps.step_deploying,
+    "monitoring": _monitor,
+    "rolling_back": rollback.step_rolling_back,
+}
+RUNNABLE = frozenset(STEPS)
+# Status changes written to the audit trail, and the action they are audited as.
+AUDITED: dict[str, str] = {"monitoring": "deployment", "rolled_back": "rollback", "rolling_back": "rollback_started",
+                           "conflict": "improvement_conflict",
+                           **{s: f"improvement_{s}" for s in ("completed", "awaiting_approval", "rejected", "failed")}}
+
+
 async def _run_step(ex: ImprovementExecution) -> None:
-    """Run the phase the improvement is in; emit what it decides. Monitoring loops until a verdict."""
-    ctx = await step_context()
-    status = ex.status
-    events: list[ImprovementEvent] = []
-    if status in ("pending", "queued"):
-        active = [o for o in ctx.views.active(ACTIVE_STATUSES) if o.improvement_id != ex.improvement_id]
-        limit = min(_max_concurrent(ex.tenant_id), A.settings.max_concurrent_improvements)
-        if len(active) >= limit:
-            if status == "pending":
-                events = [next_event(ex, "queued", datetime.now(UTC),
-                                     reason=f"{len(active)} improvements active (MAX_CONCURRENT_IMPROVEMENTS={limit})")]
-            # queued: stay queued; the supervisor retries when capacity frees
-        else:
-            events = [next_event(ex, "generating", datetime.now(UTC), reason="capacity available")]
-    elif status == "generating":
-        events = await steps.step_generating(ctx, ex)
-    elif status == "validating":
-        events = await steps.step_validating(ctx, ex)
-    elif status == "deploying":
-        events = await steps.step_deploying(ctx, ex)
-    elif status == "monitoring":
-        while not events:
-            events = await steps.monitor_once(ctx, ex)
-            if not events:
-                await asyncio.sleep(A.settings.monitoring_check_interval_seconds)
-    await emit(events)
+    """Run the phase the improvement is in and emit what it decides."""
+    step = STEPS.get(ex.status)
+    if step is not None:
+        await emit(await measured_step(ex.status, step(await step_context(), ex)))  # docs/healing.md
 
 
 def _launch(ex: ImprovementExecution) -> None:
@@ -94,8 +112,13 @@ def _launch(ex: ImprovementExecution) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing step fails its improvement, never the agent
             log.exception("improvement step failed", improvement=ex.improvement_id, status=ex.status)
+            if ex.status == "rolling_back":
+                return  # never given up: the supervisor resumes it after RESUME_AFTER_SECONDS
+            # once changes may be applied, a failing step undoes them (rolling_back), never abandons them
+            status: ImprovementStatus = "rolling_back" if ex.status in APPLIED_STATUSES else "failed"
             with contextlib.suppress(IllegalTransition):
-                await emit([next_event(ex, "failed", datetime.now(UTC), reason=f"{ex.status} step error: {exc}")])
+                await emit([next_event(ex, status, datetime.now(UTC), reason=f"{ex.status} step error: {exc}",
+                                       data={"verdict": "error"} if status == "rolling_back" else {})])
 
     _tasks[ex.improvement_id] = asyncio.create_task(_guarded())
 
@@ -144,13 +167,13 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
     STATS[new.status] += 1
     if new.status == "monitoring" and (cur is None or cur.status != "monitoring"):
         IMPROVEMENTS_DEPLOYED.inc()
-    if new.status in ("monitoring", "rolled_back", "completed", "awaiting_approval", "rejected", "failed") \
-            and (cur is None or cur.status != new.status):
-        action = {"monitoring": "deployment", "rolled_back": "rollback"}.get(new.status, f"improvement_{new.status}")
+    action = AUDITED.get(new.status)
+    if action is not None and (cur is None or cur.status != new.status):
         await write_audit(audit_record(action, ev.actor, tenant_id=new.tenant_id, target=new.improvement_id,
                                        detail={"reason": ev.reason, "status": new.status, **{
                                            k: ev.data[k] for k in ("deployment", "verdict", "degradation",
-                                                                   "rollback", "approval") if k in ev.data}}),
+                                                                   "rollback", "approval", "conflicts")
+                                           if k in ev.data}}),
                           A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
     ACTIVE_IMPROVEMENTS.set(len(ctx.views.active(ACTIVE_STATUSES)))
     if is_terminal(new.status):
@@ -171,8 +194,10 @@ async def improvements(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
         try:
             ev = ImprovementEvent.from_bytes(event.value)
-        except ValueError as exc:
-            log.error("invalid improvement event", error=str(exc)[:300])
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event",
+                              "invalid improvement event", str(exc), event.value, event.message.partition,
+                              event.message.offset)
             continue
         await handle_event(event.message.partition, ev)
 
@@ -209,3 +234,24 @@ async def supervise_improvements() -> None:
                 _launch(ex)
         for ex in sorted(queued, key=lambda e: e.created_at or datetime.now(UTC))[:1]:
             _launch(ex)
+    await _reconcile(s, assigned)
+
+
+_reconciler: dict[str, rollback.Reconciler] = {}
+
+
+async def _reconcile(s: ChangelogStore[dict[str, Any]], assigned: set[int]) -> None:
+    """Every applied change in the journal belongs to a live improvement, or is undone (rollback.py)."""
+    rec = _reconciler.setdefault("r", rollback.Reconciler())
+    if not rec.due(time.monotonic()):
+        return
+    books = [await s.state(p) for p in sorted(assigned)]
+    ctx = await step_context()
+
+    def known(imp: str) -> ImprovementExecution | None:
+        for book in books:
+            if imp in book:
+                return ImprovementExecution.model_validate(book[imp])
+        return ctx.views.improvements.get(imp)
+
+    await emit(await rec.run(ctx, known))

@@ -1,9 +1,10 @@
-"""Cycle agent: manual, emergency and scheduled cycles; approval decisions; flags; cycle reports."""
+"""Cycle agent: the `commands` topic (cycles, decisions, flags, generation) dispatched by type; cycle reports."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,14 +14,28 @@ import orjson
 import structlog
 
 from agents.audit import audit_record, write_audit
+from agents.deadletter import dead_letter
 from agents.improvement.context import step_context
-from agents.improvement.logic.guardrails import can_decide
-from agents.improvement.logic.lifecycle import is_terminal, new_event, next_event
+from agents.improvement.logic.decisions import decision_events
+from agents.improvement.logic.lifecycle import is_terminal, new_event
 from agents.improvement.logic.verdicts import build_cycle_report
 from agents.opportunities.logic.impact import prioritize
 from streams import app as A
+from streams import topics as T
+from streams.commands import (
+    Command,
+    CommandBase,
+    Decision,
+    DecisionKind,
+    GenerateComponent,
+    SetFlag,
+    TriggerCycle,
+    parse_command,
+)
+from streams.decisions import BEFORE_DECISION, DECIDABLE, has_role, refusal
+from streams.errors import BadRecord
 from streams.metrics import CYCLES_COMPLETED, CYCLES_STARTED
-from streams.records import Command, ImprovementEvent, ImprovementOpportunity
+from streams.records import ImprovementExecution, ImprovementOpportunity
 from streams.runtime import survives_broker_outage
 
 log = structlog.get_logger(__name__)
@@ -41,12 +56,6 @@ class CycleRun:
 _cycles: dict[str, CycleRun] = {}
 
 
-def cycle_id_for(cmd: Command) -> str:
-    """The MCP server names the cycle (args.cycle_id) so its tool can follow it; else derived from the command."""
-    given = cmd.args.get("cycle_id")
-    return str(given) if given else "cycle-" + hashlib.sha1(cmd.command_id.encode()).hexdigest()[:16]
-
-
 def improvement_id_for(cycle_id: str, opportunity_id: str) -> str:
     return "imp-" + hashlib.sha1(f"{cycle_id}|{opportunity_id}".encode()).hexdigest()[:16]
 
@@ -63,28 +72,35 @@ def _candidates(opps: list[ImprovementOpportunity], busy: set[str], tenant: str 
     return prioritize(out)
 
 
-async def start_cycle(cmd: Command) -> CycleRun:
+def _with_supplied(picked: list[ImprovementOpportunity], supplied: ImprovementOpportunity | None,
+                   busy: set[str]) -> list[ImprovementOpportunity]:
+    """A self-healing cycle works on its own problem type: an open opportunity of that type, else the one
+    it brought (none while an improvement of it is still running)."""
+    if supplied is None:
+        return picked
+    same = [o for o in picked if o.problem_type == supplied.problem_type]
+    return same or ([] if supplied.opportunity_id in busy else [supplied])
+
+
+async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     """Phase 2: pick the top opportunities in the window and start one improvement for each."""
     ctx = await step_context()
-    args = cmd.args
-    kind = str(args.get("cycle_kind", "manual"))
-    window_h = float(args.get("analysis_window_hours", 24))
-    max_n = max(1, int(args.get("max_improvements", A.settings.max_concurrent_improvements)))
+    kind = cmd.cycle_kind
+    max_n = cmd.improvements_cap(A.settings.max_concurrent_improvements)
     now = datetime.now(UTC)
-    run = CycleRun(cycle_id_for(cmd), kind, now, cmd.tenant_id)
+    run = CycleRun(cmd.resolved_cycle_id(), kind, now, cmd.tenant_id)
     if run.cycle_id in _cycles:
         return _cycles[run.cycle_id]  # a redelivered command
     _cycles[run.cycle_id] = run
     CYCLES_STARTED.labels(kind).inc()
-    component = args.get("component")
-    problem = problem_family_hint(args)
     # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
     deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 10.0)
     while True:
         busy = {ex.opportunity.opportunity_id for ex in ctx.views.improvements.values()
                 if ex.opportunity is not None and not is_terminal(ex.status)}
-        picked = _candidates(list(ctx.views.opportunities.values()), busy, cmd.tenant_id,
-                             now - timedelta(hours=window_h), component, problem)
+        picked = _with_supplied(_candidates(list(ctx.views.opportunities.values()), busy, cmd.tenant_id,
+                                            now - timedelta(hours=cmd.analysis_window_hours), cmd.component,
+                                            cmd.problem_type), cmd.opportunity, busy)
         if picked or asyncio.get_running_loop().time() >= deadline:
             break
         await asyncio.sleep(0.25)
@@ -95,12 +111,14 @@ async def start_cycle(cmd: Command) -> CycleRun:
         ev = new_event(imp, "pending", datetime.now(UTC), actor=cmd.actor,
                        reason=f"{kind} cycle {run.cycle_id}: impact {opp.impact_score:.0f} ({opp.priority})",
                        data={"opportunity": opp.model_dump(mode="json"), "requested_by": cmd.actor,
-                             "cycle_kind": kind}, sequence=0, cycle_id=run.cycle_id, tenant_id=opp.tenant_id)
+                             "cycle_kind": kind, **({"healing": cmd.healing} if cmd.healing else {})},
+                       sequence=0, cycle_id=run.cycle_id, tenant_id=opp.tenant_id)
         await A.improvement_events_topic.send(key=imp.encode(), value=ev.to_bytes())
     await write_audit(audit_record("improvement_cycle_started", cmd.actor, tenant_id=cmd.tenant_id,
-                                   target=run.cycle_id, detail={"kind": kind, "command_id": cmd.command_id,
-                                                                "improvements": run.improvement_ids,
-                                                                "opportunities": len(picked), **args}),
+                                   target=run.cycle_id, detail={
+                                       **cmd.model_dump(mode="json", exclude_none=True, exclude=_ENVELOPE),
+                                       "kind": kind, "command_id": cmd.command_id,
+                                       "improvements": run.improvement_ids, "opportunities": len(picked)}),
                       A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
     start_report = build_cycle_report(run.cycle_id, kind, now, now, [],  # type: ignore[arg-type]
                                       opportunities_identified=len(picked), tenant_id=cmd.tenant_id)
@@ -111,107 +129,105 @@ async def start_cycle(cmd: Command) -> CycleRun:
     return run
 
 
-def problem_family_hint(args: dict[str, Any]) -> str | None:
-    p = args.get("problem_type")
-    return str(p) if p else None
+_ENVELOPE = {"command_id", "timestamp", "actor", "roles", "tenant_id", "kind"}
 
 
-async def decide(cmd: Command) -> None:
-    """approve / reject / defer an improvement waiting for a person: only an approver, never the requester."""
+async def _current(imp: str, kind: DecisionKind) -> ImprovementExecution | None:
+    """The improvement as the worker's view has it.  A decision may overtake the state it was made on
+    (MCP read it off improvements.events): while the improvement is still before the point where this
+    decision applies, wait for the view to catch up."""
     ctx = await step_context()
-    imp = cmd.improvement_id or ""
     ex = ctx.views.improvements.get(imp)
     deadline = asyncio.get_running_loop().time() + DECISION_WAIT_SECONDS
-    # The decision may overtake the state (it was read off improvements.events): wait for the view to catch up.
-    while (ex is None or ex.status in ("pending", "queued", "generating", "validating")) \
+    while (ex is None or (ex.status in BEFORE_DECISION and ex.status not in DECIDABLE[kind])) \
             and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.2)
         ex = ctx.views.improvements.get(imp)
-    ok = ex is not None and can_decide(cmd.actor, cmd.roles, ex.requested_by)
-    detail: dict[str, Any] = {"command_id": cmd.command_id, "reason": cmd.args.get("reason", ""),
-                              "status": ex.status if ex else None, "allowed": ok}
-    await write_audit(audit_record(f"improvement_{cmd.kind}", cmd.actor, tenant_id=ex.tenant_id if ex else None,
-                                   target=imp, detail=detail), A.audit_topic,
-                      A.settings.kaizen_data_dir / "audit.jsonl")
-    if ex is None or not ok or ex.status not in ("awaiting_approval", "deferred"):
-        log.warning("decision refused", improvement=imp, actor=cmd.actor, kind=cmd.kind,
-                    status=ex.status if ex else "unknown", allowed=ok)
-        return
-    reason = str(cmd.args.get("reason", "")) or f"{cmd.kind} by {cmd.actor}"
-    now = datetime.now(UTC)
-    events: list[ImprovementEvent] = []
-    if cmd.kind == "reject":
-        events = [next_event(ex, "rejected", now, actor=cmd.actor, reason=reason)]
-    elif cmd.kind == "defer":
-        if ex.status == "awaiting_approval":
-            events = [next_event(ex, "deferred", now, actor=cmd.actor, reason=reason)]
-    else:
-        if ex.status == "deferred":
-            first = next_event(ex, "awaiting_approval", now, actor=cmd.actor, reason="un-deferred")
-            from agents.improvement.logic.lifecycle import fold
+    return ex
 
-            events = [first, next_event(fold(ex, first), "deploying", now, actor=cmd.actor, reason=reason,
-                                        data={"approval": {"status": "approved", "by": cmd.actor}})]
-        else:
-            events = [next_event(ex, "deploying", now, actor=cmd.actor, reason=reason,
-                                 data={"approval": {"status": "approved", "by": cmd.actor}})]
-    for ev in events:
+
+async def decide(cmd: Decision) -> None:
+    """approve / reject / defer an improvement, if streams/decisions.py allows it; audited either way."""
+    ex = await _current(cmd.improvement_id, cmd.kind)
+    refused = refusal(cmd.kind, actor=cmd.actor, roles=cmd.roles, all_tenants=cmd.all_tenants,
+                      requested_by=ex.requested_by, status=ex.status,
+                      system_wide=ex.opportunity is not None and ex.opportunity.scope == "system",
+                      improvement_id=cmd.improvement_id, terminal=is_terminal(ex.status)) if ex is not None \
+        else None
+    why = f"improvement '{cmd.improvement_id}' is unknown" if ex is None else (refused.message if refused else "")
+    detail: dict[str, Any] = {"command_id": cmd.command_id, "reason": cmd.reason,
+                              "status": ex.status if ex else None, "allowed": not why, "refusal": why}
+    await write_audit(audit_record(f"improvement_{cmd.kind}", cmd.actor, tenant_id=ex.tenant_id if ex else None,
+                                   target=cmd.improvement_id, detail=detail), A.audit_topic,
+                      A.settings.kaizen_data_dir / "audit.jsonl")
+    if ex is None or why:
+        log.warning("decision refused", improvement=cmd.improvement_id, actor=cmd.actor, kind=cmd.kind,
+                    status=ex.status if ex else "unknown", refusal=why)
+        return
+    for ev in decision_events(cmd, ex, datetime.now(UTC)):
         await A.improvement_events_topic.send(key=ev.improvement_id.encode(), value=ev.to_bytes())
 
 
-async def set_flag(cmd: Command) -> None:
-    name = str(cmd.args.get("name", ""))
-    if not name.startswith("enable_") or "admin" not in cmd.roles:
-        log.warning("flag change refused", flag=name, actor=cmd.actor)
+async def set_flag(cmd: SetFlag) -> None:
+    if not has_role(cmd.roles, "admin"):
+        log.warning("flag change refused: needs role admin", flag=cmd.name, actor=cmd.actor)
         return
-    value = bool(cmd.args.get("value"))
-    await A.config_topic.send(key=f"flags/{name}".encode(), value=orjson.dumps(
-        {"value": value, "actor": cmd.actor, "at": datetime.now(UTC).isoformat()}))
-    await write_audit(audit_record("set_flag", cmd.actor, target=name, detail={"value": value}),
+    await A.config_topic.send(key=f"flags/{cmd.name}".encode(), value=orjson.dumps(
+        {"value": cmd.value, "actor": cmd.actor, "at": datetime.now(UTC).isoformat()}))
+    await write_audit(audit_record("set_flag", cmd.actor, target=cmd.name, detail={"value": cmd.value}),
                       A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
 
 
-async def generate_component(cmd: Command) -> None:
+async def generate_component(cmd: GenerateComponent) -> None:
     ctx = await step_context()
     if not ctx.flags()["enable_component_generation"]:
         log.warning("component generation disabled", actor=cmd.actor)
         return
-    res = await ctx.generator.generate_component(str(cmd.args.get("component_type", "service")),
-                                                 cmd.args.get("requirements", {}), cmd.args.get("context"),
+    res = await ctx.generator.generate_component(cmd.component_type, cmd.requirements, cmd.context,
                                                  tenant_id=cmd.tenant_id)
     await write_audit(audit_record("code_generation", cmd.actor, tenant_id=cmd.tenant_id,
-                                   target=str(cmd.args.get("component_type")), detail=res.as_dict()),
+                                   target=cmd.component_type, detail=res.as_dict()),
                       A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
+
+
+# One handler per command type: a new kind is a new record in streams/commands.py and a line here
+# (tests/unit/test_commands.py checks every kind has one).
+HANDLERS: dict[type[CommandBase], Callable[[Any], Awaitable[object]]] = {
+    TriggerCycle: start_cycle,
+    Decision: decide,
+    SetFlag: set_flag,
+    GenerateComponent: generate_component,
+}
+
+
+async def handle_command(cmd: Command) -> None:
+    await HANDLERS[type(cmd)](cmd)
+
+
+async def consume(value: bytes | None, partition: int, offset: int) -> None:
+    """Parse, skip if stale, dispatch."""
+    try:
+        cmd = parse_command(value or b"")
+    except BadRecord as exc:
+        await dead_letter(T.COMMANDS, "command", exc.reason, exc.detail, value, partition, offset)
+        return
+    age = (datetime.now(UTC) - cmd.timestamp).total_seconds()
+    if age > A.settings.kaizen_command_max_age_seconds:
+        # a request for "now": a new consumer group replaying old commands must not re-run them
+        log.warning("stale command skipped", command=cmd.command_id, kind=cmd.kind, age_seconds=round(age))
+        return
+    try:
+        await handle_command(cmd)
+    except Exception as exc:  # noqa: BLE001 - one failing command must not stop the agent
+        log.exception("command failed", command=cmd.command_id, kind=cmd.kind)
+        await dead_letter(T.COMMANDS, "command", f"{cmd.kind} command failed", f"{type(exc).__name__}: {exc}", value,
+                          partition, offset)
 
 
 @A.app.agent(A.commands_topic, name="commands")
 async def commands(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
-        try:
-            cmd = Command.from_bytes(event.value)
-        except ValueError as exc:
-            log.error("invalid command", error=str(exc)[:300])
-            continue
-        age = (datetime.now(UTC) - cmd.timestamp).total_seconds()
-        if age > A.settings.kaizen_command_max_age_seconds:
-            # a request for "now": a new consumer group replaying old commands must not re-run them
-            log.warning("stale command skipped", command=cmd.command_id, kind=cmd.kind, age_seconds=round(age))
-            continue
-        try:
-            await handle_command(cmd)
-        except Exception:  # noqa: BLE001 - one failing command must not stop the agent
-            log.exception("command failed", command=cmd.command_id, kind=cmd.kind)
-
-
-async def handle_command(cmd: Command) -> None:
-    if cmd.kind == "trigger_cycle":
-        await start_cycle(cmd)
-    elif cmd.kind in ("approve", "reject", "defer"):
-        await decide(cmd)
-    elif cmd.kind == "set_flag":
-        await set_flag(cmd)
-    elif cmd.kind == "generate_component":
-        await generate_component(cmd)
+        await consume(event.value, event.message.partition, event.message.offset)
 
 
 @A.app.timer(interval=1.0)
@@ -259,9 +275,7 @@ async def scheduled_cycles() -> None:
         return  # already run, or more than 5 minutes past the slot start (e.g. the worker just started)
     await A.config_topic.send(key=b"cycles/last_scheduled", value=orjson.dumps({"slot": slot_id}))
     ctx.views.config["cycles/last_scheduled"] = {"slot": slot_id}
-    cmd = Command(command_id=f"cmd-scheduled-{slot_id}", kind="trigger_cycle", timestamp=now, actor="scheduler",
-                  roles=["system"], args={"cycle_kind": "scheduled", "analysis_window_hours":
-                                          s.improvement_cycle_interval_hours,
-                                          "max_improvements": s.max_concurrent_improvements})
+    cmd = TriggerCycle(command_id=f"cmd-scheduled-{slot_id}", timestamp=now, actor="scheduler", roles=["system"],
+                       cycle_kind="scheduled", analysis_window_hours=s.improvement_cycle_interval_hours)
     await A.commands_topic.send(key=b"scheduler", value=cmd.to_bytes())
 

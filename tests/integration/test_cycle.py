@@ -18,7 +18,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams import topics as T
-from streams.records import Command, TelemetryInsight
+from streams.commands import parse_command
+from streams.records import TelemetryInsight
 from tests.conftest import Backend
 from tests.kafka_utils import collect, start_kaizen
 
@@ -109,8 +110,10 @@ async def _send(backend: Backend, topic: str, key: str, value: bytes) -> None:
 
 def _cmd(kind: str, actor: str, roles: list[str], tenant: str | None = None, improvement_id: str | None = None,
          **args: Any) -> bytes:
-    return Command(command_id=f"cmd-{uuid.uuid4().hex}", kind=kind, timestamp=datetime.now(UTC),  # type: ignore[arg-type]
-                   actor=actor, roles=roles, tenant_id=tenant, improvement_id=improvement_id, args=args).to_bytes()
+    """A command as any producer writes it: flat JSON, checked against the typed union before sending."""
+    raw = {"command_id": f"cmd-{uuid.uuid4().hex}", "kind": kind, "timestamp": datetime.now(UTC).isoformat(),
+           "actor": actor, "roles": roles, "tenant_id": tenant, "improvement_id": improvement_id, **args}
+    return parse_command(orjson.dumps(raw)).to_bytes()
 
 
 async def _events(backend: Backend, tenant: str, until: Any, timeout: float = 90.0,
@@ -309,7 +312,8 @@ async def test_llm_code_with_eval_fails_validation_and_system_wide_waits_for_app
             held = await _events(backend, sys_a, lambda e: True, timeout=2.0, settle=0.5)
             assert not any(e["status"] in ("deploying", "monitoring") for e in held), "proceeded without approval"
             imp = next(e["improvement_id"] for e in waiting if e["status"] == "awaiting_approval")
-            await _send(backend, T.COMMANDS, imp, _cmd("approve", "root", ["admin"], sys_a, imp, reason="ok"))
+            await _send(backend, T.COMMANDS, imp, _cmd("approve", "root", ["admin"], sys_a, imp, reason="ok",
+                                                         all_tenants=True))
             approved = await _events(backend, sys_a, _has("monitoring"), timeout=40)
         finally:
             worker.stop()

@@ -126,7 +126,7 @@ async def test_demo_follows_the_loop_on_the_broker(backend: Backend) -> None:
 
 async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None:
     from kaizen.demo.workload.steering import Steering
-    from streams.records import Command
+    from streams.commands import Decision, TriggerCycle, parse_command
     from tests.kafka_utils import collect
 
     producer = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
@@ -142,10 +142,11 @@ async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None
         await producer.stop()
     pairs = await collect(backend.kafka_bootstrap, [t.COMMANDS],
                           until=lambda ps: sum(1 for _t, r in ps if r.get("tenant_id") == tenant) >= 2, timeout=20)
-    cmds = [Command.model_validate(r) for _t, r in pairs if r.get("tenant_id") == tenant]
+    cmds = [parse_command(orjson.dumps(r)) for _t, r in pairs if r.get("tenant_id") == tenant]
     trigger, approve = sorted(cmds, key=lambda c: c.kind != "trigger_cycle")
+    assert isinstance(trigger, TriggerCycle) and isinstance(approve, Decision)
     assert trigger.kind == "trigger_cycle" and trigger.actor == "demo-operator"
-    assert trigger.args == {"analysis_window_hours": 1, "max_improvements": 1, "cycle_kind": "manual",
-                            "component": "billing", "problem_type": "database_connection"}
+    assert (trigger.analysis_window_hours, trigger.max_improvements, trigger.cycle_kind, trigger.component,
+            trigger.problem_type) == (1, 1, "manual", "billing", "database_connection")
     assert approve.kind == "approve" and approve.actor == "demo-approver" != trigger.actor
     assert approve.improvement_id == "imp-x" and approve.roles == ["approver"]

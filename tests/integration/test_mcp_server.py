@@ -265,8 +265,9 @@ async def test_trigger_cycle_publishes_command_and_returns_first_events(server: 
     cmds = {c["command_id"]: c for c in await read_topic(backend.kafka_bootstrap, t.COMMANDS)}
     cmd = cmds[accepted["command_id"]]
     assert cmd["kind"] == "trigger_cycle" and cmd["actor"] == "alice"
-    assert cmd["args"] == {"analysis_window_hours": 6, "max_improvements": 3, "cycle_id": accepted["cycle_id"],
-                           "cycle_kind": "manual"}
+    assert {k: cmd[k] for k in ("analysis_window_hours", "max_improvements", "cycle_id", "cycle_kind")} == {
+        "analysis_window_hours": 6, "max_improvements": 3, "cycle_id": accepted["cycle_id"], "cycle_kind": "manual"}
+    assert "args" not in cmd  # the typed, flat wire form (streams/commands.py)
     with pytest.raises(ToolError, match="needs role operator"):  # a reader cannot start cycles
         await call(server, READER, "trigger_improvement_cycle", {"tenant_id": TA})
 
@@ -280,7 +281,7 @@ async def test_trigger_cycle_publishes_command_and_returns_first_events(server: 
                 if c["kind"] == "trigger_cycle" and c["actor"] == "admin":
                     ev = ImprovementEvent(event_id=f"{c['command_id']}-1", improvement_id=f"imp-new-{RUN}",
                                           status="pending", timestamp=datetime.now(UTC), tenant_id=TA,
-                                          cycle_id=c["args"]["cycle_id"])
+                                          cycle_id=c["cycle_id"])
                     await produce(backend.kafka_bootstrap, [(t.IMPROVEMENT_EVENTS, ev.improvement_id, ev.to_bytes())])
                     return
         finally:

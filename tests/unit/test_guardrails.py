@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.improvement.logic.guardrails import AutonomyGuardrails, can_decide, decide, should_revert
+from agents.improvement.logic.guardrails import AutonomyGuardrails, decide, should_revert
 from agents.improvement.logic.playbooks import ParameterChange, Plan
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -70,14 +70,6 @@ def test_denied_out_of_bounds_or_empty() -> None:
     assert decide(bad, "tenant", HEALTHY, None, ON, NOW).status == "denied"
     assert decide(_plan(changes=[]), "tenant", HEALTHY, None, ON, NOW).status == "denied"
     assert decide(_plan(tenant_id=""), "tenant", HEALTHY, None, ON, NOW).status == "denied"
-
-
-def test_can_decide() -> None:
-    assert can_decide("alice", ["approver"], requested_by="bob")
-    assert can_decide("root", ["admin"], requested_by="bob")
-    assert not can_decide("bob", ["approver", "admin"], requested_by="bob")
-    assert not can_decide("carol", ["viewer"], requested_by="bob")
-    assert not can_decide("", ["admin"], requested_by="bob")
 
 
 def test_should_revert() -> None:

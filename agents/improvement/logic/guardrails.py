@@ -1,8 +1,8 @@
-"""Autonomy guardrails (roadmap seed 2c.1) and approval decisions: who may approve, what auto-approves."""
+"""Autonomy guardrails: what auto-approves; who may decide is streams/decisions.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -10,7 +10,6 @@ from typing import Literal
 from agents.improvement.logic.playbooks import Plan, within_bounds
 
 ApprovalStatus = Literal["auto_approved", "approval_required", "denied"]
-APPROVER_ROLES = frozenset({"approver", "admin"})
 NEW_SKILL_CHANGE_TYPES = frozenset({"code", "new_skill", "component"})
 
 
@@ -99,11 +98,6 @@ def decide(
     if reasons:
         return ApprovalDecision("approval_required", reasons)
     return ApprovalDecision("auto_approved", ["tenant-scoped, within bounds and all guardrails"])
-
-
-def can_decide(principal_id: str, roles: Iterable[str], requested_by: str) -> bool:
-    """Only an approver (or admin) may approve/reject/defer, and never the requester of the change."""
-    return bool(principal_id) and principal_id != requested_by and bool(APPROVER_ROLES & set(roles))
 
 
 def should_revert(consecutive_failures: int, guardrails: AutonomyGuardrails | None = None) -> bool:

@@ -12,7 +12,8 @@ from aiokafka import AIOKafkaProducer
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
-from streams.records import Command, utcnow
+from streams.commands import Decision, TriggerCycle
+from streams.records import utcnow
 from streams.topics import COMMANDS
 
 log = structlog.get_logger(__name__)
@@ -60,12 +61,9 @@ class Steering:
         data = result.structured_content or {}
         return dict(data)
 
-    async def _command(self, kind: str, actor: str, roles: list[str], tenant: str | None,
-                       improvement_id: str | None, args: dict[str, Any]) -> str:
-        cmd = Command(command_id=f"demo-{uuid.uuid4().hex[:12]}", kind=kind, timestamp=utcnow(),  # type: ignore[arg-type]
-                      actor=actor, roles=roles, tenant_id=tenant, improvement_id=improvement_id, args=args)
-        key = (improvement_id or tenant or "").encode()
-        await self.producer.send_and_wait(COMMANDS, key=key, value=cmd.to_bytes())
+    async def _command(self, cmd: TriggerCycle | Decision) -> str:
+        key = (cmd.improvement_id if isinstance(cmd, Decision) else cmd.tenant_id) or ""
+        await self.producer.send_and_wait(COMMANDS, key=key.encode(), value=cmd.to_bytes())
         return cmd.command_id
 
     async def trigger(self, tenant: str, component: str | None = None, problem_type: str | None = None) -> str:
@@ -81,9 +79,10 @@ class Steering:
                 return f"MCP trigger_improvement_cycle: {res.get('status', '?')} ({res.get('cycle_id', '')}){shown}"
             except (ToolError, httpx.HTTPError, OSError, RuntimeError) as exc:
                 log.warning("MCP trigger failed; using the commands topic", error=str(exc)[:200])
-        cid = await self._command("trigger_cycle", self.operator, ["operator"], tenant, None,
-                                  {"analysis_window_hours": 1, "max_improvements": 1, "cycle_kind": "manual",
-                                   **focus})
+        cid = await self._command(TriggerCycle(
+            command_id=f"demo-{uuid.uuid4().hex[:12]}", timestamp=utcnow(), actor=self.operator, roles=["operator"],
+            tenant_id=tenant, analysis_window_hours=1, max_improvements=1, component=component if focus else None,
+            problem_type=problem_type if focus else None))
         return f"command trigger_cycle {cid}{shown}"
 
     async def approve(self, improvement_id: str, tenant: str, reason: str) -> str:
@@ -100,5 +99,7 @@ class Steering:
                 except (httpx.HTTPError, OSError, RuntimeError) as exc:
                     log.warning("MCP approve failed; using the commands topic", error=str(exc)[:200])
                     break
-        await self._command("approve", self.approver, ["approver"], tenant, improvement_id, {"reason": reason})
+        await self._command(Decision(command_id=f"demo-{uuid.uuid4().hex[:12]}", kind="approve", timestamp=utcnow(),
+                                     actor=self.approver, roles=["approver"], tenant_id=tenant,
+                                     improvement_id=improvement_id, reason=reason))
         return f"{self.approver} via command"
