@@ -10,7 +10,9 @@ different point (tests/unit/test_metric_codec.py checks both on generated record
 
 A lean point is the model's fields with the timestamp as epoch seconds, plus the derived `series`
 and `component` — what the clean topic carries and what scoring, the metrics tap and the healing
-triggers read without parsing again.
+triggers read without parsing again. Its value and unit are canonical (streams/units.py: ratios in
+Percent), so every consumer reads Percent and fraction producers alike; the event id is computed
+from the value as it was sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.records import MetricDataPoint, metric_component, metric_event_id, metric_series_key
+from streams.units import canonical
 
 LeanPoint = dict[str, Any]
 
@@ -78,15 +81,18 @@ def lean_metric(item: Any) -> LeanPoint | None:
     else:
         dims = {}
     series = metric_series_key(tenant, namespace, name, statistic, dims)
+    event_id = event_id or metric_event_id(series, ts, value)
+    value, unit = canonical(name, value, unit)
     return {"metric_name": name, "value": value, "unit": unit, "dimensions": dims, "timestamp": ts,
             "tenant_id": tenant, "namespace": namespace, "statistic": statistic,
-            "event_id": event_id or metric_event_id(series, ts, value), "series": series,
+            "event_id": event_id, "series": series,
             "component": metric_component(dims, namespace, name)}
 
 
 def lean_from_model(p: MetricDataPoint) -> LeanPoint:
     """The lean point of a validated model (the slow path gives the same dict as the fast one)."""
-    return {"metric_name": p.metric_name, "value": p.value, "unit": p.unit, "dimensions": p.dimensions,
+    value, unit = canonical(p.metric_name, p.value, p.unit)
+    return {"metric_name": p.metric_name, "value": value, "unit": unit, "dimensions": p.dimensions,
             "timestamp": p.timestamp.timestamp(), "tenant_id": p.tenant_id, "namespace": p.namespace,
             "statistic": p.statistic, "event_id": p.event_id, "series": p.series_key(),
             "component": p.component()}

@@ -45,6 +45,7 @@ class Sample(NamedTuple):
     metric_name: str
     value: float
     variant: str | None
+    unit: str = "None"  # canonical (streams/units.py): the verdicts read ratios through it
 
 
 def needles(keys: set[Key]) -> tuple[bytes, ...]:
@@ -70,7 +71,8 @@ def samples_of(value: bytes, keys: set[Key] | None, filters: tuple[bytes, ...] =
         k = (p["tenant_id"], p["component"])
         if keys is not None and k not in keys:
             continue
-        yield k, float(p["timestamp"]), Sample(p["metric_name"], float(p["value"]), p["dimensions"].get("variant"))
+        yield k, float(p["timestamp"]), Sample(p["metric_name"], float(p["value"]), p["dimensions"].get("variant"),
+                                               str(p.get("unit", "None")))
 
 
 async def read_back(bootstrap: str, until: dict[TopicPartition, int], since_ms: int,

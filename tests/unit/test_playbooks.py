@@ -87,3 +87,17 @@ def test_never_outside_bounds_and_deterministic(ptype: str, values: dict[str, An
     a, b = plan(_opp(ptype), dict(values)), plan(_opp(ptype), dict(values))
     assert within_bounds(a) == []
     assert a.as_dict() == b.as_dict()
+
+
+def test_old_value_is_what_the_target_holds_or_absent() -> None:
+    from agents.improvement.logic.playbooks import plan as make_plan
+    from streams.records import ImprovementOpportunity
+
+    now = "2026-01-01T00:00:00+00:00"
+    opp = ImprovementOpportunity(opportunity_id="o", title="t", description="d", tenant_id="acme",
+                                 problem_type="latency", first_seen=now, last_seen=now,  # type: ignore[arg-type]
+                                 affected_components=["api"])
+    absent = {c.parameter: c for c in make_plan(opp, {}).changes}
+    assert absent["cache_size"].old is None and absent["cache_size"].new == 2048  # not "1024 -> 2048"
+    held = {c.parameter: c for c in make_plan(opp, {"cache_size": 4096.0}).changes}
+    assert held["cache_size"].old == 4096.0 and held["cache_size"].new == 8192

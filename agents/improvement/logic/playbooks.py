@@ -61,7 +61,7 @@ class Playbook:
 @dataclass(frozen=True)
 class ParameterChange:
     parameter: str
-    old: Value | None
+    old: Value | None  # the value read from the actuator when planning; None: absent
     new: Value
     bounds: tuple[float, float] | None  # None for flags
 
@@ -205,8 +205,10 @@ def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], compone
         old_value = _numeric(current, spec)
         new_value = _step(spec, old_value, action.direction, action.steps)
         if new_value != old_value:
-            old = current.get(spec.name)
-            changes.append(ParameterChange(spec.name, old if old is not None else spec.default, new_value,
+            # "old" is what the target holds (read from the actuator), None when it holds nothing: the
+            # service then runs on its own default, which kaizen does not know; the step starts from
+            # the playbook's default
+            changes.append(ParameterChange(spec.name, current.get(spec.name), new_value,
                                            (spec.minimum, spec.maximum)))
     change_type = "configuration"
     failing = str(opportunity.proposed_changes.get("failing_target", ""))

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from streams.records import CycleReport, ImprovementExecution
+from streams.units import canonical, fraction
 
 Decision = Literal["keep", "rollback", "inconclusive", "continue"]
 
@@ -19,7 +20,8 @@ THROUGHPUT_METRICS = frozenset({"RequestCount", "Invocations", "Throughput", "th
 
 
 class NamedValue(Protocol):
-    """What a window needs of a point: a MetricDataPoint, or a sample of the workers' metrics tap."""
+    """What a window needs of a point: a MetricDataPoint, or a sample of the workers' metrics tap
+    (either may also have a `unit`; without one a value is read as unit-less)."""
 
     @property
     def metric_name(self) -> str: ...
@@ -30,7 +32,8 @@ class NamedValue(Protocol):
 
 @dataclass
 class MetricWindow:
-    """Samples of one component in one time window: latencies (ms), error rates (0..1), throughputs."""
+    """Samples of one component in one time window: latencies (ms), error rates (fractions 0..1, whatever
+    unit the point came in: see streams/units.py), throughputs."""
 
     latency: list[float] = field(default_factory=list)
     error_rate: list[float] = field(default_factory=list)
@@ -41,7 +44,8 @@ class MetricWindow:
         if point.metric_name in LATENCY_METRICS:
             self.latency.append(point.value)
         elif point.metric_name in ERROR_RATE_METRICS:
-            self.error_rate.append(point.value)
+            self.error_rate.append(fraction(*canonical(point.metric_name, point.value,
+                                                       str(getattr(point, "unit", "None")))))
         elif point.metric_name in THROUGHPUT_METRICS:
             self.throughput.append(point.value)
         else:
