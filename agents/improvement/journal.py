@@ -41,9 +41,15 @@ class AppliedJournal:
     def append(self, op: str, change: AppliedChange, tenant_id: str = "", **extra: Any) -> None:
         line = {"op": op, "at": time.time(), "tenant_id": tenant_id, **change.as_dict(), **extra}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = orjson.dumps(line) + b"\n"
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data  # a line torn by a crash mid-write must not swallow this one
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, orjson.dumps(line) + b"\n")
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
