@@ -5,16 +5,33 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from connectors.actuators.base import encode_value
-from kaizen.demo.workload.service import DEFAULT_PARAMETERS, SimulatedService, Tick, Value
+from kaizen.demo.workload.service import DEFAULT_PARAMETERS, Tick, Value
 
 LOG_GROUP_PREFIX = "/kaizen/demo"
 SSM_PREFIX = "/kaizen"
 CANARY_SEGMENT = "canary"
+
+
+class _Named(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def component(self) -> str: ...
+
+
+class ReportedService(Protocol):
+    """What the reporter needs of a service: its tenant/component, and where to put the parameters it reads."""
+
+    @property
+    def profile(self) -> _Named: ...
+
+    def configure(self, parameters: dict[str, Value], canary: dict[str, Value]) -> None: ...
 
 
 def parse_value(raw: str) -> Value | None:
@@ -54,10 +71,12 @@ class ServiceReporter:
     Every boto3 call runs in a worker thread (asyncio.to_thread): the event loop never blocks.
     """
 
-    def __init__(self, service: SimulatedService, cloudwatch: Any, logs: Any, ssm: Any, *, namespace: str,
+    def __init__(self, service: ReportedService, cloudwatch: Any, logs: Any, ssm: Any, *, namespace: str,
                  tenant_dimension: str = "tenant_id", log_group_prefix: str = LOG_GROUP_PREFIX,
-                 ssm_prefix: str = SSM_PREFIX, instance: str = "i-1") -> None:
+                 ssm_prefix: str = SSM_PREFIX, instance: str = "i-1",
+                 parameters: dict[str, Value] | None = None) -> None:
         self.service = service
+        self.parameters = dict(DEFAULT_PARAMETERS if parameters is None else parameters)
         self.cloudwatch, self.logs, self.ssm = cloudwatch, logs, ssm
         self.namespace = namespace
         p = service.profile
@@ -66,6 +85,7 @@ class ServiceReporter:
         self.log_stream = f"tenant-{p.tenant_id}/{instance}"
         self.parameter_path = f"{ssm_prefix}/{p.tenant_id}/{p.component}"
         self.alarm_name: str | None = None
+        self.alarm_metric = "Latency"
         self.alarm_threshold = 0.0
         self.alarm_periods = 3
         self.alarm_state = "OK"
@@ -88,7 +108,7 @@ class ServiceReporter:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
                     raise
-        for name, value in DEFAULT_PARAMETERS.items():
+        for name, value in self.parameters.items():
             try:
                 await self._call(self.ssm, "put_parameter", Name=f"{self.parameter_path}/{name}", Type="String",
                                  Value=encode_value(value), Overwrite=False,
@@ -100,6 +120,7 @@ class ServiceReporter:
     async def put_alarm(self, name: str, metric_name: str, threshold: float, periods: int = 3) -> None:
         """A critical alarm on the service's metric (severity tag + 'critical' in its name)."""
         self.alarm_name, self.alarm_threshold, self.alarm_periods = name, threshold, periods
+        self.alarm_metric = metric_name
         self.alarm_state = "OK"
         await self._call(
             self.cloudwatch, "put_metric_alarm", AlarmName=name, MetricName=metric_name, Namespace=self.namespace,
@@ -133,7 +154,8 @@ class ServiceReporter:
                 "Minimum": lat * 0.25, "Maximum": tick.latency_max_ms}},
             {**base, "MetricName": "ErrorRate", "Unit": "Percent", "Value": tick.error_rate_pct},
             {**base, "MetricName": "RequestCount", "Unit": "Count", "Value": float(tick.requests)},
-            {**base, "MetricName": "CacheHitRate", "Unit": "Percent", "Value": tick.cache_hit_rate_pct},
+            *([] if tick.cache_hit_rate_pct is None else [
+                {**base, "MetricName": "CacheHitRate", "Unit": "Percent", "Value": tick.cache_hit_rate_pct}]),
             {**base, "MetricName": "ActiveUsers", "Unit": "Count", "Value": tick.active_users},
             *self._canary_data(tick),
         ]
@@ -161,7 +183,7 @@ class ServiceReporter:
             ms = int(tick.timestamp.timestamp() * 1000)
             await self._call(self.logs, "put_log_events", logGroupName=self.log_group, logStreamName=self.log_stream,
                              logEvents=[{"timestamp": ms, "message": line.message} for line in tick.logs])
-        await self.evaluate_alarm(tick.latency_ms)
+        await self.evaluate_alarm(tick.error_rate_pct if self.alarm_metric == "ErrorRate" else tick.latency_ms)
 
     async def evaluate_alarm(self, value: float) -> str | None:
         """Alarm evaluation as CloudWatch does it (N periods breaching → ALARM, N clear → OK); moto does

@@ -85,7 +85,7 @@ class Tick:
     latency_ms: float  # average
     latency_max_ms: float
     error_rate_pct: float  # Percent (0..100)
-    cache_hit_rate_pct: float  # Percent (0..100)
+    cache_hit_rate_pct: float | None  # Percent (0..100); None: the service has no cache
     active_users: float
     canary_share: float
     canary_latency_ms: float | None = None  # the canary share of traffic, measured on its own

@@ -1,0 +1,335 @@
+"""Runs cases side by side through the real loop: workload to moto, follow the topics, play operator and approver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.opportunities.logic.impact import sort_key
+from kaizen.demo.workload.reporter import ServiceReporter
+from kaizen.lab.model import metric_of
+from kaizen.lab.schema import Case, Knob
+from kaizen.lab.scoring import CaseRecord, ImprovementRecord
+from kaizen.lab.sim import CaseSim
+from streams import topics as t
+from streams.commands import Decision, TriggerCycle
+from streams.records import ImprovementOpportunity, utcnow
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
+TERMINAL = {"completed", "rolled_back", "failed", "rejected"}
+OPERATOR, APPROVER = "lab-operator", "lab-approver"
+SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is shared by every case)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class LabTiming:
+    """When the operator acts: first cycle after the onset, pause between cycles, time a cycle needs."""
+
+    first_cycle_after: float = 25.0
+    between_cycles: float = 5.0
+    cycle_needs: float = 75.0  # baseline, canary and full monitoring (demo profile) and margin
+
+
+class _Bound:
+    """One service of a case as the reporter sees it (tenant/component, knobs read from SSM go to the sim)."""
+
+    def __init__(self, sim: CaseSim, tenant_id: str, component: str) -> None:
+        self.sim, self._name = sim, component
+        self.profile = type("P", (), {"tenant_id": tenant_id, "component": component})()
+
+    def configure(self, parameters: dict[str, Any], canary: dict[str, Any]) -> None:
+        self.sim.configure(self._name, parameters, canary)
+
+
+@dataclass
+class LabCase:
+    """One case in the running lab: its simulator, reporters, what was observed, and the operator's state."""
+
+    case: Case
+    sim: CaseSim
+    reporters: dict[str, ServiceReporter]
+    record: CaseRecord
+    onset_at: float = 0.0  # loop time of the onset
+    cycles: int = 0
+    cycle_ids: list[str] = field(default_factory=list)
+    improvements: dict[str, ImprovementRecord] = field(default_factory=dict)
+    opportunities: dict[str, ImprovementOpportunity] = field(default_factory=dict)
+    approved: set[str] = field(default_factory=set)
+    done: bool = False
+
+
+class Lab:
+    """All cases in one stack: one workload loop, one follower, one operator per case."""
+
+    def __init__(self, settings: Settings, cases: list[Case], say: Callable[[str], None],
+                 timing: LabTiming | None = None) -> None:
+        import boto3
+
+        self.settings, self.say = settings, say
+        self.timing = timing or LabTiming()
+        kw: dict[str, Any] = {"region_name": settings.aws_region}
+        if settings.aws_endpoint_url:
+            kw["endpoint_url"] = settings.aws_endpoint_url
+        self.cw, self.logs, self.ssm = (boto3.client(n, **kw) for n in ("cloudwatch", "logs", "ssm"))
+        namespace = settings.cloudwatch_namespace.split(",")[0].strip()
+        self.cases: dict[str, LabCase] = {}
+        self.by_tenant: dict[str, LabCase] = {}
+        for c in cases:
+            sim = CaseSim(c, canary_fraction=settings.canary_fraction)
+            reps = {s.name: ServiceReporter(_Bound(sim, c.tenant_id, s.name), self.cw, self.logs, self.ssm,
+                                            namespace=namespace, tenant_dimension=settings.cloudwatch_tenant_dimension,
+                                            log_group_prefix=f"/kaizen/demo/{c.tenant_id}",
+                                            parameters=dict(s.knobs))
+                    for s in c.services}
+            lc = LabCase(c, sim, reps, CaseRecord(c.name, c.oracle, end=c.observe_seconds))
+            self.cases[c.name] = lc
+            self.by_tenant[c.tenant_id] = lc
+        self.t0 = 0.0
+        self.producer: AIOKafkaProducer | None = None
+        self.workload_errors = 0
+        self.ticks = 0
+
+    def elapsed(self) -> float:
+        return asyncio.get_running_loop().time() - self.t0
+
+    def rel(self, lc: LabCase) -> float:
+        """Seconds since the case's onset."""
+        return self.elapsed() - lc.case.onset
+
+    # --- workload ---------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        for lc in self.cases.values():
+            for s in lc.case.services:
+                rep = lc.reporters[s.name]
+                await rep.setup()
+                for a in s.alarms[:1]:  # the reporter evaluates one alarm per service
+                    await rep.put_alarm(a.name, a.metric, a.threshold, a.periods)
+
+    async def workload(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            ts = now().replace(microsecond=0)
+            t_lab = self.elapsed()
+            read = self.ticks % SSM_EVERY_TICKS == 0
+            results = await asyncio.gather(*(self._tick(lc, ts, t_lab, read) for lc in self.cases.values()),
+                                           return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    if not isinstance(r, Exception):
+                        raise r
+                    self.workload_errors += 1
+                    log.warning("lab tick failed", error=str(r)[:200])
+            self.ticks += 1
+            next_at += 1.0
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _tick(self, lc: LabCase, ts: datetime, t_lab: float, read: bool) -> None:
+        if read:
+            await asyncio.gather(*(r.read_parameters() for r in lc.reporters.values()))
+        ticks = lc.sim.tick(ts, t_lab)
+        data: list[dict[str, Any]] = []
+        rel = t_lab - lc.case.onset
+        for name, (tick, expected) in ticks.items():
+            lc.record.series.setdefault(name, []).append(
+                (round(rel, 2), metric_of(expected, "latency"), metric_of(expected, "error_rate"),
+                 metric_of(expected, "throughput")))
+            data.extend(lc.reporters[name].metric_data(tick))
+        rep0 = next(iter(lc.reporters.values()))
+        for i in range(0, len(data), 500):
+            await rep0._call(self.cw, "put_metric_data", Namespace=rep0.namespace, MetricData=data[i:i + 500])
+        for name, (tick, _e) in ticks.items():
+            rep = lc.reporters[name]
+            if tick.logs:
+                ms = int(tick.timestamp.timestamp() * 1000)
+                await rep._call(self.logs, "put_log_events", logGroupName=rep.log_group, logStreamName=rep.log_stream,
+                                logEvents=[{"timestamp": ms, "message": line.message} for line in tick.logs])
+            if rep.alarm_name:
+                await rep.evaluate_alarm(tick.error_rate_pct if rep.alarm_metric == "ErrorRate" else tick.latency_ms)
+
+    # --- following the loop -----------------------------------------------------------------------
+    async def follow(self) -> None:
+        consumer = AIOKafkaConsumer(*TRACKED, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                for tp, msgs in batches.items():
+                    for m in msgs:
+                        if m.value is not None:
+                            self.observe(tp.topic, m.value)
+        finally:
+            await consumer.stop()
+
+    def observe(self, topic: str, value: bytes) -> None:
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        lc = self.by_tenant.get(str(data.get("tenant_id", "")))
+        if lc is None:
+            return
+        rel = round(self.rel(lc), 1)
+        if topic == t.INSIGHTS and data.get("insight_type") != "improvement_outcome":
+            comp = str(data.get("affected_component", ""))
+            lc.record.insights.append((rel, comp, str(data.get("problem_type") or data.get("insight_type"))))
+            if rel >= 0 and len([i for i in lc.record.insights if i[0] >= 0]) == 1:
+                self.say(f"{lc.case.name} +{rel:.0f}s first insight on {comp}: {data.get('insight_type')} "
+                         f"{str(data.get('description', ''))[:70]}")
+        elif topic == t.OPPORTUNITIES:
+            try:
+                opp = ImprovementOpportunity.model_validate(data)
+            except ValueError:
+                return
+            lc.opportunities[opp.opportunity_id] = opp
+        elif topic == t.IMPROVEMENT_EVENTS:
+            self._improvement(lc, data, rel)
+
+    def _improvement(self, lc: LabCase, data: dict[str, Any], rel: float) -> None:
+        iid = str(data.get("improvement_id", ""))
+        status = str(data.get("status", ""))
+        body = data.get("data") or {}
+        imp = lc.improvements.get(iid)
+        if imp is None:
+            opp = body.get("opportunity") or {}
+            comps = opp.get("affected_components") or ["?"]
+            imp = ImprovementRecord(iid, str(comps[0]), str(opp.get("problem_type", "?")), rel, status)
+            lc.improvements[iid] = imp
+            lc.record.improvements.append(imp)
+            self.say(f"{lc.case.name} +{rel:.0f}s improvement {iid} on {imp.component} ({imp.problem_type})")
+        imp.status = status
+        if status == "validating" and isinstance(body.get("plan"), dict):
+            imp.changes = [c for c in body["plan"].get("changes", []) if isinstance(c, dict)]
+        if status == "awaiting_approval" and iid not in lc.approved:
+            lc.approved.add(iid)
+            asyncio.get_running_loop().create_task(self._approve(lc, iid))
+        if status in ("completed", "rolled_back", "failed"):
+            imp.verdict_at = rel
+            if status == "completed":
+                self._counterfactual(lc, imp)
+            plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in imp.changes)
+            self.say(f"{lc.case.name} +{rel:.0f}s {iid} {status} [{plan}] {str(data.get('reason', ''))[:80]}")
+
+    def _counterfactual(self, lc: LabCase, imp: ImprovementRecord) -> None:
+        """The component's expected metrics now, with the kept change and without it."""
+        new: dict[str, Knob] = {}
+        old: dict[str, Knob] = {}
+        for c in imp.changes:
+            p = str(c.get("parameter"))
+            if isinstance(c.get("new"), bool | int | float):
+                new[p] = c["new"]
+            if isinstance(c.get("old"), bool | int | float):
+                old[p] = c["old"]
+        if imp.component not in lc.sim.knobs:
+            return
+        t_lab = self.elapsed()
+        with_change = lc.sim.outcomes(t_lab, {imp.component: new})[imp.component][0]
+        without = lc.sim.outcomes(t_lab, {imp.component: old})[imp.component][0]
+        imp.with_change = {m: round(metric_of(with_change, m), 4) for m in ("latency", "error_rate", "throughput")}
+        imp.without_change = {m: round(metric_of(without, m), 4) for m in ("latency", "error_rate", "throughput")}
+
+    # --- the operator and the approver -----------------------------------------------------------
+    async def _send(self, cmd: TriggerCycle | Decision) -> None:
+        assert self.producer is not None
+        key = (cmd.improvement_id if isinstance(cmd, Decision) else cmd.tenant_id) or ""
+        await self.producer.send_and_wait(t.COMMANDS, key=key.encode(), value=cmd.to_bytes())
+
+    async def _approve(self, lc: LabCase, iid: str) -> None:
+        await self._send(Decision(command_id=f"lab-{uuid.uuid4().hex[:12]}", kind="approve", timestamp=utcnow(),
+                                  actor=APPROVER, roles=["approver"], tenant_id=lc.case.tenant_id,
+                                  improvement_id=iid, reason="lab: every change is approved; monitoring judges it"))
+
+    def top_opportunity(self, lc: LabCase) -> ImprovementOpportunity | None:
+        opps = [o for o in lc.opportunities.values() if o.status == "open"]
+        return sorted(opps, key=sort_key)[0] if opps else None
+
+    async def operate(self, lc: LabCase) -> None:
+        """Like a scheduler: a cycle for the tenant after the onset, then again whenever the last one ended."""
+        c, tm = lc.case, self.timing
+        await asyncio.sleep(max(0.0, c.onset - self.elapsed()))
+        if c.fault is not None:
+            self.say(f"{c.name} fault injected on {c.fault.service}: {c.fault.kind} {c.fault.label}".rstrip())
+        await asyncio.sleep(max(0.0, c.onset + tm.first_cycle_after - self.elapsed()))
+        top = self.top_opportunity(lc)
+        while top is None and self.rel(lc) < c.observe_seconds - tm.cycle_needs:
+            await asyncio.sleep(1.0)
+            if not c.oracle.fault:
+                break  # a control's cycle runs on time, opportunity or not
+            top = self.top_opportunity(lc)
+        if top is not None:
+            lc.record.top_component = top.affected_components[0] if top.affected_components else None
+            lc.record.top_problem = top.problem_type
+        while self.rel(lc) < c.observe_seconds - tm.cycle_needs:
+            lc.cycles += 1
+            cid = f"cycle-lab-{c.tenant_id}-{lc.cycles}-{uuid.uuid4().hex[:6]}"
+            lc.cycle_ids.append(cid)
+            known = set(lc.improvements)
+            await self._send(TriggerCycle(command_id=f"lab-{uuid.uuid4().hex[:12]}", timestamp=utcnow(),
+                                          actor=OPERATOR, roles=["operator"], tenant_id=c.tenant_id, cycle_id=cid,
+                                          analysis_window_hours=1, max_improvements=1))
+            started = await self._wait(lambda k=known: set(lc.improvements) - k, 20.0)  # type: ignore[misc]
+            if started:
+                new = next(iter(set(lc.improvements) - known))
+                await self._wait(lambda n=new: lc.improvements[n].status in TERMINAL,  # type: ignore[misc]
+                                 max(10.0, c.observe_seconds - self.rel(lc)))
+            await asyncio.sleep(tm.between_cycles if started else 15.0)
+        await asyncio.sleep(max(0.0, c.observe_seconds - self.rel(lc)))
+        lc.done = True
+
+    async def _wait(self, ready: Callable[[], Any], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ready():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+
+    async def run(self, progress: Callable[[Lab], None] | None = None) -> list[CaseRecord]:
+        """Set up, run every case to the end of its observation, return the records."""
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks=1)
+        await self.producer.start()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await self.setup()
+            self.t0 = asyncio.get_running_loop().time()
+            tasks = [asyncio.create_task(self.workload(), name="workload"),
+                     asyncio.create_task(self.follow(), name="follow")]
+            ops = [asyncio.create_task(self.operate(lc), name=lc.case.name) for lc in self.cases.values()]
+            tasks += ops
+            last = 0.0
+            while not all(o.done() for o in ops):
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if progress is not None and self.elapsed() - last >= 15.0:
+                    last = self.elapsed()
+                    progress(self)
+                await asyncio.sleep(0.5)
+            for lc in self.cases.values():
+                lc.record.end = min(lc.record.end, self.rel(lc))
+            return [lc.record for lc in self.cases.values()]
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await self.producer.stop()
