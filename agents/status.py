@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from agents.events import agent as events
+from agents.healing.executions import record_poll
 from agents.improvement import agent as improvements
 from agents.improvement import cycle
 from agents.ingest import agent as dedup
@@ -79,4 +80,5 @@ async def leader_connectors() -> None:
         publisher = TelemetryPublisher(runtime.bootstrap)
         await publisher.start()
         runner = _connector["runner"] = ConnectorRunner(A.settings, publisher, lambda: aws_clients(A.settings))
+        runner.on_poll = record_poll  # each poll is an execution of kaizen (docs/healing.md)
     await runner.poll_once()

@@ -7,14 +7,20 @@ import contextlib
 import os
 import signal
 import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
+from agents.healing.logic.execution_observer import kaizen_execution
 from connectors.cloudwatch.runner import ConnectorRunner
 from connectors.cloudwatch.status import aws_clients, connector_status
 from connectors.publisher import TelemetryPublisher
 from streams import topics as T
+from streams.records import utcnow
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -34,6 +40,19 @@ async def _heartbeat(runner: ConnectorRunner, bootstrap: str, process_id: str, s
         await producer.stop()
 
 
+def _poll_recorder(producer: AIOKafkaProducer) -> Callable[[str, datetime, bool, int, str | None],
+                                                           Awaitable[None]]:
+    """Each source poll as ExecutionMetrics on telemetry.executions (kaizen's own work, docs/healing.md)."""
+    async def on_poll(source: str, started: datetime, ok: bool, records: int, error: str | None) -> None:
+        em = kaizen_execution(f"connector:{source}", started, utcnow(), ok, execution_id=f"kz-{uuid.uuid4().hex[:16]}",
+                              error=error)
+        try:
+            await producer.send(T.EXECUTIONS, em.to_json().encode(), key=f"{em.tenant_id}|{em.skill_name}".encode())
+        except KafkaError as exc:
+            log.warning("connector poll not recorded", source=source, error=str(exc))
+    return on_poll
+
+
 async def run_connectors(settings: Settings, once: bool = False) -> None:
     """Poll every source at CLOUDWATCH_STREAM_INTERVAL_SECONDS until SIGINT/SIGTERM (or once)."""
     assert settings.kafka_bootstrap_servers
@@ -43,6 +62,9 @@ async def run_connectors(settings: Settings, once: bool = False) -> None:
     publisher = TelemetryPublisher(settings.kafka_bootstrap_servers)
     await publisher.start()
     runner = ConnectorRunner(settings, publisher, lambda: aws_clients(settings))
+    executions = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await executions.start()
+    runner.on_poll = _poll_recorder(executions)
     process_id = f"connect-{socket.gethostname()}-{os.getpid()}"
     stop = asyncio.Event()
     try:
@@ -60,4 +82,5 @@ async def run_connectors(settings: Settings, once: bool = False) -> None:
         stop.set()
         await beat
     finally:
+        await executions.stop()
         await publisher.stop()

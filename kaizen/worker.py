@@ -23,6 +23,8 @@ AGENT_MODULES: tuple[str, ...] = (
     "agents.events.agent",
     "agents.improvement.cycle",
     "agents.improvement.agent",
+    "agents.healing.agent",
+    "agents.healing.executions",
     "agents.status",
 )
 

@@ -41,6 +41,8 @@ STATUS = "status"
 CONFIG = "config.changes"
 REGISTRY = "agents.registry"
 HEALING = "healing.history"
+HEALING_OBSERVATIONS = "healing.observations"  # what the triggers evaluate, keyed so one worker owns a component
+EXECUTIONS = "telemetry.executions"  # ExecutionMetrics of monitored skills and of kaizen's own work
 PATTERNS = "patterns.state"
 SERIES = "series.scores"
 OPPORTUNITY_INPUTS = "opportunities.inputs"  # users per hour and learned outcomes, to every partition
@@ -67,7 +69,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(STATUS, "process_id", r.StatusReport, compacted=True, config=_COMPACT),
     TopicSpec(CONFIG, "tenant_id/parameter", None, compacted=True, config=_COMPACT),
     TopicSpec(REGISTRY, "agent_id", None, compacted=True, config=_COMPACT),
-    TopicSpec(HEALING, "trigger name", None, config=_RETENTION),
+    TopicSpec(HEALING, "firing_id", None, config=_RETENTION),
+    # values: agents/healing/logic/healing.py Observation and agents/healing/logic/execution_metrics.py
+    # ExecutionMetrics (JSON); both keyed tenant_id|component so cooldowns have one owner (docs/healing.md)
+    TopicSpec(HEALING_OBSERVATIONS, "tenant_id|component", None, config=_RETENTION),
+    TopicSpec(EXECUTIONS, "tenant_id|skill_name", None, config=_RETENTION),
     TopicSpec(PATTERNS, "pattern_id", None, compacted=True, config=_COMPACT),
     TopicSpec(SERIES, "series key", None, compacted=True, config=_COMPACT),
     # sent to every partition (what it carries concerns opportunities of any problem family)

@@ -1,4 +1,4 @@
-"""Append-only JSONL logs that never block or raise into the caller: execution metrics and healing history."""
+"""Healing history on the `healing.history` topic (the group's one history) and its JSONL export; execution-metrics JSONL."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from agents.healing.logic.effects import Effect
 from agents.healing.logic.execution_metrics import ExecutionMetrics
 from agents.healing.logic.healing import ActionPlan, HealingConfig, HealingRecord, TriggerFiring
+from streams import topics as T
 
 __all__ = [
     "HEALING_CONFIG_ENV",
     "HealingHistory",
     "append_jsonl",
+    "history_lines",
+    "read_history_topic",
+    "read_topic_values",
     "log_execution_metrics",
     "log_execution_metrics_async",
     "load_healing_config",
@@ -155,3 +161,77 @@ class HealingHistory:
 
 def _detail(model: BaseModel) -> dict[str, object]:
     return model.model_dump(mode="json", exclude={"timestamp", "component", "tenant_id"})
+
+
+def _records(firings: Iterable[TriggerFiring], plans: Iterable[ActionPlan],
+             effects: Iterable[Effect]) -> list[HealingRecord]:
+    recs = [HealingRecord(kind="trigger", timestamp=f.timestamp, name=f.trigger, component=f.component,
+                          tenant_id=f.tenant_id, detail=_detail(f)) for f in firings]
+    recs += [HealingRecord(kind="action", timestamp=a.timestamp, name=a.action, component=a.component,
+                           tenant_id=a.tenant_id, detail=_detail(a)) for a in plans]
+    for e in effects:
+        line = e.history_record()
+        recs.append(HealingRecord(kind="effect", timestamp=e.timestamp, name=e.action, component=e.component,
+                                  tenant_id=e.tenant_id, detail={k: v for k, v in line.items() if k not in
+                                                                 ("kind", "timestamp", "name", "component",
+                                                                  "tenant_id")}))
+    return recs
+
+
+def history_lines(firings: Iterable[TriggerFiring], plans: Iterable[ActionPlan], effects: Iterable[Effect],
+                  recorded_at: datetime) -> list[tuple[bytes, bytes]]:
+    """(key, value) messages for `healing.history`: HealingRecord fields plus firing_id and recorded_at at the
+    top, keyed by firing id (a firing, its actions and effects read back together)."""
+    out: list[tuple[bytes, bytes]] = []
+    for rec in _records(firings, plans, effects):
+        fid = str(rec.detail.get("firing_id", ""))
+        value = {**rec.model_dump(mode="json"), "firing_id": fid, "recorded_at": recorded_at.isoformat()}
+        out.append((fid.encode(), orjson.dumps(value)))
+    return out
+
+
+async def read_topic_values(bootstrap: str, topic: str, empty_polls: int = 2, timeout: float = 30.0) -> list[bytes]:
+    """Every value of a topic (all partitions), read until polls come back empty — not up to the end
+    offsets, which Tansu reports wrong. A missing topic reads as empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            return out
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        empty = 0
+        deadline = asyncio.get_running_loop().time() + timeout
+        while empty < empty_polls and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+            if not batch:
+                empty += 1
+                continue
+            empty = 0
+            out.extend(m.value for msgs in batch.values() for m in msgs if m.value is not None)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def read_history_topic(bootstrap: str, topic: str = T.HEALING) -> list[HealingRecord]:
+    """The group's healing history (every worker's firings, actions and effects), oldest first; a firing
+    before its actions and effects. Invalid records are reported on stderr and skipped."""
+    out: list[HealingRecord] = []
+    for value in await read_topic_values(bootstrap, topic):
+        try:
+            out.append(HealingRecord.model_validate_json(value))
+        except ValidationError:
+            print(f"kaizen: skipping an invalid {topic} record", file=sys.stderr)
+    order = {"trigger": 0, "action": 1, "effect": 2}
+    out.sort(key=lambda r: (r.timestamp, order[r.kind]))
+    return out

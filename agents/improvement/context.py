@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from agents.healing.executions import record_kaizen
 from agents.improvement.generator import CodeGenerator, provider_from_settings
 from agents.improvement.metrics_tap import MetricsTap
 from agents.improvement.steps import StepContext
@@ -82,6 +83,8 @@ async def step_context() -> StepContext:
         bedrock = aws_client("bedrock-runtime") if A.settings.llm_provider == "bedrock" else None
         generator = CodeGenerator(provider_from_settings(A.settings, bedrock_client=bedrock),
                                   max_tokens=A.settings.llm_max_tokens, temperature=A.settings.llm_temperature)
+        generator.policy = lambda: views.config  # LLM token budget / cost cap set on config.changes
+        generator.on_call = record_kaizen  # every completion becomes ExecutionMetrics (docs/healing.md)
         files = GitActuator(await asyncio.to_thread(_git_repo))
         ctx = StepContext(A.settings, views, tap, await _actuator(), files, generator)
         _ctx["c"] = ctx

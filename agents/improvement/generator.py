@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from agents.healing.logic.policies import effective_max_tokens
 from agents.improvement.logic.prompts import (
     DEFAULT_ARCHITECTURE,
     build_component_prompt,
@@ -86,6 +88,10 @@ class CodeGenerator:
         self.temperature = temperature
         self.validator = validator
         self.usage = Usage()
+        # Set by the worker (agents/improvement/context.py): the config view the LLM policies are read from
+        # (token budget, cost cap: docs/healing.md), and where each completion is recorded as an execution.
+        self.policy: Callable[[], Mapping[str, Any]] | None = None
+        self.on_call: Callable[..., Awaitable[None]] | None = None
 
     async def _attempt(self, prompt: str, max_tokens: int, temperature: float) -> LLMResponse:
         self.breaker.before_call()
@@ -112,7 +118,24 @@ class CodeGenerator:
                        temperature: float | None = None) -> LLMResponse:
         """One completion with retries and breaker protection."""
         mt = self.max_tokens if max_tokens is None else max_tokens
+        if self.policy is not None:
+            mt = effective_max_tokens(self.policy(), mt, self.provider.model, datetime.now(UTC))
         temp = self.temperature if temperature is None else temperature
+        if self.on_call is None:
+            return await self._generate(prompt, mt, temp)
+        started, retries = datetime.now(UTC), self.usage.retries
+        try:
+            response = await self._generate(prompt, mt, temp)
+        except LLMError as exc:
+            await self.on_call(f"llm:{self.provider.name}", started, False, model=self.provider.model,
+                               retries=self.usage.retries - retries, error=str(exc)[:300])
+            raise
+        await self.on_call(f"llm:{self.provider.name}", started, True, model=response.model,
+                           tokens_input=response.input_tokens, tokens_output=response.output_tokens,
+                           cost_usd=response.cost_usd, retries=self.usage.retries - retries)
+        return response
+
+    async def _generate(self, prompt: str, mt: int, temp: float) -> LLMResponse:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=wait_exponential(multiplier=self.backoff_base, exp_base=2),

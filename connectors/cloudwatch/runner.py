@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +80,9 @@ class ConnectorRunner:
         self.last_poll: datetime | None = None
         self.last_error: str | None = None
         self.running = False
+        # Called after every source poll with (source name, started, ok, records, error): kaizen records
+        # its own connector polls as execution metrics through it (docs/healing.md).
+        self.on_poll: Callable[[str, datetime, bool, int, str | None], Awaitable[None]] | None = None
 
     # --- one round ------------------------------------------------------------------------------
     async def poll_once(self) -> dict[str, int]:
@@ -106,6 +109,21 @@ class ConnectorRunner:
         return counts
 
     async def _poll_source(self, source: Source, now: datetime) -> int:
+        if self.on_poll is None:
+            return await self._poll_source_once(source, now)
+        started = utcnow()
+        errors = self._source_stats[source.name]["errors"]
+        try:
+            n = await self._poll_source_once(source, now)
+        except Exception as exc:
+            await self.on_poll(source.name, started, False, 0, f"{type(exc).__name__}: {exc}"[:300])
+            raise
+        failed = self._source_stats[source.name]["errors"] > errors
+        await self.on_poll(source.name, started, not failed, n,
+                           self._source_stats[source.name]["last_error"] if failed else None)
+        return n
+
+    async def _poll_source_once(self, source: Source, now: datetime) -> int:
         st = self._source_stats[source.name]
         if self.breakers[source.client_name].is_open():
             st["skipped_breaker_open"] += 1

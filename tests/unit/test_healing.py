@@ -164,7 +164,9 @@ def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_check_dry_run_and_the_topic_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a broker: check --dry-run evaluates a file; history/status/check need the group's topic and say so.
+    (The topic path itself: tests/integration/test_healing.py.)"""
     import json
 
     from typer.testing import CliRunner
@@ -173,6 +175,7 @@ def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from kaizen.healing_cli import app
 
     data = _cli_env(tmp_path, monkeypatch)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     runner = CliRunner()
     try:
         for i in range(30):
@@ -181,25 +184,27 @@ def test_cli_check_history_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 execution_id=f"e{i}", skill_name="deploy", timestamp_start=t, timestamp_end=t,
                 execution_succeeded=True, total_latency_ms=90_000 if i == 29 else 2000, retries=4 if i == 10 else 0,
                 cost_usd=0.01), data / "execution_metrics.jsonl")
-        res = runner.invoke(app, ["check", "--json"])
+        log = str(data / "execution_metrics.jsonl")
+        res = runner.invoke(app, ["check", "--dry-run", "--input", log, "--json"])
         assert res.exit_code == 0, res.output
         out = json.loads(res.output)
-        assert out["executions"] == 30
+        assert out["executions"] == 30 and out["dry_run"] is True
         assert sorted(f["trigger"] for f in out["firings"]) == ["duration_increase", "high_retry_rate", "slow_tasks"]
         assert {a["action"] for a in out["actions"]} >= {"analyze_slow_tasks", "resolve_retry_failures"}
-        again = json.loads(runner.invoke(app, ["check", "--json"]).output)
-        assert again["triggers_fired"] == 0  # already in the history
-        hist = json.loads(runner.invoke(app, ["history", "--json", "--limit", "2"]).output)
-        assert len(hist) == 2 and hist[-1]["kind"] == "action"
-        table = runner.invoke(app, ["history"])
-        assert table.exit_code == 0 and "slow_tasks" in table.output
-        st = runner.invoke(app, ["status", "--health", "--json"])
-        assert st.exit_code == 0 and json.loads(st.output)["healthy"] is True
-        assert json.loads(st.output)["triggers_fired"] == 3
-        for cmd in (["triggers"], ["actions"], ["status"], ["check", "--dry-run"]):
+        assert out["recorded"] == {"trigger": 0, "action": 0, "effect": 0}
+        for cmd in (["history"], ["status"], ["check", "--input", log]):
+            r = runner.invoke(app, cmd)
+            assert r.exit_code == 2 and "KAFKA_BOOTSTRAP_SERVERS is not set" in r.output, (cmd, r.output)
+        for cmd in (["triggers"], ["actions"], ["check", "--dry-run", "--input", log]):
             r = runner.invoke(app, cmd)
             assert r.exit_code == 0, (cmd, r.output)
-        assert "comprehensive_system_analysis" in runner.invoke(app, ["actions", "--json"]).output
+        acts = json.loads(runner.invoke(app, ["actions", "--json"]).output)
+        assert {a["name"]: a["effect"] for a in acts} == {
+            "analyze_slow_tasks": "improvement_cycle", "resolve_retry_failures": "improvement_cycle",
+            "handle_error_spike": "improvement_cycle", "optimize_token_usage": "policy_change",
+            "adjust_cost_policies": "policy_change", "enforce_test_standards": "policy_change",
+            "optimize_task_performance": "improvement_cycle", "comprehensive_system_analysis": "analysis_cycle"}
+        assert {a["role"] for a in acts} == {"chief_architect", "auditor", "test_generator", "planner"}
         assert len(json.loads(runner.invoke(app, ["triggers", "--json"]).output)) == 7
     finally:
         from streams.settings import get_settings
@@ -215,12 +220,12 @@ def test_cli_bad_arguments_say_what_to_fix(tmp_path: Path, monkeypatch: pytest.M
     _cli_env(tmp_path, monkeypatch)
     runner = CliRunner()
     try:
-        r = runner.invoke(app, ["check", "--input", str(tmp_path / "nope.jsonl")])
+        r = runner.invoke(app, ["check", "--dry-run", "--input", str(tmp_path / "nope.jsonl")])
         assert r.exit_code == 2 and "pass --input FILE.jsonl" in r.output
         r = runner.invoke(app, ["history", "--limit", "0"])
         assert r.exit_code == 2 and "--limit" in r.output
         r = runner.invoke(app, ["history", "--kind", "x"])
-        assert r.exit_code == 2 and "must be 'trigger' or 'action'" in r.output
+        assert r.exit_code == 2 and "must be 'trigger', 'action' or 'effect'" in r.output
         bad = tmp_path / "bad.json"
         bad.write_text('{"triggers": {"slow_tasks": {"threshold": "soon"}}}')
         r = runner.invoke(app, ["triggers", "--config", str(bad)])

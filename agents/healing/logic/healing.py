@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -15,6 +15,7 @@ from agents.healing.logic.execution_metrics import Baseline, ExecutionMetrics
 from streams.records import MetricDataPoint
 
 __all__ = [
+    "COMPREHENSIVE",
     "DEFAULT_ACTIONS",
     "DEFAULT_TRIGGERS",
     "ActionPlan",
@@ -26,6 +27,8 @@ __all__ = [
     "TriggerFiring",
     "TriggerFramework",
     "TriggerSpec",
+    "cooldown_key",
+    "firing_id",
     "metric_observation_fields",
     "observation_from_metric",
     "observations_from_executions",
@@ -208,12 +211,13 @@ class ActionPlan(BaseModel):
     timestamp: datetime
     change_hint: dict[str, Any]
     handoff: dict[str, Any]
+    firing_id: str = ""
 
 
 class HealingRecord(BaseModel):
-    """One line of the healing history: a firing or an executed action."""
+    """One line of the healing history: a firing, a planned action, or the effect kaizen gave it."""
 
-    kind: Literal["trigger", "action"]
+    kind: Literal["trigger", "action", "effect"]
     timestamp: datetime
     name: str
     component: str
@@ -228,6 +232,10 @@ class TriggerFramework:
     until cooldown_seconds have passed (measured on observation time), so a sustained condition fires
     once per cooldown period instead of on every point; a cleared and re-crossed condition inside the
     cooldown is also held back. fire_counts counts firings per trigger.
+
+    The cooldown state is a mapping cooldown_key(...) -> epoch seconds of the last firing. By default the
+    framework keeps its own; the live path passes the changelogged store of the partition that owns the
+    (tenant, component), so the cooldown holds across workers and restarts (see docs/healing.md).
     """
 
     def __init__(self, config: HealingConfig | None = None) -> None:
@@ -236,7 +244,7 @@ class TriggerFramework:
         for spec in self.config.triggers:
             if spec.enabled:
                 self._gates.setdefault(spec.field, []).append((spec.threshold, spec.comparison == "ge"))
-        self._last_fired: dict[tuple[str, str, str], datetime] = {}
+        self._last_fired: dict[str, float] = {}
         self.fire_counts: dict[str, int] = defaultdict(int)
         self.suppressed: dict[str, int] = defaultdict(int)
 
@@ -258,7 +266,10 @@ class TriggerFramework:
                     return True
         return False
 
-    def evaluate(self, observation: Observation, now: datetime) -> list[TriggerFiring]:
+    def evaluate(self, observation: Observation, now: datetime,
+                 cooldowns: MutableMapping[str, float] | None = None) -> list[TriggerFiring]:
+        """Firings of this observation; each one is written into `cooldowns` (default: the framework's own)."""
+        last_fired = self._last_fired if cooldowns is None else cooldowns
         fired: list[TriggerFiring] = []
         for spec in self.config.triggers:
             if not spec.enabled:
@@ -266,17 +277,15 @@ class TriggerFramework:
             value = observation.value(spec.field)
             if value is None or not (value >= spec.threshold if spec.comparison == "ge" else value > spec.threshold):
                 continue
-            key = (spec.name, observation.tenant_id, observation.component)
-            last = self._last_fired.get(key)
-            if last is not None and (now - last).total_seconds() < self.config.cooldown_seconds:
+            key = cooldown_key(spec.name, observation.tenant_id, observation.component)
+            if not self._cooled(last_fired, key, now):
                 self.suppressed[spec.name] += 1
                 continue
-            self._last_fired[key] = now
+            last_fired[key] = now.timestamp()
             self.fire_counts[spec.name] += 1
-            fid = hashlib.sha1(f"{spec.name}|{observation.tenant_id}|{observation.component}|{now.isoformat()}"
-                               .encode()).hexdigest()[:16]
             fired.append(TriggerFiring(
-                firing_id=f"fire-{fid}", trigger=spec.name, type=spec.type, target_agent=spec.target_agent,
+                firing_id=firing_id(spec.name, observation.tenant_id, observation.component, now),
+                trigger=spec.name, type=spec.type, target_agent=spec.target_agent,
                 component=observation.component, tenant_id=observation.tenant_id, timestamp=now, value=value,
                 threshold=spec.threshold,
                 evidence={"field": spec.field, "comparison": spec.comparison, "source": observation.source,
@@ -284,6 +293,39 @@ class TriggerFramework:
                                                                                         exclude_none=True)},
             ))
         return fired
+
+    def _cooled(self, last_fired: Mapping[str, float], key: str, now: datetime) -> bool:
+        last = last_fired.get(key)
+        return last is None or now.timestamp() - last >= self.config.cooldown_seconds
+
+    def comprehensive_due(self, cooldowns: MutableMapping[str, float], tenant_id: str, component: str,
+                          now: datetime) -> list[str]:
+        """The distinct triggers that fired for (tenant, component) within the cooldown period, when there
+        are at least comprehensive_min_triggers of them and comprehensive_system_analysis itself is not
+        cooling down (it is then marked fired); else []. Firings of one component spread over several
+        points count together, not only those of a single observation."""
+        window = self.config.cooldown_seconds
+        t = now.timestamp()
+        recent = sorted({spec.name for spec in self.config.triggers
+                         if t - cooldowns.get(cooldown_key(spec.name, tenant_id, component), float("-inf")) < window})
+        key = cooldown_key(COMPREHENSIVE, tenant_id, component)
+        if len(recent) < self.config.comprehensive_min_triggers or not self._cooled(cooldowns, key, now):
+            return []
+        cooldowns[key] = t
+        return recent
+
+
+COMPREHENSIVE = "comprehensive_system_analysis"
+
+
+def cooldown_key(name: str, tenant_id: str, component: str) -> str:
+    """The cooldown state key of a trigger (or of the comprehensive analysis) on one component."""
+    return f"{name}|{tenant_id}|{component}"
+
+
+def firing_id(trigger: str, tenant_id: str, component: str, at: datetime) -> str:
+    """Deterministic: the same observation firing again (a redelivery) gets the same id."""
+    return "fire-" + hashlib.sha1(f"{trigger}|{tenant_id}|{component}|{at.isoformat()}".encode()).hexdigest()[:16]
 
 
 class ActionRegistry:
@@ -296,7 +338,7 @@ class ActionRegistry:
         return ActionPlan(
             action=spec.name, type=spec.type, priority=spec.priority, target_agent=spec.target_agent,
             trigger=firing.trigger, component=firing.component, tenant_id=firing.tenant_id,
-            timestamp=firing.timestamp, change_hint=dict(spec.change_hint),
+            timestamp=firing.timestamp, change_hint=dict(spec.change_hint), firing_id=firing.firing_id,
             handoff={"to": spec.target_agent, "reason": f"{firing.trigger} on {firing.component}",
                      "value": firing.value, "threshold": firing.threshold, "evidence": firing.evidence,
                      **(extra or {})},
@@ -305,17 +347,20 @@ class ActionRegistry:
     def actions_for(self, firing: TriggerFiring) -> list[ActionPlan]:
         return [self._plan(a, firing) for a in self.config.actions if a.enabled and firing.trigger in a.triggers]
 
-    def actions_for_all(self, firings: Iterable[TriggerFiring]) -> list[ActionPlan]:
-        """Per-firing actions, plus comprehensive_system_analysis per component where at least
-        comprehensive_min_triggers distinct triggers fired together."""
+    def actions_for_all(self, firings: Iterable[TriggerFiring],
+                        comprehensive: Mapping[tuple[str, str], list[str]] | None = None) -> list[ActionPlan]:
+        """Per-firing actions, plus comprehensive_system_analysis per (tenant, component): where the caller
+        says it is due (`comprehensive`: (tenant, component) -> triggers, see
+        TriggerFramework.comprehensive_due), else where at least comprehensive_min_triggers distinct
+        triggers fired together in these firings."""
         firings = list(firings)
         plans = [p for f in firings for p in self.actions_for(f)]
         by_comp: dict[tuple[str, str], list[TriggerFiring]] = defaultdict(list)
         for f in firings:
             by_comp[(f.tenant_id, f.component)].append(f)
-        diag = [a for a in self.config.actions if a.enabled and a.name == "comprehensive_system_analysis"]
-        for group in by_comp.values():
-            names = sorted({f.trigger for f in group})
+        diag = [a for a in self.config.actions if a.enabled and a.name == COMPREHENSIVE]
+        for key, group in by_comp.items():
+            names = sorted({f.trigger for f in group}) if comprehensive is None else comprehensive.get(key, [])
             if diag and len(names) >= self.config.comprehensive_min_triggers:
                 plans.append(self._plan(diag[0], group[0], {"triggers": names}))
         return plans
