@@ -11,8 +11,9 @@ import structlog
 
 from agents.healing.executions import record_kaizen
 from agents.improvement.generator import CodeGenerator, provider_from_settings
+from agents.improvement.journal import FILE_NAME, AppliedJournal
 from agents.improvement.metrics_tap import MetricsTap
-from agents.improvement.steps import StepContext
+from agents.improvement.stepctx import StepContext
 from connectors.actuators.base import Actuator
 from connectors.actuators.git import GitActuator
 from streams import app as A
@@ -86,7 +87,9 @@ async def step_context() -> StepContext:
         generator.policy = lambda: views.config  # LLM token budget / cost cap set on config.changes
         generator.on_call = record_kaizen  # every completion becomes ExecutionMetrics (docs/healing.md)
         files = GitActuator(await asyncio.to_thread(_git_repo))
-        ctx = StepContext(A.settings, views, tap, await _actuator(), files, generator)
+        # outside the broker: what was applied survives a broker that comes back empty (journal.py)
+        journal = AppliedJournal(A.settings.kaizen_data_dir / FILE_NAME)
+        ctx = StepContext(A.settings, views, tap, await _actuator(), files, generator, journal=journal)
         _ctx["c"] = ctx
         log.info("step context ready", actuator=A.settings.kaizen_actuator,
                  opportunities=len(views.opportunities), improvements=len(views.improvements))
