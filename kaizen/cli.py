@@ -6,11 +6,31 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
+from kaizen.errors import DEBUG_ENV, UserError, report
 from streams.logging import configure_logging
+
+
+class _ErrorContract(TyperGroup):
+    """Every command's failures end as one `error: <what> — <what to do>` line (exit 2 when the user can fix
+    it, 1 for a bug) with the traceback in the log file: see kaizen/errors.py and README "Errors"."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _USAGE:  # usage errors and exits: typer reports them (exit 2 for usage, as documented)
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as one line; the traceback goes to the log
+            raise typer.Exit(report(exc)) from None
+
+
+_USAGE: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, TyperException)
+
 
 app = typer.Typer(
     name="kaizen",
@@ -18,23 +38,40 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_ErrorContract,
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Print the traceback of an error too "
+                                                               "(always written to <data dir>/logs/errors.log)")] = False
+          ) -> None:
+    """Kafka-native continuous-improvement loop for services that report to AWS CloudWatch."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # children of `kaizen run` inherit it
+
+
+def _fail(message: str, todo: str | None = None) -> NoReturn:
+    if todo is None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+    raise UserError(message, todo)
 
 
 def _settings():  # type: ignore[no-untyped-def]
-    from pydantic import ValidationError
-
     from streams.settings import get_settings
 
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        _fail(f"invalid configuration: {exc}")
+    return get_settings()  # a ValidationError becomes "error: invalid configuration: VAR=...: ..." (exit 2)
+
+
+def _broker(settings, hint: str) -> str:  # type: ignore[no-untyped-def]
+    """The configured bootstrap servers, after one of them answered within KAIZEN_CONNECT_WAIT_SECONDS."""
+    from kaizen.preflight import wait_for_broker
+
+    if not settings.kafka_bootstrap_servers:
+        _fail("KAFKA_BOOTSTRAP_SERVERS is not set", hint)
+    wait_for_broker(settings.kafka_bootstrap_servers, settings.kaizen_connect_wait_seconds)
+    return str(settings.kafka_bootstrap_servers)
 
 
 @app.command()
@@ -50,8 +87,10 @@ def run(
     MCP server and (by default) the closed-loop demo. Ctrl-C stops every process it started."""
     configure_logging()
     from kaizen.demo.env import connectors_available
-    from kaizen.supervisor import Supervisor
+    from kaizen.preflight import check_aws_endpoint, check_port_free, wait_for_broker
+    from kaizen.supervisor import Supervisor, hand_over_keys
 
+    _settings()  # the environment as given is valid before anything is started or written
     if demo:
         from kaizen.demo.env import prepare_run_env
 
@@ -60,13 +99,27 @@ def run(
             typer.echo(why_not)
             demo = False
     settings = _settings()
-    sup = Supervisor(settings, settings.kaizen_data_dir / "logs")
+    if mcp and settings.self_building_mcp_tokens_file:
+        from mcp_server.auth import TokenConfigError, load_tokens_file
+
+        try:  # the MCP child would die on it later
+            load_tokens_file(Path(settings.self_building_mcp_tokens_file))
+        except TokenConfigError as exc:
+            _fail(f"SELF_BUILDING_MCP_TOKENS_FILE: {exc}",
+                  "fix the file (README, MCP server: a mapping token → principal/tenants/roles) or unset it")
+    if settings.kafka_bootstrap_servers:
+        wait_for_broker(settings.kafka_bootstrap_servers, settings.kaizen_connect_wait_seconds)
+    if settings.aws_endpoint_url:
+        check_aws_endpoint(settings.aws_endpoint_url, settings.kaizen_connect_wait_seconds)
     if mcp:
-        sup.check_mcp_port()
+        check_port_free(settings.self_building_mcp_host, settings.self_building_mcp_port,
+                        "SELF_BUILDING_MCP_PORT", "the MCP server")
+    sup = Supervisor(settings, settings.kaizen_data_dir / "logs")
     rc = 0
     try:
-        env = sup.start_infrastructure()
-        typer.echo(f"kafka: {env['KAFKA_BOOTSTRAP_SERVERS']}   aws: {env.get('AWS_ENDPOINT_URL', 'real AWS')}")
+        sup.start_infrastructure()
+        for line in sup.describe_infrastructure():
+            typer.echo(line)
         for i in range(workers):
             sup.spawn(f"worker-{i}", ["worker"])
         if connectors and connectors_available():
@@ -74,9 +127,10 @@ def run(
         elif connectors and not demo:
             typer.echo("warning: `kaizen connect` is not in this build; no CloudWatch connectors")
         if mcp:
+            keys = hand_over_keys(settings, os.environ)  # before the MCP child starts: it reads the same tokens
             sup.spawn("mcp", ["mcp"])
-            typer.echo(f"MCP server: http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/mcp"
-                       f"   dashboard: http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/")
+            for line in keys:
+                typer.echo(line)
         if demo:
             sup.spawn("demo", ["demo", "--attach", "--scenario", scenario], terminal=True)
         typer.echo(f"logs: {sup.log_dir}   (Ctrl-C to stop)")
@@ -84,6 +138,8 @@ def run(
     finally:
         sup.stop()
         typer.echo("stopped every process kaizen started")
+    if sup.failure:
+        typer.echo(f"error: {sup.failure}", err=True)
     raise typer.Exit(rc)
 
 
@@ -92,8 +148,8 @@ def worker(loglevel: Annotated[str, typer.Option(help="debug|info|warning")] = "
     """One Faust worker joining the configured consumer group (KAFKA_BOOTSTRAP_SERVERS)."""
     configure_logging()
     settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        _fail("KAFKA_BOOTSTRAP_SERVERS is not set; `kaizen run` starts an embedded broker, `kaizen worker` joins one")
+    _broker(settings, "set it to the cluster's bootstrap servers (`kaizen run` starts an embedded broker and "
+                      "its workers; `kaizen worker` joins one)")
     from kaizen.worker import run_worker
 
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; give it nothing of ours
@@ -105,8 +161,11 @@ def connect(once: Annotated[bool, typer.Option(help="Poll every source once and 
     """The CloudWatch connectors as their own process (publishes to the raw telemetry topics)."""
     configure_logging()
     settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        _fail("KAFKA_BOOTSTRAP_SERVERS is not set")
+    _broker(settings, "set it to the cluster's bootstrap servers (`kaizen run` prints the embedded broker's)")
+    if settings.aws_endpoint_url:
+        from kaizen.preflight import check_aws_endpoint
+
+        check_aws_endpoint(settings.aws_endpoint_url, settings.kaizen_connect_wait_seconds)
     from kaizen.connect import run_connectors
 
     asyncio.run(run_connectors(settings, once=once))
@@ -117,8 +176,12 @@ def mcp_cmd(stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over 
     """The MCP server: streamable HTTP on SELF_BUILDING_MCP_PORT at /mcp (+ /health, /metrics, dashboard), or stdio."""
     configure_logging(stderr=True)
     settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        _fail("KAFKA_BOOTSTRAP_SERVERS is not set: point the MCP server at the cluster (`kaizen run` prints it)")
+    _broker(settings, "point the MCP server at the cluster (`kaizen run` prints the embedded broker's address)")
+    if not stdio:
+        from kaizen.preflight import check_port_free
+
+        check_port_free(settings.self_building_mcp_host, settings.self_building_mcp_port,
+                        "SELF_BUILDING_MCP_PORT", "the MCP server")
     from mcp_server import server
 
     if stdio:
@@ -143,14 +206,16 @@ def score(
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write: timestamp,value,anomaly_score")],
 ) -> None:
     """Replay a series through the live anomaly detector (backtest); one output row per input row."""
+    from kaizen.preflight import check_input, check_output
+
+    check_input(input, "--input", "CSV file with a header timestamp,value")
+    check_output(output, "--output")
     from kaizen.replay import score_csv
 
-    if not input.is_file():
-        _fail(f"--input {input}: no such file")
     try:
         n = score_csv(input, output)
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(str(exc), "fix that line of the input (timestamps ISO 8601 or epoch seconds, values numbers)")
     typer.echo(f"scored {n} rows -> {output}")
 
 
@@ -160,10 +225,12 @@ def patterns(
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write: LineId,EventId,EventTemplate")],
 ) -> None:
     """Replay log messages through the live pattern miner; write each line's cluster."""
+    from kaizen.preflight import check_input, check_output
+
+    check_input(input, "--input", "text file, one log message per line")
+    check_output(output, "--output")
     from kaizen.replay import patterns_file
 
-    if not input.is_file():
-        _fail(f"--input {input}: no such file")
     n, k = patterns_file(input, output)
     typer.echo(f"{n} lines -> {k} patterns -> {output}")
 
@@ -176,12 +243,14 @@ def bench(
 ) -> None:
     """Run the benchmarks (each beside its anchor) and write their JSON."""
     from benchmarks.runner import run_all
+    from kaizen.preflight import check_output
 
+    check_output(output, "--output")
     names = [n.strip() for n in only.split(",")] if only else None
     try:
         run_all(quick=quick, output=output, names=names)
     except KeyError as exc:
-        _fail(f"unknown benchmark {exc}")
+        _fail(f"unknown benchmark {exc}", "see `kaizen bench --help` for the names")
 
 
 @app.command()
@@ -195,6 +264,15 @@ def demo(
     configure_logging()
     from kaizen.demo.cli import run_demo
 
+    if report is not None:
+        from kaizen.preflight import check_output
+
+        check_output(report, "--report")
+    settings = _settings()
+    if settings.aws_endpoint_url:
+        from kaizen.preflight import check_aws_endpoint
+
+        check_aws_endpoint(settings.aws_endpoint_url, settings.kaizen_connect_wait_seconds)
     rc = run_demo(scenario=scenario, report=report, exit_after_cycle=exit_after_cycle, attach=attach)
     raise typer.Exit(rc)
 
@@ -207,14 +285,13 @@ def tail_cmd(
 ) -> None:
     """Print a topic's records (key TAB value) from every partition — like `kcat -C`."""
     settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        _fail("KAFKA_BOOTSTRAP_SERVERS is not set (`kaizen run` prints the embedded broker's address)")
+    bootstrap = _broker(settings, "set it to the broker's address (`kaizen run` prints the embedded broker's)")
     from kaizen.tail import tail
 
     try:
-        asyncio.run(tail(settings.kafka_bootstrap_servers, topic, not end, idle_exit))
+        asyncio.run(tail(bootstrap, topic, not end, idle_exit))
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(str(exc), "name one of the topics in README \"Topics\" (docs/asyncapi.yaml lists them all)")
     except KeyboardInterrupt:
         pass
 
@@ -226,11 +303,10 @@ def produce_cmd(
 ) -> None:
     """Send each line of stdin as one message — like `kcat -P`."""
     settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        _fail("KAFKA_BOOTSTRAP_SERVERS is not set (`kaizen run` prints the embedded broker's address)")
+    bootstrap = _broker(settings, "set it to the broker's address (`kaizen run` prints the embedded broker's)")
     from kaizen.tail import produce
 
-    n = asyncio.run(produce(settings.kafka_bootstrap_servers, topic, key))
+    n = asyncio.run(produce(bootstrap, topic, key))
     typer.echo(f"sent {n} messages to {topic}", err=True)
 
 
@@ -243,6 +319,10 @@ def cloudwatch_export(
 
     from kaizen.cloudwatch_export import export_definitions
 
+    if output:
+        from kaizen.preflight import check_output
+
+        check_output(output, "--output")
     data = orjson.dumps(export_definitions(_settings()), option=orjson.OPT_INDENT_2)
     if output:
         output.write_bytes(data)
@@ -274,6 +354,15 @@ def _mount_healing() -> None:
 
 
 _mount_healing()
+
+
+def _mount_lab() -> None:
+    from kaizen.lab.cli import lab_app
+
+    app.add_typer(lab_app, name="lab", help="Fault lab: run fault cases through the loop and score them (docs/lab.md)")
+
+
+_mount_lab()
 
 
 def main() -> None:

@@ -200,3 +200,38 @@ def principal_of(access: AccessToken | None) -> Principal | None:
     if access is None or not access.claims or "principal" not in access.claims:
         return None
     return Principal.from_claims(access.claims)
+
+
+UNAUTHORIZED_BODY = (b'{"error":"invalid_token","error_description":"missing or invalid bearer token: send '
+                     b'Authorization: Bearer <token> with SELF_BUILDING_MCP_API_KEY or a token of '
+                     b'SELF_BUILDING_MCP_TOKENS_FILE"}')
+
+
+class PlainUnauthorized:
+    """ASGI wrapper of the MCP endpoint: a refused token is a plain 401 with a JSON reason and no
+    WWW-Authenticate challenge. kaizen has no OAuth server, and a challenge (with resource metadata) sends
+    MCP clients such as the Inspector into an OAuth flow instead of reporting "401 Unauthorized"."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def _send(message: Any) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                refused = True
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(UNAUTHORIZED_BODY)).encode())]})
+                await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
+                return
+            if refused:
+                return  # the wrapped app's own body of the 401 was replaced above
+            await send(message)
+
+        await self.app(scope, receive, _send)

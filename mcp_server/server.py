@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from mcp_server import metrics
 from mcp_server.api import api_routes
-from mcp_server.auth import TokenStore, build_token_store, stdio_principal
+from mcp_server.auth import PlainUnauthorized, TokenStore, build_token_store, stdio_principal
 from mcp_server.publisher import AGENT_ID, Publisher
 from mcp_server.readmodel import ReadModel
 from mcp_server.service import KaizenService
@@ -63,7 +63,7 @@ def build_app(settings: Settings, readmodel: ReadModel, producer: AIOKafkaProduc
         routes=[Route("/health", health), Route("/metrics", prometheus), Route("/", index),
                 *api_routes(service, store),
                 Mount("/dashboard", StaticFiles(directory=DASHBOARD)),
-                Mount("/", mcp_app)],
+                Mount("/", PlainUnauthorized(mcp_app))],
         lifespan=mcp_app.lifespan,
     )
     app.state.service = service

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     kaizen_embedded_moto_port: int = 0
     kaizen_worker_web_port: int = 6066
     kaizen_broker_session_timeout: float = 6.0
+    kaizen_connect_wait_seconds: float = 15.0  # how long a command waits at start for the broker / AWS endpoint
     kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
     kaizen_log_json: str = "auto"  # true | false | auto (JSON unless the output is a terminal)
@@ -127,6 +128,47 @@ class Settings(BaseSettings):
     ingest_max_future_minutes: float = 120  # CloudWatch accepts datapoints up to 2 h ahead
     kaizen_max_message_bytes: int = 900_000  # outputs are split below this (producer max_request_size 1,000,000)
     scoring_max_series_per_tenant: int = 20_000  # live detectors per tenant (spread over the partitions)
+
+    # Ranges: a value outside fails at start naming its variable, instead of a worker dying later on it.
+    @field_validator("kafka_topic_partitions", "kafka_replication_factor", "max_concurrent_improvements",
+                     "monitoring_min_samples")
+    @classmethod
+    def _at_least_one(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("monitoring_duration_seconds", "monitoring_check_interval_seconds", "baseline_window_seconds",
+                     "cloudwatch_stream_interval_seconds", "kaizen_broker_session_timeout",
+                     "kaizen_connect_wait_seconds", "improvement_cycle_interval_hours")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("canary_fraction", "canary_share_of_monitoring", "improvement_quality_threshold",
+                     "improvement_risk_tolerance")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be between 0.0 and 1.0")
+        return v
+
+    @field_validator("rollback_degradation_threshold")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
+    @field_validator("self_building_mcp_port", "kaizen_embedded_kafka_port", "kaizen_embedded_moto_port",
+                     "kaizen_worker_web_port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("must be a TCP port (0-65535)")
+        return v
 
     @field_validator("cloudwatch_log_sampling_rate")
     @classmethod

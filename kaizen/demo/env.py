@@ -92,7 +92,7 @@ def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
     """The whole stack for `kaizen demo`: embedded broker and moto (the demo never writes to real AWS unless
     AWS_ENDPOINT_URL points somewhere), a worker, the connectors and the MCP server; all stopped by pid."""
     from kaizen.embedded import port_in_use
-    from kaizen.supervisor import Supervisor
+    from kaizen.supervisor import Supervisor, hand_over_keys
     from streams.settings import get_settings
 
     apply_demo_env(os.environ)
@@ -112,10 +112,10 @@ def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
             sup.spawn(f"worker-{i}", ["worker"])
         if connectors_available():
             sup.spawn("connect", ["connect"])
+        keys = hand_over_keys(settings, os.environ)
         sup.spawn("mcp", ["mcp"])
-        console.print(f"kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  aws {env.get('AWS_ENDPOINT_URL')}  "
-                      f"MCP http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/mcp  "
-                      f"logs {sup.log_dir}")
+        for line in [*sup.describe_infrastructure(), *keys, f"logs: {sup.log_dir}"]:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         yield settings
     finally:
         sup.stop()
