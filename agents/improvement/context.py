@@ -16,6 +16,7 @@ from agents.improvement.metrics_tap import MetricsTap
 from agents.improvement.stepctx import StepContext
 from connectors.actuators.base import Actuator
 from connectors.actuators.git import GitActuator
+from connectors.llm.bedrock import CLIENT_CONFIG
 from streams import app as A
 from streams.runtime import runtime
 from streams.views import StateViews
@@ -25,11 +26,11 @@ _ctx: dict[str, StepContext] = {}
 _lock = asyncio.Lock()
 
 
-def aws_client(service: str) -> Any:
+def aws_client(service: str, config: Any = None) -> Any:
     import boto3
 
     s = A.settings
-    return boto3.client(service, region_name=s.aws_region, endpoint_url=s.aws_endpoint_url)
+    return boto3.client(service, region_name=s.aws_region, endpoint_url=s.aws_endpoint_url, config=config)
 
 
 def _git_repo() -> Path:
@@ -81,7 +82,7 @@ async def step_context() -> StepContext:
         # deployment, which comes after the watch began; the margin absorbs broker/worker clock skew.
         tap = MetricsTap(runtime.bootstrap, watch=views, lookback_seconds=2 * A.settings.baseline_window_seconds)
         await tap.start()
-        bedrock = aws_client("bedrock-runtime") if A.settings.llm_provider == "bedrock" else None
+        bedrock = aws_client("bedrock-runtime", CLIENT_CONFIG) if A.settings.llm_provider == "bedrock" else None
         generator = CodeGenerator(provider_from_settings(A.settings, bedrock_client=bedrock),
                                   max_tokens=A.settings.llm_max_tokens, temperature=A.settings.llm_temperature)
         generator.policy = lambda: views.config  # LLM token budget / cost cap set on config.changes

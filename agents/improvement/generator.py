@@ -74,7 +74,9 @@ class CodeGenerator:
     """Wraps one provider with: 3 tries (exponential backoff `backoff_base * 2^(n-1)` s: 2 s, 4 s by
     default, as the manual's 2^attempt), a per-attempt timeout (60 s), a circuit breaker (3
     consecutive transient failures → open for 60 s; refused calls raise BreakerOpenError) and usage
-    accounting.  Non-transient LLMError is not retried and does not trip the breaker."""
+    accounting.  Non-transient LLMError is not retried and does not trip the breaker.  These tries are
+    the only retry layer of LLM calls: providers do not retry, and the Bedrock client is built with the
+    SDK's retries off (connectors/llm/bedrock.py CLIENT_CONFIG)."""
 
     def __init__(self, provider: LLMProvider, breaker: CircuitBreaker | None = None, max_attempts: int = 3,
                  backoff_base: float = 2.0, attempt_timeout: float = 60.0, max_tokens: int = 4000,
@@ -94,23 +96,23 @@ class CodeGenerator:
         self.on_call: Callable[..., Awaitable[None]] | None = None
 
     async def _attempt(self, prompt: str, max_tokens: int, temperature: float) -> LLMResponse:
-        self.breaker.before_call()
-        self.usage.calls += 1
-        try:
-            response = await asyncio.wait_for(self.provider.generate(prompt, max_tokens, temperature),
-                                              timeout=self.attempt_timeout)
-        except TimeoutError as exc:
-            self.usage.failed_attempts += 1
-            self.breaker.record_failure(f"timeout after {self.attempt_timeout}s")
-            raise RetryableLLMError(f"{self.provider.name}: no answer in {self.attempt_timeout}s") from exc
-        except RetryableLLMError as exc:
-            self.usage.failed_attempts += 1
-            self.breaker.record_failure(exc)
-            raise
-        except LLMError:
-            self.usage.failed_attempts += 1
-            raise
-        self.breaker.record_success()
+        answered: LLMError | None = None  # a refusal from a reachable provider: not a failure of it
+        with self.breaker.guard():  # BreakerOpenError (not retried) while open
+            self.usage.calls += 1
+            try:
+                response = await asyncio.wait_for(self.provider.generate(prompt, max_tokens, temperature),
+                                                  timeout=self.attempt_timeout)
+            except TimeoutError as exc:
+                self.usage.failed_attempts += 1
+                raise RetryableLLMError(f"{self.provider.name}: no answer in {self.attempt_timeout}s") from exc
+            except RetryableLLMError:
+                self.usage.failed_attempts += 1
+                raise
+            except LLMError as exc:
+                self.usage.failed_attempts += 1
+                answered = exc
+        if answered is not None:
+            raise answered
         self.usage.add(response)
         return response
 

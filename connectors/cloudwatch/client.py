@@ -1,4 +1,9 @@
-"""boto3 clients made safe for the event loop: calls in a thread, retried with jittered backoff, behind a breaker."""
+"""boto3 clients made safe for the event loop: calls in a thread, behind a circuit breaker.
+
+One retry layer: botocore's own (standard mode, `boto_config`): it retries connection errors,
+throttling and 5xx answers with jittered exponential backoff, MAX_ATTEMPTS tries in all.  Nothing
+here retries again; one exhausted call is one failure for the breaker.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from connectors.breaker import BreakerOpenError, CircuitBreaker
 from streams.settings import Settings
@@ -43,7 +47,7 @@ def http_status(exc: ClientError) -> int:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Throttling and 5xx answers are retried here; connection errors are retried by botocore itself."""
+    """Throttling and 5xx answers: what botocore's standard mode has already retried when it reaches us."""
     return isinstance(exc, ClientError) and (error_code(exc) in THROTTLE_CODES or http_status(exc) >= 500)
 
 
@@ -63,42 +67,32 @@ def is_outage(exc: BaseException) -> bool:
 class GuardedClient:
     """One boto3 client behind one circuit breaker; `await call("get_metric_data", **kwargs)`."""
 
-    def __init__(
-        self, service: str, client: Any, breaker: CircuitBreaker, *, attempts: int = 3,
-        backoff_base: float = 0.2, backoff_max: float = 5.0,
-    ) -> None:
+    def __init__(self, service: str, client: Any, breaker: CircuitBreaker) -> None:
         self.service = service
         self.client = client
         self.breaker = breaker
-        self.attempts = max(1, attempts)
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
 
     async def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
+        answered: ClientError | None = None  # an error answer from a reachable endpoint
         try:
-            self.breaker.before_call()
+            with self.breaker.guard():
+                try:
+                    result = await asyncio.to_thread(method, **kwargs)
+                except ClientError as exc:
+                    if is_outage(exc):
+                        raise
+                    answered = exc  # e.g. a validation error: the endpoint is up, the breaker sees a success
         except BreakerOpenError:
             API_CALLS.labels(self.service, operation, "refused").inc()
             raise
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable),
-                wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
-                stop=stop_after_attempt(self.attempts),
-                reraise=True,
-            ):
-                with attempt:
-                    result = await asyncio.to_thread(method, **kwargs)
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError):
             API_CALLS.labels(self.service, operation, "error").inc()
-            if is_outage(exc):
-                self.breaker.record_failure(f"{operation}: {exc}")
-            else:
-                self.breaker.record_success()
             raise
+        if answered is not None:
+            API_CALLS.labels(self.service, operation, "error").inc()
+            raise answered
         API_CALLS.labels(self.service, operation, "ok").inc()
-        self.breaker.record_success()
         return result
 
 
@@ -111,10 +105,16 @@ class AwsClients:
     sqs: Any | None = None
 
 
-def boto_config(*, max_attempts: int = 3, connect_timeout: float = 2.0, read_timeout: float = 30.0) -> Config:
-    """botocore's own retry (standard mode: connection errors, throttling, 5xx) with short timeouts."""
+MAX_ATTEMPTS = 3  # tries per call in all (botocore counts the first one)
+
+
+def boto_config(*, max_attempts: int = MAX_ATTEMPTS, connect_timeout: float = 2.0, read_timeout: float = 30.0
+                ) -> Config:
+    """The one retry layer: botocore's standard mode (connection errors, throttling, 5xx; jittered
+    exponential backoff) with `max_attempts` tries in all, and short timeouts."""
     return Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        # total_max_attempts counts the first try (botocore's `max_attempts` would count retries only)
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout, read_timeout=read_timeout,
     )
 

@@ -44,8 +44,8 @@ class ConnectorRunner:
     def __init__(
         self, settings: Settings, publisher: TelemetryPublisher, clients: AwsClients | Callable[[], AwsClients], *,
         cursors: CursorStore | None = None, clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = utcnow, sources: tuple[str, ...] = ALL_SOURCES, retry_attempts: int = 3,
-        backoff_base: float = 0.2, queue_wait_seconds: int = 2, metrics_lookback_seconds: int | None = None,
+        now: Callable[[], datetime] = utcnow, sources: tuple[str, ...] = ALL_SOURCES,
+        queue_wait_seconds: int = 2, metrics_lookback_seconds: int | None = None,
         logs_lookback_seconds: int = 3600,
     ) -> None:
         self.settings = settings
@@ -55,7 +55,7 @@ class ConnectorRunner:
         aws = clients if isinstance(clients, AwsClients) else clients()
         self.breakers: dict[str, CircuitBreaker] = make_breakers(settings, clock)
         guarded = {
-            name: GuardedClient(name, client, self.breakers[name], attempts=retry_attempts, backoff_base=backoff_base)
+            name: GuardedClient(name, client, self.breakers[name])
             for name, client in (("cloudwatch", aws.cloudwatch), ("logs", aws.logs), ("sqs", aws.sqs))
             if client is not None
         }

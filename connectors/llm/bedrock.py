@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.llm.base import LLMError, LLMProvider, LLMResponse, RetryableLLMError, cost_usd
+
+# The bedrock-runtime client's configuration: one try per call, because CodeGenerator
+# (agents/improvement/generator.py) is the retry layer of LLM calls (it also retries timeouts).
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=120)
 
 RETRYABLE_CODES = frozenset({
     "ThrottlingException", "ServiceUnavailableException", "InternalServerException",

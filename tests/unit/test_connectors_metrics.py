@@ -57,7 +57,7 @@ class PagingCloudWatch:
 def _source(tmp_path: Path, fake: PagingCloudWatch, **settings: Any) -> MetricsSource:
     s = Settings(cloudwatch_namespace="NS", cloudwatch_metrics_period=PERIOD, cloudwatch_metrics_lag_seconds=120,
                  cloudwatch_metrics_statistics=["Average", "Sum", "Maximum"], **settings)
-    guarded = GuardedClient("cloudwatch", fake, CircuitBreaker("t"), backoff_base=0.001)
+    guarded = GuardedClient("cloudwatch", fake, CircuitBreaker("t"))
     return MetricsSource(guarded, CursorStore(tmp_path), s, initial_lookback_seconds=300)
 
 
