@@ -24,8 +24,8 @@ from streams.records import ImprovementOpportunity
 from streams.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-GOOD = "Sure.\n```python:svc/cache.py\ndef ttl(seconds: int) -> int:\n    return max(1, seconds)\n```\n"
-EVIL = ("```python:svc/hack.py\nimport subprocess\n\n\ndef run(cmd: str) -> object:\n"
+GOOD = "Sure.\n```python:generated/svc/cache.py\ndef ttl(seconds: int) -> int:\n    return max(1, seconds)\n```\n"
+EVIL = ("```python:generated/svc/hack.py\nimport subprocess\n\n\ndef run(cmd: str) -> object:\n"
         "    subprocess.call(cmd, shell=True)\n    return eval(cmd)\n```\n")
 
 
@@ -86,7 +86,7 @@ async def test_openai_good_code_is_parsed_validated_and_accounted(fake_llm: tupl
     gen = _gen(base)
     result = await gen.generate_improvement(_opp())
     assert result.ok, result.validation.errors()
-    assert result.files == {"svc/cache.py": "def ttl(seconds: int) -> int:\n    return max(1, seconds)\n"}
+    assert result.files == {"generated/svc/cache.py": "def ttl(seconds: int) -> int:\n    return max(1, seconds)\n"}
     req = fake.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-test"
     assert req["body"]["temperature"] == 0.1 and req["body"]["max_tokens"] == 4000

@@ -20,6 +20,9 @@ QUALITY_RULES = (
     "Code quality standards:\n"
     "- Python 3.11, type hints on every function, cyclomatic complexity < 10 per function\n"
     "- no eval/exec, no subprocess or os.system, no pickle; parameterised SQL only\n"
+    "- no file, process or network access and nothing run at import time (module level: imports, defs,\n"
+    "  classes, constants); only standard-library modules for pure computation (docs/validation.md)\n"
+    "- every file under generated/ (code) or tests/ (tests), as a relative path\n"
     "- every data access and SQL query filtered by tenant_id; never hard-code another tenant\n"
     "Answer with one fenced block per file, opened as ```python:path/to/file.py"
 )

@@ -39,10 +39,10 @@ class ValidationResult:
     @classmethod
     def of(cls, findings: list[Finding], files: list[str]) -> ValidationResult:
         ordered = sorted(findings, key=lambda f: (CHECKS.index(f.check), f.path, f.line, f.rule))
-        checks = {c: {"ok": True, "errors": []} for c in CHECKS}
+        errors: dict[str, list[str]] = {c: [] for c in CHECKS}
         for f in ordered:
-            checks[f.check]["ok"] = False
-            checks[f.check]["errors"].append(str(f))
+            errors[f.check].append(str(f))
+        checks: dict[str, dict[str, Any]] = {c: {"ok": not e, "errors": e} for c, e in errors.items()}
         return cls(not ordered, checks, ordered, sorted(files))
 
     def errors(self) -> list[str]:

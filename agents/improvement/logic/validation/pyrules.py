@@ -16,6 +16,7 @@ import re
 
 from agents.improvement.logic.validation.findings import Finding
 from agents.improvement.logic.validation.policy import (
+    CAPABILITY_BUILTINS,
     CAPABILITY_MODULES,
     RESTRICTED_ATTRS,
     SAFE_MODULES,
@@ -52,7 +53,7 @@ def _rule_for_builtin(name: str) -> str:
         return "py.eval"
     if name == "__import__":
         return "py.dynamic-import"
-    if name == "open":
+    if name in CAPABILITY_BUILTINS:
         return "py.capability"
     return "py.builtin"
 

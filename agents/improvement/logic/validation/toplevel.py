@@ -72,9 +72,9 @@ class _TopLevel:
         if isinstance(node, ast.expr) and not isinstance(node, _PLAIN):
             self.add(node, f"{type(node).__name__} in {where} runs at import time")
             return
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.expr | ast.comprehension | ast.keyword):
-                self.expr(child, where)
+        for sub in ast.iter_child_nodes(node):
+            if isinstance(sub, ast.expr | ast.comprehension | ast.keyword):
+                self.expr(sub, where)
 
     def decorator(self, node: ast.expr) -> None:
         target = node.func if isinstance(node, ast.Call) else node
@@ -90,8 +90,8 @@ class _TopLevel:
         for d in node.decorator_list:
             self.decorator(d)
         args = node.args
-        for d in [*args.defaults, *args.kw_defaults]:
-            self.expr(d, f"a default of {node.name}()")
+        for default in [*args.defaults, *args.kw_defaults]:
+            self.expr(default, f"a default of {node.name}()")
         for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
             if a is not None:
                 self.expr(a.annotation, f"an annotation of {node.name}()")
