@@ -95,7 +95,3 @@ async def step_context() -> StepContext:
         log.info("step context ready", actuator=A.settings.kaizen_actuator,
                  opportunities=len(views.opportunities), improvements=len(views.improvements))
         return ctx
-
-
-def peek_context() -> StepContext | None:
-    return _ctx.get("c")

@@ -220,10 +220,6 @@ _not_points: list[DeadLetter] = []  # dead letters of clean_points, sent by the 
 _state: dict[str, ScoringState] = {}
 
 
-def scoring_state() -> ScoringState | None:
-    return _state.get("s")
-
-
 @A.app.agent(A.clean_topics["metric"], name="anomaly-scoring")
 async def scoring(stream: faust.StreamT[bytes]) -> None:
     state = _state.get("s")

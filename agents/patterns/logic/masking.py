@@ -85,10 +85,6 @@ def is_variable(token: str) -> bool:
     return _PLACEHOLDER.search(token) is not None or _HAS_DIGIT.search(token) is not None
 
 
-def is_placeholder(token: str) -> bool:
-    return _PLACEHOLDER.fullmatch(token) is not None
-
-
 @lru_cache(maxsize=1 << 16)
 def is_punctuation(token: str) -> bool:
     """True for tokens made only of punctuation (they carry little evidence of sameness)."""
