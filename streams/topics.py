@@ -45,6 +45,7 @@ HEALING_OBSERVATIONS = "healing.observations"  # what the triggers evaluate, key
 EXECUTIONS = "telemetry.executions"  # ExecutionMetrics of monitored skills and of kaizen's own work
 PATTERNS = "patterns.state"
 SERIES = "series.scores"
+EPOCH = "kaizen.epoch"  # offset 0 names the broker's data epoch: a reset is noticed (streams/epoch.py)
 OPPORTUNITY_INPUTS = "opportunities.inputs"  # users per hour and learned outcomes, to every partition
 
 _RETENTION = {"retention.ms": "604800000"}  # set explicitly: Tansu's DescribeConfigs shows only set keys
@@ -76,6 +77,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(EXECUTIONS, "tenant_id|skill_name", None, config=_RETENTION),
     TopicSpec(PATTERNS, "pattern_id", None, compacted=True, config=_COMPACT),
     TopicSpec(SERIES, "series key", None, compacted=True, config=_COMPACT),
+    TopicSpec(EPOCH, "epoch", None, config={"retention.ms": "-1"}),  # kept forever: only a reset loses it
     # sent to every partition (what it carries concerns opportunities of any problem family)
     TopicSpec(OPPORTUNITY_INPUTS, "input_id", r.OpportunityInput, config=_RETENTION),
 )
