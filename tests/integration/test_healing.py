@@ -1,0 +1,134 @@
+"""Self-healing through the real broker: Retries ≥ 3 → high_retry_rate → a focused improvement, linked and cooled down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastmcp import Client
+
+from mcp_server.auth import Principal, TokenStore
+from mcp_server.testing import running_server
+from streams import topics as T
+from streams.settings import Settings
+from tests.conftest import Backend
+from tests.kafka_utils import collect, envelope, produce, start_kaizen
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = f"admin-token-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """The worker starts new consumer groups that read topics from the beginning: a broker of the module's own."""
+    return own_backend
+
+
+def _point(tenant: str, component: str, name: str, value: float, ts: float, unit: str = "Count") -> dict[str, Any]:
+    return {"metric_name": name, "value": value, "unit": unit, "timestamp": ts, "tenant_id": tenant,
+            "namespace": "Test/Healing", "dimensions": {"service": component}}
+
+
+def _healing(pairs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [r for t, r in pairs if t == T.HEALING]
+
+
+def _improvement_events(pairs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [r for t, r in pairs if t == T.IMPROVEMENT_EVENTS]
+
+
+async def test_retries_fire_a_focused_improvement_linked_to_the_firing_once_per_cooldown(
+        backend: Backend, tmp_path: Path) -> None:
+    tenant, comp = f"t-{uuid.uuid4().hex[:8]}", f"svc-{uuid.uuid4().hex[:6]}"
+    env = {**backend.env(), "KAIZEN_APP_ID": f"kz-heal-{uuid.uuid4().hex[:6]}", "KAIZEN_DATA_DIR": str(tmp_path / "w"),
+           "KAIZEN_ACTUATOR": "ssm", "KAIZEN_COMMAND_MAX_AGE_SECONDS": "120"}
+    mine = lambda _t, r: r.get("tenant_id") == tenant  # noqa: E731
+    worker = start_kaizen(["worker"], env, "healing-worker")
+    try:
+        now = time.time()
+        await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
+                      [envelope([_point(tenant, comp, "Retries", 4.0, now)])], key=tenant.encode())
+
+        def linked(pairs: list[tuple[str, dict[str, Any]]]) -> bool:
+            kinds = {r["kind"] for r in _healing(pairs)}
+            statuses = {r["status"] for r in _improvement_events(pairs)}
+            return {"trigger", "action", "effect"} <= kinds and bool(statuses & {"awaiting_approval", "deploying",
+                                                                              "monitoring", "failed"})
+
+        pairs = await collect(backend.kafka_bootstrap, [T.HEALING, T.IMPROVEMENT_EVENTS], linked, timeout=90,
+                              keep=mine)
+        hist = _healing(pairs)
+        firing = [r for r in hist if r["kind"] == "trigger"]
+        assert [(r["name"], r["component"]) for r in firing] == [("high_retry_rate", comp)], hist
+        fid = firing[0]["firing_id"]
+        assert [r["name"] for r in hist if r["kind"] == "action"] == ["resolve_retry_failures"]
+        effect = next(r for r in hist if r["kind"] == "effect")
+        assert effect["firing_id"] == fid and effect["detail"]["effect"] == "improvement_cycle"
+        assert effect["detail"]["role"] == "auditor"
+        events = _improvement_events(pairs)
+        pending = [e for e in events if e["status"] == "pending"]
+        assert len(pending) == 1, events
+        imp = pending[0]
+        assert imp["data"]["healing"]["firing_id"] == fid and imp["cycle_id"] == effect["detail"]["cycle_id"]
+        assert imp["data"]["opportunity"]["affected_components"] == [comp]
+        assert imp["data"]["requested_by"] == "healing:auditor"
+        decided = [e["status"] for e in events if e["improvement_id"] == imp["improvement_id"]]
+        # enable_autonomous_improvements is off by default: the guardrails ask a person
+        assert "awaiting_approval" in decided, decided
+
+        # A second firing inside the cooldown starts nothing. Order: once the worker has the second
+        # observation, a slow task of the same component (same healing.observations partition) follows it.
+        await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
+                      [envelope([_point(tenant, comp, "Retries", 6.0, now + 5)])], key=tenant.encode())
+        seen = await collect(backend.kafka_bootstrap, [T.HEALING_OBSERVATIONS],
+                             lambda ps: any(r.get("retries") == 6.0 for _, r in ps), timeout=40, keep=mine)
+        assert any(r.get("retries") == 6.0 for _, r in seen), "the second retries point was not forwarded"
+        await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
+                      [envelope([_point(tenant, comp, "Duration", 90_000.0, now + 6, "Milliseconds")])],
+                      key=tenant.encode())
+        after = await collect(backend.kafka_bootstrap, [T.HEALING, T.IMPROVEMENT_EVENTS],
+                              lambda ps: any(r["name"] == "slow_tasks" for r in _healing(ps) if r["kind"] == "trigger"),
+                              timeout=60, keep=mine)
+        triggers = [r["name"] for r in _healing(after) if r["kind"] == "trigger"]
+        assert sorted(triggers) == ["high_retry_rate", "slow_tasks"], triggers
+        retry_imps = {e["improvement_id"] for e in _improvement_events(after) if e["status"] == "pending"
+                      and e["data"].get("healing", {}).get("trigger") == "high_retry_rate"}
+        assert retry_imps == {imp["improvement_id"]}
+
+        # Visible through MCP: the improvement and its link to the firing.
+        settings = Settings.model_validate({"kafka_bootstrap_servers": backend.kafka_bootstrap})
+        async with running_server(settings, TokenStore({ADMIN: Principal("admin", None, frozenset({"admin"}))})) \
+                as srv:
+            assert await srv.readmodel.wait_for(lambda v: imp["improvement_id"] in v.improvements, 30)
+            async with Client(srv.mcp_url, auth=ADMIN) as c:
+                got = (await c.call_tool("get_improvement", {"improvement_id": imp["improvement_id"]})
+                       ).structured_content
+        assert got is not None
+        assert got["improvement"]["requested_by"] == "healing:auditor"
+        assert got["improvement"]["opportunity"]["affected_components"] == [comp]
+        assert any(ev["data"].get("healing", {}).get("firing_id") == fid for ev in got["timeline"])
+    finally:
+        worker.stop()
+
+    # `kaizen healing history` from another directory (no data dir of the worker's) sees the group's history.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli_env = {k: v for k, v in os.environ.items() if k != "KAIZEN_DATA_DIR"}
+    out = subprocess.run([sys.executable, "-m", "kaizen.cli", "healing", "history", "--json", "--limit", "5000",
+                          "--export", str(elsewhere / "export")],
+                         capture_output=True, cwd=elsewhere, timeout=90, check=True,
+                         env={**cli_env, "KAFKA_BOOTSTRAP_SERVERS": backend.kafka_bootstrap, "PYTHONPATH": str(ROOT)})
+    listed = [r for r in orjson.loads(out.stdout) if r["tenant_id"] == tenant]
+    assert {(r["kind"], r["name"]) for r in listed} >= {("trigger", "high_retry_rate"),
+                                                        ("action", "resolve_retry_failures"),
+                                                        ("effect", "resolve_retry_failures")}
+    assert any(r["kind"] == "effect" and r["detail"]["firing_id"] == fid for r in listed)
+    assert sorted(p.name.split("-")[0] for p in (elsewhere / "export").glob("*.jsonl")) == [
+        "actions", "effects", "triggers"]
