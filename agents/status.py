@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from agents.events import agent as events
 from agents.healing.executions import record_poll
@@ -18,11 +19,13 @@ from agents.opportunities import agent as opportunities
 from agents.patterns import agent as patterns
 from agents.scoring import agent as scoring
 from streams import app as A
+from streams.epoch import BrokerEpoch, safe_check
 from streams.records import StatusReport
 from streams.runtime import runtime, survives_broker_outage
 
 log = structlog.get_logger(__name__)
 _connector: dict[str, Any] = {}
+_epoch: dict[str, BrokerEpoch] = {}
 
 
 def worker_detail() -> dict[str, Any]:
@@ -37,6 +40,9 @@ def worker_detail() -> dict[str, Any]:
         "duplicates_dropped": dict(dedup.STATS["duplicates"]),
         "deadletters": dict(dedup.STATS["deadletters"]),
         "points_scored": scoring.STATS.get("points", 0),
+        "series_cap_points": scoring.STATS.get("series_cap_points", 0),
+        "checkpoints_too_large": scoring.STATS.get("checkpoints_too_large", 0),
+        "broker_resets": list(_epoch["e"].resets) if "e" in _epoch else [],
         "insights_generated": scoring.STATS.get("insights", 0) + patterns.STATS.get("insights", 0)
         + events.STATS.get("alarms", 0),
         "log_lines": patterns.STATS.get("lines", 0),
@@ -59,10 +65,28 @@ def worker_detail() -> dict[str, Any]:
 @A.app.timer(interval=5.0)
 @survives_broker_outage
 async def heartbeat() -> None:
+    await send_heartbeat()
+
+
+async def send_heartbeat() -> None:
     pid = runtime.process_id or f"worker-{socket.gethostname()}-{os.getpid()}"
     report = StatusReport(process_id=pid, role="worker", timestamp=datetime.now(UTC), healthy=True,
                           detail=worker_detail())
     await A.status_topic.send(key=pid.encode(), value=report.to_bytes())
+
+
+@A.app.timer(interval=2.0)
+async def broker_epoch() -> None:
+    """A broker that came back empty (or lost topics) is said loudly: logged as an error, and in this
+    worker's heartbeat at once (get_system_status shows it; streams/epoch.py)."""
+    ep = _epoch.get("e")
+    if ep is None:
+        ep = _epoch["e"] = BrokerEpoch(runtime.bootstrap, who=runtime.process_id or "worker")
+    if await safe_check(ep) is not None:
+        try:
+            await send_heartbeat()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("reset not yet reported on the status topic", error=str(exc)[:200])
 
 
 @A.app.timer(interval=max(0.5, A.settings.cloudwatch_stream_interval_seconds), on_leader=True)

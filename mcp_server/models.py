@@ -58,6 +58,8 @@ class BrokerHealth(BaseModel):
     records_applied: int
     decode_errors: dict[str, int] = {}
     last_error: str = ""
+    resets: list[dict[str, Any]] = []  # the broker came back empty / topics vanished (streams/epoch.py)
+    last_reset: str | None = None
 
 
 class SelfBuildingMetrics(BaseModel):

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from mcp_server.views import StateTopics, Views
 from streams import topics as t
+from streams.epoch import BrokerEpoch, safe_check
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +50,7 @@ class ReadModel:
     """
 
     def __init__(self, bootstrap: str, topics: Iterable[str] = StateTopics, *, partitions: int = 4,
-                 poll_ms: int = 300, refresh_seconds: float = 5.0) -> None:
+                 poll_ms: int = 300, refresh_seconds: float = 5.0, epoch_seconds: float = 2.0) -> None:
         self.bootstrap = bootstrap
         self.topics = tuple(topics)
         self.partitions = partitions
@@ -64,6 +65,12 @@ class ReadModel:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
+        # A broker that comes back empty (or loses topics) is noticed here within epoch_seconds and the
+        # read model starts over from the new logs' beginnings (streams/epoch.py).
+        self.epoch = BrokerEpoch(bootstrap, who="mcp-readmodel")
+        self.epoch_seconds = epoch_seconds
+        self._epoch_task: asyncio.Task[None] | None = None
+        self._reset_pending = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, wait_loaded: float | None = 30.0) -> None:
@@ -76,10 +83,16 @@ class ReadModel:
         await self._consumer.start()
         await self._refresh_assignment()
         self._task = asyncio.create_task(self._run(), name="kaizen-readmodel")
+        self._epoch_task = asyncio.create_task(self._watch_epoch(), name="kaizen-readmodel-epoch")
         if wait_loaded:
             await asyncio.wait_for(self.loaded.wait(), wait_loaded)
 
     async def stop(self) -> None:
+        if self._epoch_task is not None:
+            self._epoch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._epoch_task
+            self._epoch_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,6 +105,30 @@ class ReadModel:
     @property
     def broker_reachable(self) -> bool:
         return self.last_poll_ok is not None and time.monotonic() - self.last_poll_ok < 10.0
+
+    @property
+    def resets(self) -> list[dict[str, Any]]:
+        return list(self.epoch.resets)
+
+    async def _watch_epoch(self) -> None:
+        while True:
+            if await safe_check(self.epoch) is not None:
+                self._reset_pending = True
+            await asyncio.sleep(self.epoch_seconds)
+
+    async def _start_over(self) -> None:
+        """After a reset: the state topics again (nobody may have re-created them yet) and every
+        partition from its new beginning — a position kept from the old log would skip the new records."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._reset_pending = False
+        await ensure_topics(self.bootstrap, self.topics, self.partitions)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh in aiokafka
+        self._assigned = set()
+        await self._refresh_assignment()
+        if self._assigned:
+            await consumer.seek_to_beginning(*self._assigned)
+        log.warning("read model starts over after a broker reset", partitions=len(self._assigned))
 
     # ------------------------------------------------------------------ consuming
     async def _refresh_assignment(self) -> None:
@@ -121,6 +158,14 @@ class ReadModel:
         started = time.monotonic()
         next_refresh = started + self.refresh_seconds
         while True:
+            if self._reset_pending:
+                try:
+                    await self._start_over()
+                except KafkaError as exc:
+                    self._reset_pending = True
+                    self.last_error = f"start over after reset: {exc}"
+                    await asyncio.sleep(1.0)
+                    continue
             try:
                 batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=5000)
                 self.last_poll_ok = time.monotonic()

@@ -6,7 +6,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from streams.records import TERMINAL_STATUSES, ImprovementExecution, Improvement
 from streams.settings import Settings
 
 STALE_AFTER_SECONDS = 60.0
+RESET_UNHEALTHY_SECONDS = 600.0  # status stays unhealthy this long after a broker reset was noticed
 DEPLOYED = {"deploying", "monitoring", "completed", "rolled_back"}
 PAST_VALIDATION = {"awaiting_approval", "deploying", "monitoring", "completed", "rolled_back"}
 
@@ -210,9 +211,15 @@ class KaizenService:
         kept = max(0, m.improvements_deployed - m.improvements_rolled_back - len(active))
         broker = BrokerHealth(reachable=rm.broker_reachable, bootstrap=rm.bootstrap, loaded=rm.loaded.is_set(),
                               load_seconds=rm.load_seconds, records_applied=self.views.records_applied,
-                              decode_errors=dict(self.views.decode_errors), last_error=rm.last_error)
+                              decode_errors=dict(self.views.decode_errors), last_error=rm.last_error,
+                              resets=rm.resets, last_reset=rm.resets[-1]["at"] if rm.resets else None)
+        # A worker's reset report counts as much as the read model's own (whoever noticed first).
+        worker_resets = [r for w in workers for r in w.detail.get("broker_resets", []) if isinstance(r, dict)]
+        recent_reset = any(now - datetime.fromisoformat(str(r.get("at"))) < timedelta(seconds=RESET_UNHEALTHY_SECONDS)
+                           for r in [*broker.resets, *worker_resets] if r.get("at"))
         s = self.settings
-        healthy = broker.reachable and all(w.healthy for w in workers + connectors) and "open" not in breakers.values()
+        healthy = (broker.reachable and all(w.healthy for w in workers + connectors) and "open" not in breakers.values()
+                   and not recent_reset)
         return SystemStatus(
             healthy=healthy, timestamp=now, broker=broker, workers=workers, connectors=connectors, breakers=breakers,
             active_improvements=active, queue=queue, max_concurrent_improvements=s.max_concurrent_improvements,
