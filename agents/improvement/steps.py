@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 
+from agents.healing.logic.policies import strict_validation
 from agents.improvement.changeset import check_change_set
-from agents.improvement.logic.guardrails import decide
+from agents.improvement.logic.guardrails import ApprovalDecision, decide
 from agents.improvement.logic.lifecycle import next_event
 from agents.improvement.logic.playbooks import PARAMETERS, plan
 from agents.improvement.logic.verdicts import MetricWindow, assess_impact, judge, summarize
@@ -113,6 +114,9 @@ async def step_validating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
                                data={"validation": validation})]
     scope = ex.opportunity.scope if ex.opportunity else "tenant"
     decision = decide(p, scope, _metrics_for_guardrails(ctx, ex), _last_change_at(ctx, ex), ctx.flags(), now)
+    if decision.status == "auto_approved" and strict_validation(ctx.views.config, now):
+        # enforce_test_standards set strict validation (docs/healing.md): nothing deploys unseen meanwhile
+        decision = ApprovalDecision("approval_required", ["strict validation in force (test failures above 5 %)"])
     approval = {"status": decision.status, "reasons": decision.reasons}
     if decision.status == "denied":
         return [next_event(ex, "failed", now, reason="guardrails denied: " + "; ".join(decision.reasons),

@@ -278,3 +278,31 @@ async def test_the_generator_reads_the_llm_policies_and_records_each_call() -> N
     assert [(s, ok) for s, ok, _ in calls] == [("llm:spy", True)] * 3
     assert calls[0][2]["tokens_input"] == 10 and calls[0][2]["tokens_output"] == 20
     assert calls[0][2]["cost_usd"] == 0.0021 and calls[0][2]["model"] == "gpt-4"
+
+
+async def test_strict_validation_stops_auto_approval_in_the_validating_step() -> None:
+    from types import SimpleNamespace
+
+    from agents.improvement.steps import StepContext, step_validating
+    from streams.records import ImprovementExecution
+    from streams.settings import Settings
+
+    firing, plans = fire(retries=4.0)
+    eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
+    assert eff is not None and eff.command is not None
+    opp = ImprovementOpportunity.model_validate(eff.command["args"]["opportunity"])
+    p = plan(opp, {})
+    ex = ImprovementExecution(improvement_id="imp-1", opportunity=opp, status="validating", tenant_id="acme",
+                              plan=p.as_dict())
+    views = SimpleNamespace(config={}, improvements={}, flags={"enable_autonomous_improvements": True})
+    tap = SimpleNamespace(window=lambda *a, **k: [])
+    ctx = StepContext(Settings(), views, tap, None, None, None, clock=lambda: NOW)  # type: ignore[arg-type]
+    auto = await step_validating(ctx, ex)
+    assert [e.status for e in auto] == ["deploying"], [e.reason for e in auto]
+    t_firing, t_plans = fire(test_failure_rate=0.3)
+    policy = effect_for(t_plans[0], t_firing, NOW, {}, LLM_MAX, 3)
+    assert policy is not None and policy.config_key is not None
+    views.config[policy.config_key] = policy.config_value
+    held = await step_validating(ctx, ex)
+    assert [e.status for e in held] == ["awaiting_approval"]
+    assert "strict validation" in held[0].reason
