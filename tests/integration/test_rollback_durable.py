@@ -283,3 +283,47 @@ async def test_percent_error_rate_passes_guardrails_and_plan_shows_ssm_values(
     olds = {c["parameter"]: c["old"] for c in plan["changes"]}
     assert olds["cache_size"] == 1536.0, plan  # what SSM held, not the playbook's 1024
     assert olds["pool_size"] is None, plan  # SSM held nothing: shown as absent
+
+
+async def test_broker_restarted_empty_changes_still_applied_are_rolled_back(
+        backend: Backend, gate: AwsGate, tmp_path: Path) -> None:
+    """The embedded broker keeps its log in memory: restarted, it comes back empty and the improvement's
+    events are gone. The applied-changes journal (KAIZEN_DATA_DIR) still knows what was applied: the
+    restarted worker rolls it back."""
+    from kaizen.embedded import start_tansu
+    from tests.kafka_utils import ARTIFACTS
+
+    ssm = _ssm(backend)
+    tenant = f"rst-{uuid.uuid4().hex[:6]}"
+    _seed(ssm, tenant)
+    brokers = [start_tansu(0, ARTIFACTS / "logs" / "rb-reset-broker")]
+    port = brokers[0].port
+    own = Backend(f"127.0.0.1:{port}", backend.aws_endpoint, backend.kind)
+    env = {**_env(own, gate, tmp_path), "MONITORING_DURATION_SECONDS": "120"}  # stays in monitoring
+    stop = asyncio.Event()
+    svc = asyncio.create_task(MiniService(own, tenant, "api", "good").run(stop))
+    w1 = start_kaizen(["worker"], env, "rb-reset-w1")
+    w2 = None
+    try:
+        await _start_improvement(own, tenant)
+        await _events(own, tenant, _has("monitoring"), timeout=60)
+        assert _get(ssm, f"/kaizen/{tenant}/api/canary/cache_size") == "2048"
+        stop.set()
+        await asyncio.gather(svc, return_exceptions=True)
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.proc.wait(10)
+        brokers[0].stop()
+        brokers.append(start_tansu(port, ARTIFACTS / "logs" / "rb-reset-broker"))  # empty
+        w2 = start_kaizen(["worker"], env, "rb-reset-w2")
+        evs = await _events(own, tenant, _terminal, timeout=60, settle=1.0)
+    finally:
+        stop.set()
+        w1.stop()
+        if w2 is not None:
+            w2.stop()
+        for b in brokers:
+            b.stop()
+    statuses = [(e["status"], e["data"].get("verdict")) for e in evs]
+    assert ("rolling_back", "state_lost") in statuses, statuses
+    assert [s for s, _v in statuses if s in ("completed", "rolled_back", "failed", "conflict")] == ["failed"], statuses
+    _assert_back_to_previous(ssm, tenant)
