@@ -77,3 +77,13 @@ def test_list_opportunities_pages_the_callers_part_of_the_ranking() -> None:
         got = svc.list_opportunities(p, tenant_arg, 7, prio)
         assert got.count == len(want) and [o.opportunity_id for o in got.opportunities] == \
             [o.opportunity_id for o in want[:7]], (tenants, tenant_arg, prio)
+
+
+def test_conflict_and_rolling_back_are_listed_as_active() -> None:
+    from streams.records import ImprovementExecution
+
+    v = Views()
+    for iid, status in (("c", "conflict"), ("r", "rolling_back"), ("d", "rolled_back")):
+        ex = ImprovementExecution(improvement_id=iid, status=status, tenant_id="t1", updated_at=NOW)  # type: ignore[arg-type]
+        v.apply(t.IMPROVEMENT_STATE, iid.encode(), ex.to_bytes())
+    assert sorted(ex.improvement_id for ex in v.active_improvements()) == ["c", "r"]
