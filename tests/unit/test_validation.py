@@ -131,6 +131,13 @@ BYPASSES = {
     "class_body_call": ("class A:\n    x = print('hi')\n", {"py.toplevel"}),
     "metaclass": ("class M(type):\n    pass\n\n\nclass A(metaclass=M):\n    pass\n", {"py.toplevel"}),
     "module_subscript_store": ("import logging\n\nlogging.root = None\n", {"py.toplevel", "py.setattr"}),
+    "sys_through_typing": ("import typing\n\n\ndef f() -> object:\n    return typing.sys.modules['os']\n",
+                           {"py.attribute"}),
+    "from_typing_import_sys": ("from typing import sys\n", {"py.attribute"}),
+    "private_module_attr": ("import collections\n\n\ndef f() -> object:\n    return collections._sys\n",
+                            {"py.attribute"}),
+    "os_through_random": ("import random\n\n\ndef f() -> None:\n    random._os.system('id')\n",
+                          {"py.capability"}),
 }
 
 

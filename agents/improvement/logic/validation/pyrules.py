@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
+import importlib
 import re
+import sys
+import types
 
 from agents.improvement.logic.validation.findings import Finding
 from agents.improvement.logic.validation.policy import (
@@ -46,6 +50,23 @@ _BUILTIN_NAMES = frozenset(dir(builtins))
 _EXCEPTIONS = frozenset(n for n in _BUILTIN_NAMES
                         if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException))
 _KNOWN_MODULES = SAFE_MODULES | frozenset(RESTRICTED_ATTRS) | frozenset().union(*CAPABILITY_MODULES.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def submodule(module: str, attr: str) -> str | None:
+    """The module `module.attr` is, when it is one: a known module name, or — for standard-library modules
+    only, never a component's own code — what the imported module shows (typing.sys is sys)."""
+    full = f"{module}.{attr}"
+    if full in _KNOWN_MODULES:
+        return full
+    if module.split(".")[0] not in sys.stdlib_module_names:
+        return None
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    value = getattr(mod, attr, None)
+    return value.__name__ if isinstance(value, types.ModuleType) else None
 
 
 def _rule_for_builtin(name: str) -> str:
@@ -128,16 +149,34 @@ class _Checker:
 
     def _attribute(self, node: ast.AST, module: str, attr: str) -> None:
         self._attr_name(node, attr)
-        if f"{module}.{attr}" in _KNOWN_MODULES:
+        sub = submodule(module, attr)
+        if sub is not None:  # e.g. typing.sys, collections._sys: another module reached through an allowed one
+            if sub not in self.provided:
+                ok, why = self.policy.module_allowed(sub)
+                if not ok:
+                    self.add(node, "py.capability" if "capability" in why else "py.attribute",
+                             f"{module}.{attr} is the module {sub}: {why}")
+            return
+        if attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__")):
+            self.add(node, "py.attribute", f"private attribute {module}.{attr} of a module is not allowed")
             return
         ok, why = self.policy.attribute_allowed(module, attr)
         if not ok:
             self.add(node, "py.capability" if "capability" in why else "py.attribute", why)
 
+    def _module_of(self, expr: ast.expr) -> str | None:
+        """The module an expression names: an imported name, or a submodule reached through one."""
+        if isinstance(expr, ast.Name):
+            return self.modules.get(expr.id)
+        if isinstance(expr, ast.Attribute):
+            base = self._module_of(expr.value)
+            return submodule(base, expr.attr) if base else None
+        return None
+
     def attribute(self, node: ast.Attribute) -> None:
         self._attr_name(node, node.attr)
-        if isinstance(node.value, ast.Name) and node.value.id in self.modules:
-            module = self.modules[node.value.id]
+        module = self._module_of(node.value)
+        if module is not None:
             if isinstance(node.ctx, ast.Store | ast.Del):
                 self.add(node, "py.setattr", f"assigning to {module}.{node.attr} changes a module for everyone")
             self._attribute(node, module, node.attr)
