@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kaizen-installed
 
-.PHONY: setup run test lint typecheck contracts unit integration bench clean
+.PHONY: setup run test lint typecheck contracts unit integration bench clean asyncapi-cli
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kaizen needs Python >= 3.11")'
@@ -34,7 +34,15 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -m integration -q
 
-test: lint typecheck contracts
+# The AsyncAPI CLI validates docs/asyncapi.yaml in the suite (tests/unit/test_asyncapi.py). 4.1.1: the last
+# release that runs on the Node of Debian 12 (5.x and 6.x need Node >= 24).
+ASYNCAPI_CLI := .kaizen/tools/node_modules/.bin/asyncapi
+$(ASYNCAPI_CLI):
+	npm install --no-save --no-audit --no-fund --loglevel=error --prefix .kaizen/tools @asyncapi/cli@4.1.1
+
+asyncapi-cli: $(ASYNCAPI_CLI)
+
+test: lint typecheck contracts asyncapi-cli
 	$(BIN)/pytest -q -ra --durations=15
 
 bench: setup

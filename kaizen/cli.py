@@ -61,7 +61,24 @@ def _fail(message: str, todo: str | None = None) -> NoReturn:
 def _settings():  # type: ignore[no-untyped-def]
     from streams.settings import get_settings
 
-    return get_settings()  # a ValidationError becomes "error: invalid configuration: VAR=...: ..." (exit 2)
+    settings = get_settings()  # a ValidationError becomes "error: invalid configuration: VAR=...: ..." (exit 2)
+    if settings.kaizen_detectors:
+        _check_detectors(settings.kaizen_detectors, settings.kaizen_detector_checkpoint_max_bytes, "KAIZEN_DETECTORS")
+    return settings
+
+
+def _check_detectors(families: dict[str, str], max_bytes: int, what: str) -> None:
+    """KAIZEN_DETECTORS: every spec must build a River anomaly detector whose checkpoint fits (at start)."""
+    import json
+
+    from agents.scoring.logic.registry import DetectorConfigError, parse_detectors
+
+    try:
+        parse_detectors(families, max_bytes)
+    except DetectorConfigError as exc:
+        raise UserError(f"invalid configuration: {what}={json.dumps(families)}: {exc}",
+                        "give each metric family a registry name (kaizen, gaussian, hst, sad, pad) or "
+                        "river.<module>.<Class>(literal arguments); see docs/detection.md") from None
 
 
 def _broker(settings, hint: str) -> str:  # type: ignore[no-untyped-def]
@@ -204,6 +221,8 @@ def mcp_cmd(stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over 
 def score(
     input: Annotated[Path, typer.Option("--input", "-i", help="CSV with columns timestamp,value")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write: timestamp,value,anomaly_score")],
+    detector: Annotated[str, typer.Option("--detector", help="registry name or River expression "
+                                          "(as in KAIZEN_DETECTORS)")] = "kaizen",
 ) -> None:
     """Replay a series through the live anomaly detector (backtest); one output row per input row."""
     from kaizen.preflight import check_input, check_output
@@ -212,8 +231,9 @@ def score(
     check_output(output, "--output")
     from kaizen.replay import score_csv
 
+    _check_detectors({"*": detector}, 1 << 62, "--detector")
     try:
-        n = score_csv(input, output)
+        n = score_csv(input, output, detector=detector)
     except ValueError as exc:
         _fail(str(exc), "fix that line of the input (timestamps ISO 8601 or epoch seconds, values numbers)")
     typer.echo(f"scored {n} rows -> {output}")
@@ -343,6 +363,24 @@ def validate_cmd(
     from kaizen.validate_cmd import main as validate_main
 
     raise typer.Exit(validate_main(directory, tenant, component, system_wide, as_json, _settings()))
+
+
+@app.command("asyncapi")
+def asyncapi_cmd(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
+) -> None:
+    """The AsyncAPI 3 document of every topic (keys, compaction, JSON Schemas from the records); see docs/asyncapi.yaml."""
+    from kaizen.asyncapi import render
+
+    text = render()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from kaizen.preflight import check_output
+
+    check_output(output, "--output")
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}", err=True)
 
 
 def _mount_healing() -> None:

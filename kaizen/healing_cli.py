@@ -36,12 +36,13 @@ from agents.healing.logic.healing import (
     TriggerFramework,
     observations_from_executions,
 )
+from kaizen.output import stdout_console
 from streams import topics as T
 from streams.settings import get_settings
 
 app = typer.Typer(help="Self-healing triggers and actions: status, configuration, checks and history.",
                   no_args_is_help=True)
-console = Console()
+console = stdout_console()  # complete rows when piped (kaizen/output.py)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Healing config JSON (default: $KAIZEN_HEALING_CONFIG).")]

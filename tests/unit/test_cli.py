@@ -16,7 +16,7 @@ from kaizen.cli import app
 from streams.settings import get_settings
 
 COMMANDS = ["run", "worker", "connect", "mcp", "demo", "score", "patterns", "bench", "healing",
-            "cloudwatch-export", "produce", "tail"]
+            "cloudwatch-export", "produce", "tail", "asyncapi"]
 HEALING = ["status", "triggers", "actions", "check", "history"]
 
 
@@ -158,3 +158,20 @@ def test_readme_documents_every_setting_and_command() -> None:
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in text]
     assert not missing, f"README does not document {missing}"
     assert all(f"kaizen {c}" in text for c in COMMANDS), [c for c in COMMANDS if f"kaizen {c}" not in text]
+
+
+def test_tables_are_complete_when_piped(tmp_path: Path) -> None:
+    """Piped to another program (stdout not a terminal), no cell is cut with '…' (was "high_retry…")."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COLUMNS", "KAIZEN_HEALING_CONFIG")}
+    run = [sys.executable, "-m", "kaizen.cli", "healing"]
+    names = [t["name"] for t in json.loads(subprocess.run([*run, "triggers", "--json"], capture_output=True,
+                                                          text=True, check=True, cwd=tmp_path, env=env).stdout)]
+    assert len(names) >= 5 and max(len(n) for n in names) > 12
+    for sub in ("triggers", "actions"):
+        out = subprocess.run([*run, sub], capture_output=True, text=True, check=True, cwd=tmp_path, env=env).stdout
+        assert "…" not in out, out
+        if sub == "triggers":
+            assert all(re.search(rf"\b{re.escape(n)}\b", out) for n in names), out
