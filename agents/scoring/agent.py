@@ -18,6 +18,8 @@ from agents.opportunities.logic.inputs import users_from_point
 from agents.routing import insight_partition
 from agents.scoring.admission import Admission, per_partition_cap, split_admitted
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
+from agents.scoring.logic.models import CheckpointTooLarge
+from agents.scoring.logic.registry import DetectorChoice, parse_detectors
 from agents.scoring.logic.series import SeriesModel, anomaly_insight, trend_insight
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
@@ -48,14 +50,15 @@ class PartitionModels:
         self.models: dict[str, SeriesModel] = {}
         self.admission = Admission(cap, checkpoints)  # a series is checkpointed when admitted
 
-    def get(self, key: str, metric_name: str) -> SeriesModel:
+    def get(self, key: str, metric_name: str, unit: str = "") -> SeriesModel:
         m = self.models.get(key)
         if m is None:
             cp = self.checkpoints.get(key)
-            m = SeriesModel.new(metric_name)
+            spec = detector_choice().spec_for(metric_name, unit)
+            m = SeriesModel.new(metric_name, spec)
             if cp:
                 try:
-                    m = SeriesModel.restore(metric_name, base64.b64decode(cp))
+                    m = SeriesModel.restore(metric_name, base64.b64decode(cp), spec)
                 except ValueError as exc:  # a checkpoint of another detector version: start this series afresh
                     log.warning("detector checkpoint not restorable", series=key, error=str(exc))
             self.models[key] = m
@@ -118,17 +121,23 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
     for key, pts in by_series.items():
         if len(pts) > 1:
             pts.sort(key=_timestamp)
-        model = pm.get(key, pts[0]["metric_name"])
+        model = pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))
         observe = model.observe
         for p in pts:
-            score, findings = observe(p["timestamp"], p["value"])
-            if score >= threshold:
+            history = bool(p.get("history"))  # read back at discovery: learnt, never an insight
+            score, findings = observe(p["timestamp"], p["value"], history)
+            if score >= threshold and not history:
                 insights.append(anomaly_insight(to_model(p), score, model, now))
             for f in findings:
                 insights.append(trend_insight(to_model(p), f, model, now))
         if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS,
                                                              CHECKPOINT_EVERY_SECONDS):
-            due[key] = base64.b64encode(model.checkpoint(now)).decode()
+            try:
+                due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
+                                            ).decode()
+            except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
+                STATS["checkpoints_over_limit"] += 1
+                log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
         if state.may_publish(key, now, urgent=model.last_score >= threshold):
             await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
     if due:
@@ -190,34 +199,44 @@ async def emit_insights(insights: list[TelemetryInsight]) -> None:
         STATS["insights"] += 1
 
 
-def clean_points(value: bytes | None) -> list[LeanPoint]:
-    """The points of one clean-topic message: dedup writes envelopes of lean points, taken as they
-    are; a record of another shape is checked (and skipped with a warning if it is no point)."""
+def clean_points(value: bytes | None) -> tuple[list[LeanPoint], list[DeadLetter]]:
+    """The points of one clean-topic message (dedup writes envelopes of lean points, taken as they are;
+    a record of another shape is checked) and a dead letter for what is no point (hand-made records)."""
+    topic = A.clean_topics["metric"].get_topic_name()
     if not value:
-        return []
+        return [], []
     try:
         raw = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        log.warning("clean metric message is not JSON; skipped", size=len(value))
-        return []
-    items = raw.get("records", [raw]) if isinstance(raw, dict) else []
+    except orjson.JSONDecodeError as exc:
+        STATS["not_points"] += 1
+        return [], [dead_letter("not valid JSON (on the clean topic)", value.decode("utf-8", errors="backslashreplace"),
+                                error=str(exc), source_topic=topic)]
+    items = raw.get("records", [raw]) if isinstance(raw, dict) else [raw]
     out: list[LeanPoint] = []
-    for it in items if isinstance(items, list) else []:
+    dead: list[DeadLetter] = []
+    for it in items if isinstance(items, list) else [items]:
         p = trusted_lean(it)
         if p is None:
-            log.warning("clean metric record is not a metric point; dead-lettered", record=str(it)[:200])
             STATS["not_points"] += 1
-            _not_points.append(dead_letter("not a metric point (on the clean topic)", orjson.dumps(it).decode(),
-                                           source_topic=A.clean_topics["metric"].get_topic_name()))
+            dead.append(dead_letter("not a metric point (on the clean topic)", orjson.dumps(it).decode(),
+                                    source_topic=topic))
             continue
         out.append(p)
-    return out
+    return out, dead
 
 
-_not_points: list[DeadLetter] = []  # dead letters of clean_points, sent by the agent
 
 
 _state: dict[str, ScoringState] = {}
+_choice: dict[str, DetectorChoice] = {}
+
+
+def detector_choice() -> DetectorChoice:
+    """KAIZEN_DETECTORS, parsed once (the command line already refused an invalid one at start)."""
+    c = _choice.get("c")
+    if c is None:
+        c = _choice["c"] = parse_detectors(A.settings.kaizen_detectors)
+    return c
 
 
 @A.app.agent(A.clean_topics["metric"], name="anomaly-scoring")
@@ -228,9 +247,12 @@ async def scoring(stream: faust.StreamT[bytes]) -> None:
             "detectors", A.clean_topics["metric"].get_topic_name())
         state = _state["s"] = ScoringState(store)
     async for event in stream.events():
-        points = clean_points(event.value)
-        while _not_points:
-            await A.deadletter_topic.send(key=b"telemetry.metrics", value=_not_points.pop().to_bytes())
+        points, dead = clean_points(event.value)
+        for dl in dead:
+            dl.partition, dl.offset = event.message.partition, event.message.offset
+            log.warning("clean metric record is no metric point; dead-lettered", reason=dl.reason,
+                        partition=dl.partition, offset=dl.offset)
+            await A.deadletter_topic.send(key=b"telemetry.metrics", value=dl.to_bytes())
         try:
             insights = await score_batch(state, event.message.partition, points, time.time())
         except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # no input may stop the agent
