@@ -1,4 +1,4 @@
-"""Memory benchmark: bytes per live SeriesDetector (tracemalloc and RSS) and checkpoint size."""
+"""Memory benchmark: bytes per live KaizenDetector (tracemalloc and RSS) and checkpoint size."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from agents.scoring.logic.detectors import SeriesDetector
+from agents.scoring.logic.detectors import KaizenDetector
 from agents.scoring.logic.trends import TrendTracker
 
 TARGET_SERIES = 100_000
@@ -28,7 +28,7 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _feed(dets: list[SeriesDetector], points: int, seed: int) -> None:
+def _feed(dets: list[KaizenDetector], points: int, seed: int) -> None:
     rng = random.Random(seed)
     for k, d in enumerate(dets):
         base = 100.0 + k % 50
@@ -40,7 +40,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     points = 20
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
-    dets = [SeriesDetector() for _ in range(n)]
+    dets = [KaizenDetector() for _ in range(n)]
     _feed(dets, points, 2)
     build_s = time.perf_counter() - t0
     rss_growth = _rss_bytes() - rss0
@@ -52,7 +52,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     sample = 2_000
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    probe = [SeriesDetector() for _ in range(sample)]
+    probe = [KaizenDetector() for _ in range(sample)]
     _feed(probe, points, 1)
     traced = (tracemalloc.get_traced_memory()[0] - before) / sample
     tracemalloc.stop()
@@ -66,12 +66,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     del trackers
 
     # a detector past warm-up and grid freeze, to size a realistic checkpoint
-    mature = SeriesDetector()
+    mature = KaizenDetector()
     _feed([mature], 2_000, 3)
     state = mature.to_state()
     t1 = time.perf_counter()
     for _ in range(2_000):
-        SeriesDetector.from_state(state)
+        KaizenDetector.from_state(state)
     restore_us = (time.perf_counter() - t1) / 2_000 * 1e6
     tracker_state = len(TrendTracker().to_state())
     extrapolated = per_series_rss * TARGET_SERIES

@@ -1,4 +1,4 @@
-"""Scoring throughput: points/s of SeriesDetector.score_many over many series, with a same-run anchor."""
+"""Scoring throughput: points/s of KaizenDetector.score_many over many series, with a same-run anchor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agents.scoring.logic.detectors import SeriesDetector
+from agents.scoring.logic.detectors import KaizenDetector
 
 
 class WelfordZ:
@@ -68,7 +68,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     det_s, anchor_s = math.inf, math.inf
     for _ in range(3):
         anchor_s = min(anchor_s, _time(WelfordZ, work))
-        det_s = min(det_s, _time(SeriesDetector, work))
+        det_s = min(det_s, _time(KaizenDetector, work))
     return {
         "benchmark": "scoring_throughput",
         "quick": quick,

@@ -76,12 +76,14 @@ def read_series(path: Path) -> Iterator[tuple[int, str, float, str, float]]:
             yield line, row[it].strip(), ts, row[iv].strip(), value
 
 
-def score_csv(input: Path, output: Path, metric_name: str = REPLAY_METRIC) -> int:
-    """Score every row of `input` (timestamp,value) in file order with a fresh live series model and write
-    timestamp,value,anomaly_score to `output`; returns the number of rows. The input is fully validated
-    before `output` is written, so a bad file leaves no partial output."""
+def score_csv(input: Path, output: Path, metric_name: str = REPLAY_METRIC, detector: str = "kaizen") -> int:
+    """Score every row of `input` (timestamp,value) in file order with a fresh live series model (the
+    detector `detector`: a registry name or River expression, as in KAIZEN_DETECTORS) and write
+    timestamp,value,anomaly_score to `output`: the calibrated scores the live agent compares with its
+    threshold. Returns the number of rows. The input is fully validated before `output` is written,
+    so a bad file leaves no partial output."""
     rows = list(read_series(Path(input)))
-    model = SeriesModel.new(metric_name)
+    model = SeriesModel.new(metric_name, detector)
     with open(output, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["timestamp", "value", "anomaly_score"])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     cloudwatch_metrics_period: int = 300
     cloudwatch_metrics_statistics: list[str] = ["Average", "Sum", "Maximum", "p95"]
     cloudwatch_metrics_lag_seconds: int = 600  # late datapoints within this lag are picked up
+    # A newly discovered series' recent history is read back (and learnt by scoring without insights),
+    # at most this many GetMetricData calls per poll for it (the rest on later polls). 0 turns it off.
+    cloudwatch_metrics_history_seconds: int = 172_800
+    cloudwatch_metrics_history_calls_per_poll: int = 20
     cloudwatch_dimension_filters: dict[str, str] = {}
     cloudwatch_tenant_dimension: str = "tenant_id"
     cloudwatch_log_group_pattern: str = "/aws/lambda/happyos-*"
@@ -128,6 +133,11 @@ class Settings(BaseSettings):
     ingest_max_future_minutes: float = 120  # CloudWatch accepts datapoints up to 2 h ahead
     kaizen_max_message_bytes: int = 900_000  # outputs are split below this (producer max_request_size 1,000,000)
     scoring_max_series_per_tenant: int = 20_000  # live detectors per tenant (spread over the partitions)
+    # Detector per metric family: JSON object "metric glob" or "unit:<Unit>" -> registry name or River
+    # expression, e.g. {"*": "kaizen", "CPUUtilization": "river.anomaly.GaussianScorer(window_size=500)"}
+    # (docs/detection.md); checked at start. A River model's checkpoint must fit the byte limit.
+    kaizen_detectors: Annotated[dict[str, str], NoDecode] = {}
+    kaizen_detector_checkpoint_max_bytes: int = 65_536
 
     # Ranges: a value outside fails at start naming its variable, instead of a worker dying later on it.
     @field_validator("kafka_topic_partitions", "kafka_replication_factor", "max_concurrent_improvements",
@@ -168,6 +178,19 @@ class Settings(BaseSettings):
     def _port(cls, v: int) -> int:
         if not 0 <= v <= 65535:
             raise ValueError("must be a TCP port (0-65535)")
+        return v
+
+    @field_validator("kaizen_detectors", mode="before")
+    @classmethod
+    def _detector_families(cls, v: Any) -> Any:
+        """A JSON object of strings; whether each spec builds a River detector is checked at start (kaizen/cli.py)."""
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc.msg} at character {exc.pos}") from None
+        if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(s, str) for k, s in v.items()):
+            raise ValueError('expected a JSON object {"metric glob or unit:<Unit>": "detector spec", ...}')
         return v
 
     @field_validator("cloudwatch_log_sampling_rate")

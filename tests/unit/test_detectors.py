@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
+from collections.abc import Hashable
+from typing import Any
 
 import pytest
+from river import base as river_base
 
 from agents.scoring.logic.detectors import (
     ANOMALY_THRESHOLD,
     DEFAULT_PARAMS,
     DetectorParams,
-    SeriesDetector,
+    KaizenDetector,
     score_series,
 )
 
@@ -32,10 +36,10 @@ def test_scores_are_in_unit_interval_for_awkward_inputs() -> None:
 
 
 def test_detector_survives_garbage_and_still_detects() -> None:
-    det = SeriesDetector()
+    det = KaizenDetector()
     det.score_many(_noisy(1000))
     for bad in (math.nan, math.inf, -math.inf, 1e308, -1e308):
-        assert det.score_one(0.0, bad) == 0.0
+        assert det.score_learn(0.0, bad) == 0.0
     seen = det.n_seen
     assert seen == 1000
     after = det.score_many([(t + 1e6, v + 80.0) for t, v in _noisy(20, seed=9)])
@@ -43,9 +47,9 @@ def test_detector_survives_garbage_and_still_detects() -> None:
 
 
 def test_warmup_scores_are_zero_even_for_wild_values() -> None:
-    det = SeriesDetector()
+    det = KaizenDetector()
     rng = random.Random(2)
-    warm = [det.score_one(float(i), rng.choice([0.0, 1e9])) for i in range(DEFAULT_PARAMS.warmup)]
+    warm = [det.score_learn(float(i), rng.choice([0.0, 1e9])) for i in range(DEFAULT_PARAMS.warmup)]
     assert warm == [0.0] * DEFAULT_PARAMS.warmup
     assert det.n_seen == DEFAULT_PARAMS.warmup
 
@@ -86,10 +90,10 @@ def test_spike_gives_one_alarm_not_a_burst() -> None:
     assert len([i for i in alarms if 1200 <= i < 1200 + DEFAULT_PARAMS.rest]) == 1
 
 
-def test_score_many_matches_score_one_loop() -> None:
+def test_score_many_matches_score_learn_loop() -> None:
     pts = _noisy(900) + [(t, v * 3) for t, v in _noisy(300, seed=3)]
-    a, b = SeriesDetector(), SeriesDetector()
-    loop = [a.score_one(t, v) for t, v in pts]
+    a, b = KaizenDetector(), KaizenDetector()
+    loop = [a.score_learn(t, v) for t, v in pts]
     batch = b.score_many(pts[:500]) + b.score_many(pts[500:])
     assert loop == batch == score_series(pts)
 
@@ -97,22 +101,22 @@ def test_score_many_matches_score_one_loop() -> None:
 @pytest.mark.parametrize("cut", [10, 400, 1200])
 def test_checkpoint_round_trip_continues_identically(cut: int) -> None:
     pts = _noisy(1200) + [(t, v + 40.0) for t, v in _noisy(600, seed=4)]
-    original = SeriesDetector()
+    original = KaizenDetector()
     original.score_many(pts[:cut])
     state = original.to_state()
     assert state == original.to_state()          # deterministic
     assert len(state) <= 8 * 1024                # compact
-    restored = SeriesDetector.from_state(state)
+    restored = KaizenDetector.from_state(state)
     assert restored.n_seen == original.n_seen
     assert restored.score_many(pts[cut:]) == original.score_many(pts[cut:])
     assert restored.to_state() == original.to_state()
 
 
 def test_checkpoint_rejects_other_parameters() -> None:
-    det = SeriesDetector()
+    det = KaizenDetector()
     det.score_many(_noisy(50))
     with pytest.raises(ValueError):
-        SeriesDetector.from_state(det.to_state(), DetectorParams(rest=DEFAULT_PARAMS.rest + 1))
+        KaizenDetector.from_state(det.to_state(), DetectorParams(rest=DEFAULT_PARAMS.rest + 1))
 
 
 def test_params_are_frozen() -> None:
@@ -136,3 +140,55 @@ def test_recent_max_matches_naive_window() -> None:
         clone = RecentMax(size)
         clone.unpack(rm.pack(), 0)
         assert clone.push(0.5) == rm.push(0.5)
+
+
+def _x(t: float, v: float) -> dict[Hashable, Any]:
+    return {"value": v, "timestamp": t}
+
+
+def test_river_api_score_one_then_learn_one_equals_the_fused_path() -> None:
+    pts = _noisy(3000, seed=11)
+    pts[2000] = (pts[2000][0], 400.0)               # an incident, so the scores are not all 0
+    det = KaizenDetector()
+    assert isinstance(det, river_base.AnomalyDetector)
+    river_scores = []
+    for t, v in pts:
+        s = det.score_one(_x(t, v))
+        assert det.score_one(_x(t, v)) == s         # score_one learns nothing
+        det.learn_one(_x(t, v))
+        river_scores.append(s)
+    assert river_scores == score_series(pts)
+    assert max(river_scores) >= ANOMALY_THRESHOLD
+
+
+def test_river_clone_is_fresh_with_the_same_parameters() -> None:
+    det = KaizenDetector(DetectorParams(rest=50))
+    det.score_many(_noisy(500))
+    twin = det.clone()
+    assert isinstance(twin, KaizenDetector) and twin.n_seen == 0 and twin.params == det.params
+    pts = _noisy(800, seed=3)
+    assert twin.score_many(pts) == score_series(pts, DetectorParams(rest=50))
+
+
+def test_pickle_round_trip_gives_equal_scores() -> None:
+    det = KaizenDetector()
+    det.score_many(_noisy(1500, seed=5))
+    copy = pickle.loads(pickle.dumps(det))
+    later = _noisy(600, seed=6) + [(1_700_000_000.0 + 60.0 * 4000, 500.0)]
+    assert [copy.score_one(_x(t, v)) for t, v in later[:50]] == [det.score_one(_x(t, v)) for t, v in later[:50]]
+    a, b = det.score_many(later), copy.score_many(later)
+    assert a == b and max(a) >= ANOMALY_THRESHOLD
+
+
+def test_plain_river_program_without_timestamps() -> None:
+    """x = {"value": v} alone works (points are taken one minute apart), as in a River tutorial."""
+    from agents.scoring.logic.detectors import KaizenDetector as Detector
+
+    model = Detector()
+    rng = random.Random(2)
+    scores = []
+    for i in range(1200):
+        x = {"value": 500.0 if i == 1100 else rng.gauss(10.0, 1.0)}
+        scores.append(model.score_one(x))
+        model.learn_one(x)
+    assert scores[1100] >= ANOMALY_THRESHOLD and sum(s >= ANOMALY_THRESHOLD for s in scores) <= 2

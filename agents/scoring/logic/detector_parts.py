@@ -71,6 +71,25 @@ class Likelihood:
         self.var = (1.0 - a) * (v + a * d * d)
         if n < self.quiet or d == 0.0 or (d < 0.0 and not self.two_sided):
             return 0.0
+        return self._tail(d, m, v)
+
+    def peek(self, raw: float) -> float:
+        """What update(raw) would return, without learning anything (River's score_one)."""
+        ring = self.ring
+        n = self.n
+        size = self.size
+        pos = self.pos
+        total = 0.0
+        for i, r in enumerate(ring):  # the same sum, in the same order, as update() would take
+            total += raw if i == pos else r
+        short = total / (n + 1 if n < size else size)
+        d = short - self.mean
+        if n < self.quiet or d == 0.0 or (d < 0.0 and not self.two_sided):
+            return 0.0
+        return self._tail(d, self.mean, self.var)
+
+    def _tail(self, d: float, m: float, v: float) -> float:
+        """Log-scaled tail probability of a deviation `d` from mean `m` under variance `v`."""
         ve = v if v > self.min_var else self.min_var
         if ve > 1e-18:
             if d * d < _Z_MIN2 * ve:
@@ -119,6 +138,14 @@ class PatternCounter:
 
     def _slot(self, key: int) -> int:
         return (key * 0x9E3779B1) >> 7 & self.mask  # multiplicative hash spreads neighbouring keys
+
+    def peek(self, key: int, adjacent: float = 1.0) -> float:
+        """What novelty(key) would return, without counting it."""
+        tab = self.table
+        c = tab[self._slot(key)]
+        if c == 0 and adjacent < 1.0 and (tab[self._slot(key - 1)] or tab[self._slot(key + 1)]):
+            return adjacent
+        return 1.0 / (1.0 + c)
 
     def novelty(self, key: int, adjacent: float = 1.0) -> float:
         """Novelty of `key` before counting it, then count it. A never-seen key next to a seen one

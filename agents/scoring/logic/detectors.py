@@ -1,4 +1,4 @@
-"""Per-series online anomaly detector: three cheap signals, anomaly likelihood, one alarm per incident."""
+"""kaizen's per-series anomaly detector, a River AnomalyDetector: three cheap signals, likelihood, calibration."""
 
 from __future__ import annotations
 
@@ -7,29 +7,28 @@ import hashlib
 import math
 import struct
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
+from datetime import datetime
+from typing import Any
 
-from agents.scoring.logic.detector_parts import Likelihood, PatternCounter, RecentMax
+from river import base as river_base
 
-__all__ = ["ANOMALY_THRESHOLD", "DEFAULT_PARAMS", "DetectorParams", "SeriesDetector", "score_series"]
+from agents.scoring.logic.calibration import ScoreCalibrator
+from agents.scoring.logic.detector_parts import Likelihood, PatternCounter
+
+__all__ = ["ANOMALY_THRESHOLD", "DEFAULT_PARAMS", "DetectorParams", "KaizenDetector", "point_of", "score_series"]
 
 _DAY = 86400.0
 _HUGE = 1e100
 
-# How the design was chosen (benchmarks/nab_quality.py; 41 NAB files, one threshold for all, standard profile):
-#   windowed Gaussian alone ~39; + level rarity ~53; + "beat the last 100 scores" suppression ~62;
-#   + daily profile residual ~66; + adjacent-bin novelty and a settle period per likelihood 69.6
-#   (Numenta HTM 68.9 on the same files). Halving or doubling any single parameter keeps 66-70 except
-#   level_weight x0.5 (57) and rest x2 (63.5), so the score is not one lucky point.
-# Tried and dropped (no gain on NAB): sequence-of-bins novelty, forgetting counts, time-based muting after
-# an alarm, log-transformed values, a weekly profile, a fast-moving windowed Gaussian, level x
-# time-of-day counts (better on realKnownCause/realAdExchange, worse on realTweets: a wash).
+# The design (signals, likelihoods, suppression) is described in docs/detection.md, with the
+# leave-one-corpus-out protocol that chose the parameters below and the figures it gave.
 
 
 @dataclass(frozen=True, slots=True)
 class DetectorParams:
-    """All tuned parameters; the defaults were tuned on NAB (one set for every series, no per-file tuning)."""
+    """All tuned parameters (one set for every series); chosen by the protocol of docs/detection.md."""
 
     warmup: int = 150              # points scored 0 while the statistics settle
     grid_at: int = 300             # the value grid (origin, bin width) is frozen after this many points
@@ -37,9 +36,7 @@ class DetectorParams:
     table_bits: int = 9            # the level-count table has 2**bits uint16 counters
     level_weight: float = 1.0      # signal 1: value in a rarely seen level (bin count)
     adjacent: float = 0.5          # ... novelty of a never-seen bin next to a seen one (1 = as novel as any)
-    # ... floor of the level likelihood's spread. 0.02 cuts alarms on pure Gaussian noise from ~8 to ~1 per
-    # 10k points but costs ~1.7 NAB points (rare-level incidents in realKnownCause); kept at 0 for NAB.
-    lev_min_sd: float = 0.0
+    lev_min_sd: float = 0.0        # ... floor of the level likelihood's spread
     short_win: int = 5             # ... its likelihood's short window
     long_alpha: float = 0.002      # ... EW rate of its long-run distribution
     val_weight: float = 1.0        # signal 2: short mean of values far from their long-run distribution
@@ -56,10 +53,10 @@ class DetectorParams:
 
 
 DEFAULT_PARAMS = DetectorParams()
-# Score at or above which the live agent emits an insight: the NAB-optimal threshold (standard profile).
+# Score at or above which the live agent emits an insight (calibrated scores; chosen by the protocol).
 ANOMALY_THRESHOLD: float = 0.9786
 
-_VERSION = 1
+_VERSION = 2
 _HEAD = struct.Struct("<B8sIdddd")
 
 
@@ -69,25 +66,40 @@ def _fingerprint(p: DetectorParams) -> bytes:
     return hashlib.blake2b(repr(astuple(p)).encode(), digest_size=8).digest()
 
 
-class SeriesDetector:
-    """Scores then learns each point of one metric series; score in [0, 1].
+def point_of(x: Mapping[Hashable, Any], n: int) -> tuple[float, float]:
+    """(timestamp, value) of a River feature dict: `value` (or its only numeric feature) and `timestamp`
+    (epoch seconds or datetime; without one, point n is taken as n minutes after the first)."""
+    v = x.get("value")
+    if v is None:
+        nums = [u for k, u in x.items() if k != "timestamp" and isinstance(u, int | float)]
+        if len(nums) != 1:
+            raise ValueError("kaizen's detector needs x['value'] (or exactly one numeric feature)")
+        v = nums[0]
+    t = x.get("timestamp")
+    ts = t.timestamp() if isinstance(t, datetime) else 60.0 * n if t is None else float(t)
+    return ts, float(v)
+
+
+class KaizenDetector(river_base.AnomalyDetector):
+    """Scores one metric series; a River anomaly detector (`learn_one(x)`, `score_one(x)`, `clone()`,
+    picklable) over x = {"value": v, "timestamp": epoch seconds}. Scores are in [0, 1].
 
     Three cheap signals, each turned into an anomaly likelihood (short mean against its own long-run
     distribution, Gaussian tail, log scale) so they are comparable across series and with each other:
       1. level rarity: how rarely the value's bin (on a grid frozen early) has been seen;
       2. windowed Gaussian on the value itself;
       3. the residual from a daily time-of-day profile (catches "right value, wrong time").
-    The score is the strongest of them, reported only when it beats every score of the last `rest`
-    points, so one incident gives one alarm (NAB only rewards the first detection in a window and
-    charges every extra one outside it).
+    The strongest of them is calibrated against the series' own score history and reported only when it
+    beats every score of the last `rest` points (calibration.py). `score_learn(ts, value)` does both
+    steps at once: the live agent's and `kaizen score`'s path, equal to score_one then learn_one.
     """
 
-    __slots__ = ("p", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
-                 "_prof", "_visits", "_recent")
+    __slots__ = ("params", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
+                 "_prof", "_visits", "_cal")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
-        self.p = p
+        self.params = p
         self._n = 0
         self._vmin = math.inf
         self._vmax = -math.inf
@@ -99,51 +111,77 @@ class SeriesDetector:
         self._sea = Likelihood(p.val_short, p.val_alpha, p.decades, p.quiet, two_sided=True)
         self._prof = array("d", bytes(8 * p.season_bins * p.season_days))
         self._visits = array("H", bytes(2 * p.season_bins * p.season_days))
-        self._recent = RecentMax(p.rest)   # recent scores for the "beat the recent maximum" rule
+        self._cal = ScoreCalibrator(p.rest)
 
     @property
     def n_seen(self) -> int:
         return self._n
 
-    def score_one(self, timestamp: float, value: float) -> float:
+    # --- River API -------------------------------------------------------------------------------
+    def learn_one(self, x: dict[Hashable, Any]) -> None:
+        self.score_learn(*point_of(x, self._n))
+
+    def score_one(self, x: dict[Hashable, Any]) -> float:
+        """The score `x` would get, learning nothing."""
+        ts, v = point_of(x, self._n)
+        if not -_HUGE < v < _HUGE or self._n < self.params.warmup:
+            return 0.0
+        return self._cal.peek(self._signals(ts, v, False))
+
+    # --- fused path ------------------------------------------------------------------------------
+    def score_learn(self, timestamp: float, value: float) -> float:
         """Score `value` against what was learnt so far, then learn it. `timestamp` is epoch seconds."""
         x = float(value)
         if not -_HUGE < x < _HUGE:
             # NaN/inf is a gap, not evidence; absurd magnitudes would overflow the squared statistics
             # and poison the state forever. Either way the point is skipped and the state left untouched.
             return 0.0
-        p = self.p
+        warm = self._n < self.params.warmup
+        s = self._signals(timestamp, x, True)
+        if warm:
+            return 0.0
+        return self._cal.step(s)
+
+    def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
+        """Batch path: same results as calling score_learn in a loop (the state is sequential)."""
+        f = self.score_learn
+        return [f(t, v) for t, v in points]
+
+    def _signals(self, timestamp: float, x: float, learn: bool) -> float:
+        """The strongest of the three signals' likelihoods (learning the point when `learn`)."""
+        p = self.params
         n = self._n
-        if x < self._vmin:
-            self._vmin = x
-        if x > self._vmax:
-            self._vmax = x
-        if self._width == 0.0 and n + 1 >= p.grid_at:
+        vmin = x if x < self._vmin else self._vmin
+        vmax = x if x > self._vmax else self._vmax
+        width, origin = self._width, self._origin
+        if width == 0.0 and n + 1 >= p.grid_at:
             # Freeze the grid once so bin ids stay comparable forever; values outside the early range
             # get bin ids never seen before, which is exactly the novelty we want to notice.
-            w = (self._vmax - self._vmin) / p.bins
-            self._width = w if w > 0.0 else max(abs(x) * 1e-3, 1e-9)
-            self._origin = self._vmin
+            w = (vmax - vmin) / p.bins
+            width = w if w > 0.0 else max(abs(x) * 1e-3, 1e-9)
+            origin = vmin
         s_lev = 0.0
-        if self._width > 0.0:
-            r_lev = self._levels.novelty(math.floor((x - self._origin) / self._width), p.adjacent)
-            s_lev = self._lev.update(r_lev)
-        s_val = self._val.update(x)
-        s_sea = 0.0
         prof, visits = self._prof, self._visits
         slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % len(prof)
         k = visits[slot]
-        if k >= p.season_min:
-            s_sea = self._sea.update(x - prof[slot])
-        if k == 0:
-            prof[slot] = x
+        if learn:
+            self._vmin, self._vmax, self._width, self._origin = vmin, vmax, width, origin
+            if width > 0.0:
+                s_lev = self._lev.update(self._levels.novelty(math.floor((x - origin) / width), p.adjacent))
+            s_val = self._val.update(x)
+            s_sea = self._sea.update(x - prof[slot]) if k >= p.season_min else 0.0
+            if k == 0:
+                prof[slot] = x
+            else:
+                prof[slot] += p.season_alpha * (x - prof[slot])
+            if k < 65535:
+                visits[slot] = k + 1
+            self._n = n + 1
         else:
-            prof[slot] += p.season_alpha * (x - prof[slot])
-        if k < 65535:
-            visits[slot] = k + 1
-        self._n = n + 1
-        if n < p.warmup:
-            return 0.0
+            if width > 0.0:
+                s_lev = self._lev.peek(self._levels.peek(math.floor((x - origin) / width), p.adjacent))
+            s_val = self._val.peek(x)
+            s_sea = self._sea.peek(x - prof[slot]) if k >= p.season_min else 0.0
         score = p.level_weight * s_lev
         s_val *= p.val_weight
         if s_val > score:
@@ -151,33 +189,24 @@ class SeriesDetector:
         s_sea *= p.season_weight
         if s_sea > score:
             score = s_sea
-        if score > 1.0:
-            score = 1.0
-        # One incident, one alarm: only a score above everything in the last `rest` points is reported.
-        # Saturated scores (1.0) therefore report once and stay quiet while the incident lasts.
-        prior = self._recent.push(score)
-        return score if score > prior else 0.0
+        return 1.0 if score > 1.0 else score
 
-    def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
-        """Batch path: same results as calling score_one in a loop (the state is sequential)."""
-        f = self.score_one
-        return [f(t, v) for t, v in points]
-
+    # --- checkpoints -----------------------------------------------------------------------------
     def to_state(self) -> bytes:
-        """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2.5 KB."""
-        head = _HEAD.pack(_VERSION, _fingerprint(self.p), self._n, self._vmin, self._vmax, self._origin,
+        """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2 KB."""
+        head = _HEAD.pack(_VERSION, _fingerprint(self.params), self._n, self._vmin, self._vmax, self._origin,
                           self._width)
         return b"".join((head, self._levels.pack(), self._lev.pack(), self._val.pack(), self._sea.pack(),
-                         self._recent.pack(), self._prof.tobytes(), self._visits.tobytes()))
+                         self._cal.pack(), self._prof.tobytes(), self._visits.tobytes()))
 
     @classmethod
-    def from_state(cls, data: bytes, params: DetectorParams | None = None) -> SeriesDetector:
+    def from_state(cls, data: bytes, params: DetectorParams | None = None) -> KaizenDetector:
         det = cls(params)
         ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width = _HEAD.unpack_from(data, 0)
-        if ver != _VERSION or fp != _fingerprint(det.p):
+        if ver != _VERSION or fp != _fingerprint(det.params):
             raise ValueError("checkpoint was written by another detector version or other parameters")
         off = _HEAD.size
-        for part in (det._levels, det._lev, det._val, det._sea, det._recent):
+        for part in (det._levels, det._lev, det._val, det._sea, det._cal):
             off = part.unpack(data, off)
         for name in ("_prof", "_visits"):
             old = getattr(det, name)
@@ -192,9 +221,18 @@ class SeriesDetector:
             raise ValueError("detector checkpoint has trailing bytes")
         return det
 
+    def __getstate__(self) -> tuple[DetectorParams, bytes]:
+        return self.params, self.to_state()
+
+    def __setstate__(self, state: tuple[DetectorParams, bytes]) -> None:
+        params, data = state
+        restored = KaizenDetector.from_state(data, params)
+        for name in self.__slots__:
+            setattr(self, name, getattr(restored, name))
+
 
 def score_series(rows: Iterable[tuple[float, float]], params: DetectorParams | None = None) -> list[float]:
-    """Replay path (`kaizen score`): one fresh detector over the rows, in order."""
-    det = SeriesDetector(params)
-    f = det.score_one
+    """One fresh detector over the rows, in order (as `kaizen score` does with the default detector)."""
+    det = KaizenDetector(params)
+    f = det.score_learn
     return [f(t, v) for t, v in rows]

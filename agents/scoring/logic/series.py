@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, SeriesDetector
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, KaizenDetector
+from agents.scoring.logic.models import (
+    DEFAULT_CHECKPOINT_MAX_BYTES,
+    RiverScorer,
+    new_scorer,
+    restore_scorer,
+    scorer_state,
+)
 from agents.scoring.logic.trends import TrendFinding, TrendTracker, classify_metric
 from streams.records import MetricDataPoint, TelemetryInsight
 
@@ -19,10 +26,12 @@ _HEAD = struct.Struct("<II")
 class SeriesModel:
     """Scores then learns each point; knows when it is due for a checkpoint."""
 
-    __slots__ = ("metric_name", "detector", "trend", "recent", "last_score", "since_cp", "cp_at")
+    __slots__ = ("metric_name", "spec", "detector", "trend", "recent", "last_score", "since_cp", "cp_at")
 
-    def __init__(self, metric_name: str, detector: SeriesDetector, trend: TrendTracker) -> None:
+    def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer, trend: TrendTracker,
+                 spec: str = "kaizen") -> None:
         self.metric_name = metric_name
+        self.spec = spec
         self.detector = detector
         self.trend = trend
         self.recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
@@ -31,12 +40,17 @@ class SeriesModel:
         self.cp_at = 0.0
 
     @classmethod
-    def new(cls, metric_name: str) -> SeriesModel:
-        return cls(metric_name, SeriesDetector(), TrendTracker.for_metric(metric_name))
+    def new(cls, metric_name: str, spec: str = "kaizen") -> SeriesModel:
+        """A fresh model; `spec` is the detector chosen for the series (registry name or River expression)."""
+        return cls(metric_name, new_scorer(spec), TrendTracker.for_metric(metric_name), spec)
 
-    def observe(self, ts: float, value: float) -> tuple[float, list[TrendFinding]]:
-        score = self.detector.score_one(ts, value)
+    def observe(self, ts: float, value: float, history: bool = False) -> tuple[float, list[TrendFinding]]:
+        """Score then learn one point. A history point (read back when the series was discovered) is
+        learnt the same way, but its trend findings are dropped: history makes no insight."""
+        score = self.detector.score_learn(ts, value)
         findings = self.trend.observe(ts, value)
+        if history:
+            findings = []
         self.last_score = score
         self.since_cp += 1
         self.recent.append((ts, value, score))
@@ -45,23 +59,23 @@ class SeriesModel:
     def due_checkpoint(self, now: float, every_points: int, every_seconds: float) -> bool:
         return self.since_cp >= every_points or (self.since_cp > 0 and now - self.cp_at >= every_seconds)
 
-    def checkpoint(self, now: float) -> bytes:
+    def checkpoint(self, now: float, max_bytes: int = DEFAULT_CHECKPOINT_MAX_BYTES) -> bytes:
+        """Raises models.CheckpointTooLarge for a River model over `max_bytes`."""
         self.since_cp = 0
         self.cp_at = now
-        d = self.detector.to_state()
+        d = scorer_state(self.detector, max_bytes)
         t = self.trend.to_state()
         return _HEAD.pack(len(d), len(t)) + d + t
 
     @classmethod
-    def restore(cls, metric_name: str, data: bytes) -> SeriesModel:
+    def restore(cls, metric_name: str, data: bytes, spec: str = "kaizen") -> SeriesModel:
         nd, nt = _HEAD.unpack_from(data, 0)
         off = _HEAD.size
-        det = SeriesDetector.from_state(data[off:off + nd])
+        det = restore_scorer(data[off:off + nd], spec)
         kind = classify_metric(metric_name)
         base = TrendTracker.for_metric(metric_name)
         trend = TrendTracker.from_state(data[off + nd:off + nd + nt], kind, None, base.error_unit)
-        m = cls(metric_name, det, trend)
-        return m
+        return cls(metric_name, det, trend, spec)
 
     def summary(self, key: str, last: Mapping[str, Any]) -> dict[str, Any]:
         """The series for the dashboard and the read model; `last` is its newest point (a lean point,
