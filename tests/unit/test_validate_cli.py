@@ -116,3 +116,20 @@ def test_the_installed_command(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "kaizen.cli", "validate", "--tenant", "acme", str(d)],
                        capture_output=True, text=True, env=env, timeout=120, check=False)
     assert p.returncode == 1 and "[py.capability]" in p.stdout, (p.stdout, p.stderr)
+
+
+async def test_the_cycle_and_the_cli_run_the_same_validation(tmp_path: Path) -> None:
+    from agents.improvement.changeset import check_change_set
+    from connectors.actuators.git import GitActuator
+    from kaizen.validate_cmd import collect, run
+    from streams.settings import Settings
+
+    d = _tree(tmp_path / "cs", {"generated/billing/cache.py": BENIGN, ".git/config": "[core]\n",
+                                "generated/billing/net.py": "import socket\n", "generated/b.json": "{",
+                                "svc/x.py": "X = eval('1')\n"})
+    settings = Settings(kaizen_validation_policies={"billing": {"allowed_imports": ["json"]}})
+    cli = run(d, "acme", "billing", False, settings)
+    files = {k: v.decode() for k, v in collect(d).items()}
+    res, record = await check_change_set(settings, GitActuator(d), files, "acme", "billing")
+    assert not cli.ok and [f.as_dict() for f in res.findings] == [f.as_dict() for f in cli.findings]
+    assert record["findings"] == [f.as_dict() for f in cli.findings] and "diff" in record
