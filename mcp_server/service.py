@@ -38,7 +38,6 @@ from streams.settings import Settings
 STALE_AFTER_SECONDS = 60.0
 RESET_UNHEALTHY_SECONDS = 600.0  # status stays unhealthy this long after a broker reset was noticed
 DEPLOYED = {"deploying", "monitoring", "completed", "rolled_back"}
-PAST_VALIDATION = {"awaiting_approval", "deploying", "monitoring", "completed", "rolled_back"}
 
 
 class BadArgument(InputError):
@@ -159,7 +158,7 @@ class KaizenService:
     def metrics(self) -> SelfBuildingMetrics:
         v = self.views
         cycles = set(v.reports) | {c.command_id for c in v.commands if c.kind == "trigger_cycle"}
-        deployed = rolled = generating = validated = 0
+        deployed = rolled = 0
         for iid in v.all_improvement_ids():
             seen = {e.status for e in v.timeline(iid)}
             ex = v.execution(iid)
@@ -169,16 +168,13 @@ class KaizenService:
                     cycles.add(ex.cycle_id)
             deployed += bool(seen & DEPLOYED)
             rolled += "rolled_back" in seen or bool(ex and ex.rollback_triggered)
-            if "generating" in seen:
-                generating += 1
-                validated += bool(seen & PAST_VALIDATION)
-        requests = generating + v.command_counts["generate_component"]
+        generations, generated_ok = v.code_generations()  # LLM generations only (see views.py)
         m = SelfBuildingMetrics(
             improvement_cycles_started=len(cycles),
             improvement_cycles_completed=sum(1 for r in v.reports.values() if r.end_time is not None),
             improvements_deployed=deployed, improvements_rolled_back=rolled,
-            code_generation_requests=requests,
-            code_generation_success_rate=round(validated / generating, 4) if generating else None,
+            code_generation_requests=generations,
+            code_generation_success_rate=round(generated_ok / generations, 4) if generations else None,
             insights_generated=v.insights_total,
         )
         for st in v.status.values():
@@ -202,7 +198,8 @@ class KaizenService:
             ph = ProcessHealth(process_id=st.process_id, role=st.role, healthy=st.healthy and age < STALE_AFTER_SECONDS,
                                stale=age >= STALE_AFTER_SECONDS, last_seen=st.timestamp, age_seconds=round(age, 1),
                                breakers=pb, detail=st.detail)
-            (connectors if st.role == "connector" else workers).append(ph)
+            if st.role in ("worker", "connector"):  # the MCP server and the demo report too: not workers
+                (connectors if st.role == "connector" else workers).append(ph)
         active = [ImprovementSummary.of(x) for x in self.views.active_improvements()
                   if p.can_see_any(execution_tenants(x))]
         queue = [ImprovementSummary.of(x) for x in self.views.queued_improvements()

@@ -103,7 +103,8 @@ class StateViews:
         self.improvements: dict[str, ImprovementExecution] = {}
         self.flags: dict[str, bool] = {}
         self.config: dict[str, Any] = {}
-        self.tail = TopicTail(bootstrap, [T.OPPORTUNITIES, T.IMPROVEMENT_STATE, T.CONFIG], self._on)
+        self.status: dict[str, dict[str, Any]] = {}  # worker process id -> its last heartbeat's detail
+        self.tail = TopicTail(bootstrap, [T.OPPORTUNITIES, T.IMPROVEMENT_STATE, T.CONFIG, T.STATUS], self._on)
         self.version = 0  # bumped when opportunities or improvements change (the tap's watch list)
 
     def _on(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -115,6 +116,10 @@ class StateViews:
             ex = ImprovementExecution.model_validate_json(value)
             self.improvements[ex.improvement_id] = ex
             self.version += 1
+        elif topic == T.STATUS and key is not None:
+            rec = orjson.loads(value)
+            if isinstance(rec, dict) and rec.get("role") == "worker" and isinstance(rec.get("detail"), dict):
+                self.status[key.decode()] = rec["detail"]
         elif topic == T.CONFIG and key is not None:
             k = key.decode()
             rec = orjson.loads(value)

@@ -15,6 +15,7 @@ import structlog
 
 from agents.audit import audit_record, write_audit
 from agents.deadletter import dead_letter
+from agents.improvement.analysed import current_totals, since
 from agents.improvement.context import step_context
 from agents.improvement.logic.decisions import decision_events
 from agents.improvement.logic.lifecycle import is_terminal, new_event
@@ -51,6 +52,7 @@ class CycleRun:
     tenant_id: str | None
     improvement_ids: list[str] = field(default_factory=list)
     opportunities_identified: int = 0
+    telemetry_at_start: dict[str, int] = field(default_factory=dict)  # group totals (analysed.py)
 
 
 _cycles: dict[str, CycleRun] = {}
@@ -92,6 +94,7 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     if run.cycle_id in _cycles:
         return _cycles[run.cycle_id]  # a redelivered command
     _cycles[run.cycle_id] = run
+    run.telemetry_at_start = current_totals(ctx.views.status)
     CYCLES_STARTED.labels(kind).inc()
     # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
     deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 10.0)
@@ -245,7 +248,9 @@ async def report_cycles() -> None:
         assessments = [h.data["impact"] for e in done for h in e.history if "impact" in h.data]
         report = build_cycle_report(cid, run.kind, run.start, datetime.now(UTC), done,  # type: ignore[arg-type]
                                     opportunities_identified=run.opportunities_identified,
-                                    assessments=assessments, tenant_id=run.tenant_id)
+                                    assessments=assessments, tenant_id=run.tenant_id,
+                                    telemetry_analyzed=since(run.telemetry_at_start,
+                                                             current_totals(ctx.views.status)))
         await A.cycle_reports_topic.send(key=cid.encode(), value=report.to_bytes())
         CYCLES_COMPLETED.labels(run.kind).inc()
         del _cycles[cid]
