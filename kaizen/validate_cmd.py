@@ -18,11 +18,12 @@ import orjson
 
 from agents.improvement.logic.validation import ValidationResult, policy_from_settings, validate
 from connectors.actuators.base import InvalidIdentifier, check_identifier
+from streams.errors import InputError
 
 READ_LIMIT = 16 * 1024 * 1024  # bigger files are refused by size anyway; read no more than this of them
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """A wrong invocation: printed as `error: <what> — <what to do>`, exit 2."""
 
 

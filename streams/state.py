@@ -23,13 +23,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams.errors import InputError
+
 log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
 MAX_MESSAGE_BYTES = 900_000  # below the producers' max_request_size (1,000,000); settings.kaizen_max_message_bytes
 
 
-class OversizedDelta(ValueError):
+class OversizedDelta(InputError):
     """Entries of a delta too large for one changelog message even alone: applied in memory, not
     changelogged (the caller says what that costs, e.g. a detector that re-warms after a restart)."""
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from streams.errors import InputError
+
 # One path component: starts with a letter, digit or underscore (never `.` or `-`: hidden files and
 # option-like names), then letters, digits, `_ . + -`.  Anything else (spaces, `:`, `\`, control
 # characters, non-ASCII look-alikes) is refused.
@@ -122,7 +124,7 @@ def path_problems(path: str, roots: Sequence[str] = (), suffixes: Sequence[str] 
     return problems
 
 
-class UnsafePath(ValueError):
+class UnsafePath(InputError):
     """A path refused by the confinement rules (the message lists every reason)."""
 
 

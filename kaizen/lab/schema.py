@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streams.errors import InputError
+
 Knob = float | bool
 Metric = Literal["latency", "error_rate", "throughput"]
 # The knobs the simulator understands (see docs/lab.md): name → what it does in the service model.
@@ -257,7 +259,7 @@ def _cyclic(graph: dict[str, list[str]]) -> bool:
     return any(visit(n) for n in graph)
 
 
-class CaseError(ValueError):
+class CaseError(InputError):
     """A case file that cannot be used; the message names the file and the field."""
 
 

@@ -12,6 +12,7 @@ from river import compose
 from agents.scoring.logic.calibration import RawScoreTail, ScoreCalibrator
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, KaizenDetector
 from agents.scoring.logic.registry import build_model
+from streams.errors import InputError
 
 __all__ = ["CheckpointTooLarge", "RiverScorer", "new_scorer", "restore_scorer", "scorer_state"]
 
@@ -21,7 +22,7 @@ RAW_DECADES = 4.0
 _KAIZEN, _PICKLE = b"K", b"P"
 
 
-class CheckpointTooLarge(ValueError):
+class CheckpointTooLarge(InputError):
     """A model whose checkpoint is over KAIZEN_DETECTOR_CHECKPOINT_MAX_BYTES."""
 
 
@@ -39,7 +40,7 @@ class RiverScorer:
     then learn; the raw score is calibrated per series (calibration.py) into [0, 1], so the one live
     threshold holds for every model. With calibrate=False the raw score is returned (benchmarks)."""
 
-    __slots__ = ("spec", "model", "supervised", "n", "warmup", "tail", "cal", "calibrate")
+    __slots__ = ("spec", "model", "supervised", "n", "warmup", "tail", "cal", "calibrate", "surprise")
 
     def __init__(self, spec: str, model: Any, calibrate: bool = True) -> None:
         p = DEFAULT_PARAMS
@@ -51,6 +52,7 @@ class RiverScorer:
         self.tail = RawScoreTail(RAW_DECADES)
         self.cal = ScoreCalibrator(p.rest)
         self.calibrate = calibrate
+        self.surprise = 0.0    # the last point's calibrated score before the one-alarm-per-incident rule
 
     def score_learn(self, timestamp: float, value: float) -> float:
         del timestamp  # River models here see the value only (kaizen's detector also uses the time of day)
@@ -72,6 +74,7 @@ class RiverScorer:
         self.n += 1
         if self.n <= self.warmup:
             return 0.0
+        self.surprise = s
         return self.cal.step(s)
 
 

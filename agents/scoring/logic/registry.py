@@ -13,6 +13,7 @@ from river import base as river_base
 from river import compose
 
 from agents.scoring.logic.detectors import KaizenDetector
+from streams.errors import ConfigError
 
 __all__ = ["REGISTRY", "DetectorChoice", "DetectorConfigError", "build_model", "parse_detectors"]
 
@@ -36,7 +37,7 @@ REGISTRY: dict[str, str] = {
 _MODEL_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError)
 
 
-class DetectorConfigError(ValueError):
+class DetectorConfigError(ConfigError):
     """A detector spec that cannot be used; the message says which and why."""
 
 
