@@ -74,10 +74,11 @@ async def measured_step(status: str, work: Awaitable[list[ImprovementEvent]]) ->
 class ExecutionsState:
     """This worker's observer, alert rules and notifier (JSONL under the data dir, webhook, daily digest)."""
 
-    def __init__(self, data_dir: Path, webhook_url: str | None, digest: bool) -> None:
+    def __init__(self, data_dir: Path, webhook_url: str | None, digest: bool,
+                 client: httpx.AsyncClient | None = None) -> None:
         self.observer = ExecutionObserver()
         self.alerts = AlertEvaluator()
-        client = httpx.AsyncClient() if webhook_url else None
+        client = client or (httpx.AsyncClient() if webhook_url else None)
         self.notifier = Notifier(data_dir / ALERTS_FILE, webhook_url, client, digest=digest)
 
     async def handle(self, em: ExecutionMetrics, now: datetime) -> DeliveryReport:
