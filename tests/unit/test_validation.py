@@ -136,6 +136,12 @@ BYPASSES = {
     "from_typing_import_sys": ("from typing import sys\n", {"py.attribute"}),
     "private_module_attr": ("import collections\n\n\ndef f() -> object:\n    return collections._sys\n",
                             {"py.attribute"}),
+    "string_annotation_eval": ("from pydantic import BaseModel\n\n\nclass M(BaseModel):\n    x: \"eval('1')\"\n",
+                               {"py.annotation"}),
+    "pydantic_importstring": ("from pydantic import BaseModel, ImportString\n\n\nclass M(BaseModel):\n"
+                              "    f: ImportString\n", {"py.attribute"}),
+    "typing_get_type_hints": ("import typing\n\n\ndef f(x: object) -> object:\n"
+                              "    return typing.get_type_hints(x)\n", {"py.attribute"}),
     "os_through_random": ("import random\n\n\ndef f() -> None:\n    random._os.system('id')\n",
                           {"py.capability"}),
 }

@@ -51,6 +51,21 @@ RESTRICTED_ATTRS: dict[str, frozenset[str]] = {
         "add", "sub", "mul", "truediv", "floordiv", "mod", "neg", "pos", "abs", "eq", "ne", "lt", "le", "gt",
         "ge", "and_", "or_", "xor", "not_", "truth", "itemgetter", "contains", "index", "concat", "countOf",
     }),
+    "pydantic": frozenset({  # not ImportString (imports by name), create_model/TypeAdapter (evaluate strings)
+        "BaseModel", "RootModel", "Field", "ConfigDict", "PrivateAttr", "AliasChoices", "AliasPath",
+        "field_validator", "model_validator", "field_serializer", "model_serializer", "computed_field",
+        "validator", "root_validator", "ValidationError", "PositiveInt", "PositiveFloat", "NonNegativeInt",
+        "NonNegativeFloat", "NegativeInt", "NegativeFloat", "StrictStr", "StrictInt", "StrictFloat", "StrictBool",
+        "StrictBytes", "SecretStr", "SecretBytes", "AnyUrl", "HttpUrl", "conint", "confloat", "constr", "conlist",
+        "Json", "UUID4", "AwareDatetime", "NaiveDatetime", "ValidationInfo",
+    }),
+    "pytest": frozenset({"fixture", "mark", "raises", "approx", "param", "skip", "fail", "warns", "xfail",
+                         "FixtureRequest", "MonkeyPatch", "LogCaptureFixture", "CaptureFixture"}),
+}
+# Attributes of otherwise allowed modules that evaluate strings as code (forward references).
+EVAL_ATTRS: dict[str, frozenset[str]] = {
+    "typing": frozenset({"get_type_hints", "ForwardRef", "evaluate_forward_ref"}),
+    "typing_extensions": frozenset({"get_type_hints", "ForwardRef", "evaluate_forward_ref", "get_annotations"}),
 }
 # Capability → modules it makes importable (whole module unless RESTRICTED_ATTRS says otherwise).
 CAPABILITY_MODULES: dict[str, frozenset[str]] = {
@@ -127,6 +142,8 @@ class Policy:
 
     def attribute_allowed(self, module: str, attr: str) -> tuple[bool, str]:
         """(allowed, why not) for `module.attr` where module was imported by name."""
+        if attr in EVAL_ATTRS.get(module, frozenset()):
+            return False, f"{module}.{attr} evaluates strings as code"
         only = RESTRICTED_ATTRS.get(module)
         if only is not None and attr not in only:
             return False, f"{module}.{attr} is not on the allowed list of {module!r}"

@@ -36,7 +36,7 @@ ALLOWED_DUNDERS = frozenset({
     "__index__", "__call__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
     "__floordiv__", "__mod__", "__neg__", "__pos__", "__abs__", "__and__", "__or__", "__xor__", "__invert__",
     "__name__", "__qualname__", "__doc__", "__module__", "__all__", "__version__", "__slots__",
-    "__annotations__", "__dataclass_fields__", "__members__", "__wrapped__", "__set_name__", "__get__",
+    "__dataclass_fields__", "__members__", "__wrapped__", "__set_name__", "__get__",
     "__set__", "__delete__", "__init_subclass__", "__class_getitem__", "__main__", "__future__",
 })
 FRAME_ATTRS = frozenset({"f_globals", "f_locals", "f_builtins", "f_back", "f_code", "tb_frame", "tb_next",
@@ -46,6 +46,8 @@ ESCAPE_STRING = re.compile(
     r"__(builtins|builtin|import|globals|subclasses|code|closure|bases?|mro|class|dict|getattribute|"
     r"reduce(_ex)?|loader|spec|self|func)__|\b(f_(globals|locals|builtins|back)|(gi|cr|ag|tb)_frame)\b")
 DYNAMIC_ATTR = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+_ANNOTATION_NODES = (ast.Expression, ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Tuple, ast.List,
+                     ast.BinOp, ast.BitOr, ast.Load, ast.Slice)
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _EXCEPTIONS = frozenset(n for n in _BUILTIN_NAMES
                         if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException))
@@ -232,7 +234,41 @@ class _Checker:
                 return  # a docstring is never evaluated as a name
             self.add(node, "py.dunder", f"string {node.value[:40]!r} names an introspection attribute")
 
+    def annotation(self, ann: ast.expr | None) -> None:
+        """String annotations are evaluated by typing.get_type_hints and pydantic: names and subscripts only."""
+        if ann is None:
+            return
+        for node in ast.walk(ann):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            try:
+                inner = ast.parse(node.value, mode="eval")
+            except SyntaxError:
+                continue  # reported by the type_hints check
+            for sub in ast.walk(inner):
+                if not isinstance(sub, _ANNOTATION_NODES):
+                    self.add(ann, "py.annotation", f"string annotation {node.value[:40]!r} holds a "
+                                                   f"{type(sub).__name__}; annotations are evaluated as code")
+                    break
+                if isinstance(sub, ast.Name | ast.Attribute):
+                    name = sub.id if isinstance(sub, ast.Name) else sub.attr
+                    if name in ALWAYS_DENIED_NAMES or (name.startswith("__") and name not in ALLOWED_DUNDERS):
+                        self.add(ann, "py.annotation", f"string annotation {node.value[:40]!r} names {name}")
+                        break
+
+    def annotations(self) -> None:
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                    if arg is not None:
+                        self.annotation(arg.annotation)
+                self.annotation(node.returns)
+            elif isinstance(node, ast.AnnAssign):
+                self.annotation(node.annotation)
+
     def run(self) -> list[Finding]:
+        self.annotations()
         nodes = list(ast.walk(self.tree))
         for node in nodes:  # imports first: names below are judged by what the file imported
             if isinstance(node, ast.Import | ast.ImportFrom):
