@@ -15,7 +15,7 @@ from fastmcp.tools.base import ToolResult
 from mcp import types as mt
 
 from mcp_server import metrics
-from mcp_server.auth import AuthError, KaizenTokenVerifier, Principal, TokenStore, principal_of
+from mcp_server.auth import KaizenTokenVerifier, Principal, TokenStore, principal_of
 from mcp_server.models import (
     ComponentRequestResult,
     CycleTriggerResult,
@@ -26,8 +26,9 @@ from mcp_server.models import (
     OpportunityList,
     SystemStatus,
 )
-from mcp_server.service import BadArgument, KaizenService
+from mcp_server.service import KaizenService
 from streams.commands import DEFAULT_WINDOW_HOURS
+from streams.errors import AccessDenied, InputError
 
 INSTRUCTIONS = (
     "kaizen self-building agent: query telemetry insights, ranked improvement opportunities and "
@@ -122,7 +123,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         try:
             return await service.trigger_cycle(caller(), analysis_window_hours, max_improvements, tenant_id,
                                                component=component, problem_type=problem_type)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -132,7 +133,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         `requirements`; `context.tenant_id` scopes it. Honours ENABLE_COMPONENT_GENERATION; audited."""
         try:
             return await service.generate_component(caller(), component_type, requirements, context)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -148,7 +149,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         and tenant, with counts by type/severity and recommendations."""
         try:
             return service.query_insights(caller(), metric_name, time_range_hours, tenant_id)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -158,7 +159,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         critical, high, medium, low."""
         try:
             return service.list_opportunities(caller(), tenant_id, limit, min_priority)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -166,7 +167,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """One improvement's state (plan, deployment, monitoring, verdict) and its event timeline."""
         try:
             return service.get_improvement(caller(), improvement_id)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -175,7 +176,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """Improvements, most recently updated first, optionally by tenant and status."""
         try:
             return service.list_improvements(caller(), tenant_id, status, limit)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -184,7 +185,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         changes need an all-tenant approver). Publishes an approve command; audited."""
         try:
             return await service.decide(caller(), "approve", improvement_id, reason)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -192,7 +193,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """Reject an improvement (role approver; a reason is required). Audited."""
         try:
             return await service.decide(caller(), "reject", improvement_id, reason)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     @mcp.tool
@@ -200,7 +201,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """Defer an improvement awaiting approval (role operator or above); approve it later. Audited."""
         try:
             return await service.decide(caller(), "defer", improvement_id, reason)
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 
     def _json(model: Any) -> str:
@@ -221,7 +222,7 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """One improvement with its timeline."""
         try:
             return _json(service.get_improvement(caller(), improvement_id))
-        except (BadArgument, AuthError) as exc:
+        except (InputError, AccessDenied) as exc:
             raise ResourceError(str(exc)) from exc
 
     @mcp.resource("kaizen://status", mime_type="application/json")
