@@ -142,6 +142,14 @@ BYPASSES = {
                               "    f: ImportString\n", {"py.attribute"}),
     "typing_get_type_hints": ("import typing\n\n\ndef f(x: object) -> object:\n"
                               "    return typing.get_type_hints(x)\n", {"py.attribute"}),
+    "shadowed_eval": ("def g() -> None:\n    eval = 1\n\n\ndef f(s: str) -> object:\n    return eval(s)\n",
+                      {"py.eval"}),
+    "getattr_as_value": ("import functools\n\n\ndef f(o: object, n: list[str]) -> object:\n"
+                         "    return functools.reduce(getattr, n, o)\n", {"py.getattr"}),
+    "match_class_dunder": ("def f(o: object) -> object:\n    match o:\n        case str(__class__=c):\n"
+                           "            return c\n    return None\n", {"py.dunder"}),
+    "sys_through_structlog": ("import structlog\n\n\ndef f() -> object:\n    return structlog.stdlib.sys\n",
+                              {"py.attribute"}),
     "os_through_random": ("import random\n\n\ndef f() -> None:\n    random._os.system('id')\n",
                           {"py.capability"}),
 }

@@ -56,13 +56,14 @@ _KNOWN_MODULES = SAFE_MODULES | frozenset(RESTRICTED_ATTRS) | frozenset().union(
 
 @functools.lru_cache(maxsize=4096)
 def submodule(module: str, attr: str) -> str | None:
-    """The module `module.attr` is, when it is one: a known module name, or — for standard-library modules
-    only, never a component's own code — what the imported module shows (typing.sys is sys)."""
+    """The module `module.attr` is, when it is one: a known module name, or — for standard-library modules and
+    the listed libraries only, never a component's own code — what the imported module shows (typing.sys)."""
     full = f"{module}.{attr}"
     if full in _KNOWN_MODULES:
         return full
-    if module.split(".")[0] not in sys.stdlib_module_names:
-        return None
+    top = module.split(".")[0]
+    if top not in sys.stdlib_module_names and top not in SAFE_MODULES and top not in RESTRICTED_ATTRS:
+        return None  # a component's own or an unknown package is never imported by validation
     try:
         mod = importlib.import_module(module)
     except ImportError:
@@ -81,27 +82,11 @@ def _rule_for_builtin(name: str) -> str:
     return "py.builtin"
 
 
-def bound_names(tree: ast.Module) -> set[str]:
-    """Names the file binds itself anywhere (they shadow builtins of the same name)."""
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
-            out.add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out.add(node.name)
-        elif isinstance(node, ast.arg):
-            out.add(node.arg)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            out.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return out
-
-
 class _Checker:
     def __init__(self, path: str, tree: ast.Module, policy: Policy, provided: set[str]) -> None:
         self.path, self.tree, self.policy, self.provided = path, tree, policy, provided
         self.findings: list[Finding] = []
         self.modules: dict[str, str] = {}  # bound name → module it refers to
-        self.bound = bound_names(tree)
         self.parents: dict[ast.AST, ast.AST] = {}
         for parent in ast.walk(tree):
             for child in ast.iter_child_nodes(parent):
@@ -188,7 +173,16 @@ class _Checker:
             self.add(node, "py.builtins" if "builtin" in node.id else "py.dynamic-import",
                      f"{node.id} gives access to every builtin or to the import system")
             return
+        if node.id in _BUILTIN_NAMES and node.id not in _EXCEPTIONS and not self.policy.builtin_allowed(node.id)[0]:
+            # also when the file binds the name itself: one binding anywhere must not unlock the builtin
+            # everywhere else (`def g(): eval = 1` beside a real `eval(...)`); such names are refused outright
+            self.add(node, _rule_for_builtin(node.id), self.policy.builtin_allowed(node.id)[1]
+                     + ("" if isinstance(node.ctx, ast.Load) else "; do not rebind it either"))
+            return
         if not isinstance(node.ctx, ast.Load):
+            return
+        if node.id in DYNAMIC_ATTR and not self._called(node):
+            self.add(node, "py.getattr", f"{node.id} passed as a value would take computed attribute names")
             return
         if node.id in self.modules:
             parent = self.parents.get(node)
@@ -197,10 +191,10 @@ class _Checker:
                 self.add(node, "py.module-value", f"module {self.modules[node.id]} used as a value; "
                                                   "only `module.attribute` is checked, so this is refused")
             return
-        if node.id in _BUILTIN_NAMES and node.id not in self.bound and node.id not in _EXCEPTIONS:
-            ok, why = self.policy.builtin_allowed(node.id)
-            if not ok:
-                self.add(node, _rule_for_builtin(node.id), why)
+
+    def _called(self, node: ast.Name) -> bool:
+        parent = self.parents.get(node)
+        return isinstance(parent, ast.Call) and parent.func is node
 
     def _dyn_target(self, node: ast.Name) -> bool:
         """The module is the first argument of getattr/hasattr (that call is checked on its own)."""
@@ -211,7 +205,7 @@ class _Checker:
     # ----------------------------------------------------------------- getattr & co
     def call(self, node: ast.Call) -> None:
         f = node.func
-        if not (isinstance(f, ast.Name) and f.id in DYNAMIC_ATTR and f.id not in self.bound):
+        if not (isinstance(f, ast.Name) and f.id in DYNAMIC_ATTR):
             return
         if len(node.args) < 2 or not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
             self.add(node, "py.getattr", f"{f.id}() with a computed attribute name; use a literal name")
@@ -223,8 +217,7 @@ class _Checker:
             if f.id in ("setattr", "delattr"):
                 self.add(node, "py.setattr", f"{f.id}() on module {self.modules[target.id]}")
             self._attribute(node, self.modules[target.id], attr)
-        elif isinstance(target, ast.Name) and target.id in _BUILTIN_NAMES and target.id not in self.bound \
-                and f.id in ("setattr", "delattr"):
+        elif isinstance(target, ast.Name) and target.id in _BUILTIN_NAMES and f.id in ("setattr", "delattr"):
             self.add(node, "py.setattr", f"{f.id}() on builtin {target.id}")
 
     def strings(self, node: ast.Constant) -> None:
@@ -282,6 +275,9 @@ class _Checker:
                 self.call(node)
             elif isinstance(node, ast.Constant):
                 self.strings(node)
+            elif isinstance(node, ast.MatchClass):
+                for attr in node.kwd_attrs:  # `case C(__class__=x)` reads that attribute
+                    self._attr_name(node, attr)
         return self.findings
 
 
