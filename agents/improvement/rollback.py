@@ -91,9 +91,15 @@ async def step_rolling_back(ctx: StepContext, ex: ImprovementExecution) -> list[
                            reason="rolled back except targets changed by someone else since kaizen wrote them, "
                                   "left as they set them: " + ", ".join(conflicts))]
     status = "rolled_back" if ex.verdict == "rollback" else "failed"
-    reason = next((h.reason for h in reversed(ex.history) if h.status == "rolling_back"), "") or "rolled back"
+    started = next((h for h in reversed(ex.history) if h.status == "rolling_back"), None)
+    reason = (started.reason if started else "") or "rolled back"
+    # the outcome carries the verdict that started the rollback (readers of the terminal event need it)
+    carried = {k: v for k, v in (started.data if started else {}).items()
+               if k in ("verdict", "degradation", "monitoring_metrics")}
+    if started is not None and "assessment" in started.data:
+        carried["impact"] = started.data["assessment"]
     return [next_event(ex, status, now, reason=f"{reason} (every change undone and verified)",  # type: ignore[arg-type]
-                       data={"rollback": rollback})]
+                       data={**carried, "rollback": rollback})]
 
 
 class Reconciler:

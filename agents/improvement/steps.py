@@ -141,8 +141,9 @@ async def step_deploying(ctx: StepContext, ex: ImprovementExecution) -> list[Imp
     canary = await apply_plan(ctx, ex, "canary") if has_config else []
     full: list[dict[str, Any]] = [] if has_config else await apply_plan(ctx, ex, None)
     stage = "canary" if has_config else "full"
+    # the stage is judged on samples from when every change of it is in place (applying takes a while)
     deployment = {"stage": stage, "canary": canary, "full": full, "started_at": now.timestamp(),
-                  "stage_started_at": now.timestamp(), "actuator": ctx.settings.kaizen_actuator}
+                  "stage_started_at": ctx.clock().timestamp(), "actuator": ctx.settings.kaizen_actuator}
     return [next_event(ex, "monitoring", now, reason=f"deployed to {stage}",
                        data={"deployment": deployment, "baseline": baseline})]
 
@@ -164,8 +165,8 @@ def start_rollback(ctx: StepContext, ex: ImprovementExecution, verdict: str, deg
     now = ctx.clock()
     data: dict[str, Any] = {"verdict": verdict, "degradation": degradation,
                             "monitoring_metrics": {"latency_p95": [current.get("latency_p95", 0.0)]}}
-    if current:
-        data["impact"] = _impact(ex, current, rolled_back=True, now=now)
+    if current:  # the outcome event carries it as "impact" (one assessment per improvement in the report)
+        data["assessment"] = _impact(ex, current, rolled_back=True, now=now)
     if not ctx.flags()["enable_improvement_rollback"]:
         # not abandoned: paused for a person, the changes listed, visible in MCP
         return [next_event(ex, "conflict", now, reason=f"{reason}; rollback disabled by enable_improvement_rollback",
@@ -225,7 +226,8 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
             # canary stays watched, and what was applied is journalled (a rollback finds it)
             log.warning("full rollout failed; retried", improvement=ex.improvement_id, error=str(exc))
             return []
-        deployment = {**dep, "stage": "full", "full": full, "stage_started_at": t, "canary_verdict": v.reason}
+        deployment = {**dep, "stage": "full", "full": full, "stage_started_at": ctx.clock().timestamp(),
+                      "canary_verdict": v.reason}
         return [next_event(ex, "monitoring", now, reason="canary healthy; rolled out to all traffic",
                            data={"deployment": deployment})]
     for change in [AppliedChange.from_dict(raw) for raw in reversed(dep.get("canary", []))]:
