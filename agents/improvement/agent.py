@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import structlog
+from pydantic import ValidationError
 
 from agents.audit import audit_record, write_audit
 from agents.deadletter import dead_letter
@@ -199,7 +200,12 @@ async def improvements(stream: faust.StreamT[bytes]) -> None:
                               "invalid improvement event", str(exc), event.value, event.message.partition,
                               event.message.offset)
             continue
-        await handle_event(event.message.partition, ev)
+        try:
+            await handle_event(event.message.partition, ev)
+        except ValidationError as exc:  # e.g. a pending event whose opportunity is no opportunity
+            await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event",
+                              "improvement event does not fold", str(exc), event.value, event.message.partition,
+                              event.message.offset)
 
 
 @A.app.timer(interval=1.0)

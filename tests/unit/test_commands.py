@@ -169,3 +169,33 @@ async def test_set_flag_needs_admin(cycle: Any) -> None:
         [(key, value)] = h.sent[T.CONFIG]
     assert key == b"flags/enable_autonomous_improvements" and orjson.loads(value)["value"] is True
 
+
+
+async def test_improvement_events_that_cannot_be_used_are_dead_lettered(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """The improvements agent's side of the same rule: undecodable or unfoldable events are dead-lettered."""
+    from types import SimpleNamespace
+
+    from agents.improvement import agent as improvements_agent
+    from streams import app as A
+    from streams.testing import AgentHarness
+
+    async def ctx() -> Any:
+        return SimpleNamespace(views=SimpleNamespace(improvements={}, active=lambda _s: []))
+
+    monkeypatch.setattr(A.settings, "kaizen_data_dir", tmp_path)
+    monkeypatch.setattr(improvements_agent, "step_context", ctx)
+    improvements_agent._store.clear()
+    bad_opportunity = orjson.dumps({"event_id": "e1", "improvement_id": "imp-x", "status": "pending",
+                                    "timestamp": NOW.isoformat(), "data": {"opportunity": {"title": 5}}})
+    try:
+        async with AgentHarness() as h:
+            await h.feed(improvements_agent.improvements, [b"{not json", orjson.dumps({"status": "exploded"}),
+                                                           bad_opportunity], partition=1)
+            dead = h.records(T.DEADLETTER, DeadLetter)
+    finally:
+        improvements_agent._store.clear()
+    assert [d.reason for d in dead] == ["invalid improvement event", "invalid improvement event",
+                                        "improvement event does not fold"]
+    assert all(d.source_topic == T.IMPROVEMENT_EVENTS and d.partition == 1 for d in dead)
+    assert "opportunity_id" in dead[2].error
