@@ -104,6 +104,12 @@ async def test_retries_fire_a_focused_improvement_linked_to_the_firing_once_per_
         # enable_autonomous_improvements is off by default: the guardrails ask a person
         assert "awaiting_approval" in decided, decided
 
+        # kaizen's own work is recorded as ExecutionMetrics too (tenant "kaizen"): the steps just run
+        own = await collect(backend.kafka_bootstrap, [T.EXECUTIONS],
+                            lambda ps: any(r["skill_name"] == "improvement.validating" for _, r in ps), timeout=30,
+                            keep=lambda _t, r: r.get("tenant_id") == "kaizen")
+        assert {"improvement.generating", "improvement.validating"} <= {r["skill_name"] for _, r in own}
+
         # A second firing inside the cooldown starts nothing. Order: once the worker has the second
         # observation, a slow task of the same component (same healing.observations partition) follows it.
         await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
@@ -176,3 +182,42 @@ async def test_retries_fire_a_focused_improvement_linked_to_the_firing_once_per_
     assert any(r["kind"] == "effect" and r["detail"]["firing_id"] == fid for r in listed)
     assert sorted(p.name.split("-")[0] for p in (elsewhere / "export").glob("*.jsonl")) == [
         "actions", "effects", "triggers"]
+
+
+async def test_executions_and_the_check_command_go_through_the_owning_worker(backend: Backend, tmp_path: Path) -> None:
+    """ExecutionMetrics on telemetry.executions fire like metrics; `kaizen healing check` hands its firing
+    observations to the workers and reports what they recorded; a re-run sends nothing again."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    env = {**backend.env(), "KAIZEN_APP_ID": f"kz-heal2-{uuid.uuid4().hex[:6]}",
+           "KAIZEN_DATA_DIR": str(tmp_path / "w"), "KAIZEN_COMMAND_MAX_AGE_SECONDS": "120"}
+    mine = lambda _t, r: r.get("tenant_id") == tenant  # noqa: E731
+    worker = start_kaizen(["worker"], env, "healing-check-worker")
+    try:
+        now = datetime.now(UTC).isoformat()
+        em = {"execution_id": f"x-{uuid.uuid4().hex}", "skill_name": "etl", "tenant_id": tenant, "retries": 5,
+              "timestamp_start": now, "timestamp_end": now, "execution_succeeded": True, "total_latency_ms": 900}
+        await produce(backend.kafka_bootstrap, T.EXECUTIONS, [orjson.dumps(em)], key=f"{tenant}|etl".encode())
+        got = await collect(backend.kafka_bootstrap, [T.HEALING],
+                            lambda ps: any(r["kind"] == "effect" for _, r in ps), timeout=60, keep=mine)
+        assert {(r["kind"], r["name"], r["component"]) for _, r in got} >= {
+            ("trigger", "high_retry_rate", "etl"), ("effect", "resolve_retry_failures", "etl")}
+
+        log = tmp_path / "executions.jsonl"
+        start = datetime.now(UTC).timestamp()
+        lines = [{"execution_id": f"c{i}", "skill_name": "nightly", "tenant_id": tenant, "retries": 4 if i == 9 else 0,
+                  "timestamp_start": start + i, "timestamp_end": start + i, "execution_succeeded": True,
+                  "total_latency_ms": 1000} for i in range(10)]
+        log.write_bytes(b"".join(orjson.dumps(ln) + b"\n" for ln in lines))
+        cli_env = {**{k: v for k, v in os.environ.items() if k != "KAIZEN_DATA_DIR"},
+                   "KAFKA_BOOTSTRAP_SERVERS": backend.kafka_bootstrap, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "kaizen.cli", "healing", "check", "--input", str(log), "--json", "--wait", "45"]
+        first = orjson.loads(subprocess.run(cmd, capture_output=True, cwd=tmp_path, env=cli_env, timeout=90,
+                                            check=True).stdout)
+        assert [f["trigger"] for f in first["firings"]] == ["high_retry_rate"]
+        assert first["recorded"]["trigger"] == 1 and first["recorded"]["effect"] == 1, first["recorded"]
+        assert first["effects"][0]["detail"]["effect"] == "improvement_cycle"
+        again = orjson.loads(subprocess.run(cmd, capture_output=True, cwd=tmp_path, env=cli_env, timeout=90,
+                                            check=True).stdout)
+        assert again["triggers_fired"] == 0, again
+    finally:
+        worker.stop()
