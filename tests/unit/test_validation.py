@@ -150,6 +150,10 @@ BYPASSES = {
                            "            return c\n    return None\n", {"py.dunder"}),
     "sys_through_structlog": ("import structlog\n\n\ndef f() -> object:\n    return structlog.stdlib.sys\n",
                               {"py.attribute"}),
+    "event_loop_via_task": ("import asyncio\n\n\nasync def f() -> None:\n    t = asyncio.current_task()\n"
+                            "    await t.get_loop().subprocess_shell(lambda: None, 'id')\n", {"py.capability"}),
+    "init_subclass_hook": ("class A:\n    def __init_subclass__(cls) -> None:\n        print('x')\n\n\n"
+                           "class B(A):\n    pass\n", {"py.toplevel"}),
     "os_through_random": ("import random\n\n\ndef f() -> None:\n    random._os.system('id')\n",
                           {"py.capability"}),
 }

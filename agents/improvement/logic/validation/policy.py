@@ -86,6 +86,18 @@ GUARDED_ATTRS: dict[str, dict[str, str]] = {
         "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "fork", "forkpty",
         "posix_spawn", "posix_spawnp", "kill", "killpg", "startfile", "plock", "abort")},
 }
+# Method names that reach processes or the network whatever object they are called on (an event loop got
+# through `task.get_loop()`, a socket-like object handed in): refused unless the capability is granted.
+OBJECT_ATTRS: dict[str, str] = {
+    **{n: "process" for n in ("subprocess_exec", "subprocess_shell", "add_signal_handler", "get_loop",
+                              "get_event_loop", "get_running_loop", "_get_loop", "_loop")},
+    **{n: "network" for n in (
+        "create_connection", "create_server", "create_datagram_endpoint", "create_unix_connection",
+        "create_unix_server", "connect_accepted_socket", "sock_connect", "sock_accept", "sock_sendall",
+        "sock_recv", "sock_recv_into", "sock_sendfile", "sock_sendto", "sock_recvfrom", "getaddrinfo",
+        "getnameinfo", "start_tls", "connect_read_pipe", "connect_write_pipe", "add_reader", "add_writer",
+        "sendfile")},
+}
 # Never importable, whatever the policy says: they reach every other module or the interpreter itself.
 NEVER_MODULES = frozenset({
     "importlib", "builtins", "__builtin__", "ctypes", "cffi", "posix", "nt", "sys", "gc", "inspect", "code",

@@ -22,6 +22,7 @@ from agents.improvement.logic.validation.findings import Finding
 from agents.improvement.logic.validation.policy import (
     CAPABILITY_BUILTINS,
     CAPABILITY_MODULES,
+    OBJECT_ATTRS,
     RESTRICTED_ATTRS,
     SAFE_MODULES,
     Policy,
@@ -133,6 +134,9 @@ class _Checker:
             self.add(node, "py.dunder", f"introspection attribute {attr!r} is not allowed")
         elif attr in FRAME_ATTRS:
             self.add(node, "py.dunder", f"frame/code attribute {attr!r} is not allowed")
+        elif attr in OBJECT_ATTRS and OBJECT_ATTRS[attr] not in self.policy.capabilities:
+            self.add(node, "py.capability", f".{attr} reaches an event loop, a process or the network: "
+                                            f"needs the {OBJECT_ATTRS[attr]!r} capability")
 
     def _attribute(self, node: ast.AST, module: str, attr: str) -> None:
         self._attr_name(node, attr)

@@ -32,6 +32,8 @@ DECORATORS = frozenset({
     "parametrize", "skip", "skipif", "xfail", "asyncio", "timeout", "field_validator", "model_validator",
     "validator", "root_validator", "computed_field", "setter", "getter", "deleter", "register",
 })
+CLASS_HOOKS = frozenset({"__init_subclass__", "__class_getitem__", "__set_name__", "__prepare__",
+                         "__mro_entries__"})
 _PLAIN = (ast.Constant, ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Set, ast.Dict,
           ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Slice, ast.Starred, ast.JoinedStr,
           ast.FormattedValue, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -106,6 +108,9 @@ class _TopLevel:
             if k.arg == "metaclass" and _final_name(k.value) not in ("ABCMeta", "EnumMeta", "EnumType"):
                 self.add(k.value, f"metaclass of {node.name} runs code when the class is created")
             self.expr(k.value, f"the class keywords of {node.name}")
+        for stmt in node.body:
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in CLASS_HOOKS:
+                self.add(stmt, f"{node.name}.{stmt.name} runs when classes are created or subscripted (at import)")
         self.body(node.body, f"class {node.name}")
 
     def statement(self, node: ast.stmt, where: str) -> None:
