@@ -16,7 +16,7 @@ before a key is built (IDENTIFIER: lower-case letters, digits, `_`, `.`, `-`; fi
 at most 63 characters; `.` or `..` alone is refused), so no id can add a path segment: a component
 `api/canary` would otherwise write the canary key of `api`.  A parameter may be dotted
 (`feature_flags.circuit_breaker`) but never contain `/`.  Anything else raises InvalidIdentifier
-with the reason (see docs/improvement-cycle.md).
+with the reason (see the README, "Improvement cycle").
 """
 
 from __future__ import annotations
