@@ -24,7 +24,7 @@ ImprovementStatus = Literal[
     "rolled_back",
     "rejected",
     "deferred",
-    "rolling_back",  # undoing applied changes, retried until each target is back (see docs/improvement-cycle.md)
+    "rolling_back",  # undoing applied changes, retried until every target is back at its previous value
     "conflict",  # paused: a target kaizen wrote was changed by someone else and is left as they set it
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rolled_back", "rejected"})
