@@ -55,7 +55,8 @@ def test_defaults_are_written_once_in_the_record() -> None:
     assert isinstance(cmd, TriggerCycle)
     assert cmd.analysis_window_hours == DEFAULT_WINDOW_HOURS and cmd.cycle_kind == "manual"
     assert cmd.improvements_cap(5) == 5 and cmd.model_copy(update={"max_improvements": 2}).improvements_cap(5) == 2
-    assert cmd.resolved_cycle_id() == parse_command(raw(kind="trigger_cycle")).resolved_cycle_id()  # re-delivery
+    redelivered = parse_command(raw(kind="trigger_cycle"))
+    assert isinstance(redelivered, TriggerCycle) and cmd.resolved_cycle_id() == redelivered.resolved_cycle_id()
     assert cmd.model_copy(update={"cycle_id": "cy"}).resolved_cycle_id() == "cy"
     d = parse_command(raw(kind="defer", improvement_id="i"))
     assert isinstance(d, Decision) and d.reason_or_default() == "defer by alice" and d.all_tenants is False
