@@ -23,9 +23,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from agents.improvement.logic.lifecycle import fold_all
 from streams import topics as T
 from streams.commands import parse_command
-from streams.records import TelemetryInsight
+from streams.records import ImprovementEvent, TelemetryInsight
 from tests.conftest import Backend
 from tests.kafka_utils import collect, start_kaizen
 from tests.unit.test_validation import BYPASSES
@@ -180,6 +181,11 @@ async def test_crafted_llm_answers_are_confined(backend: Backend, tmp_path: Path
     # the only thing the git actuator ever committed is the approved benign file
     touched = {ln for ln in _git(repo, "log", "--format=", "--name-only", "HEAD~1..HEAD").splitlines() if ln}
     assert _git(repo, "rev-list", "--count", "HEAD").strip() == "2" and touched == {"generated/billing/cache.py"}
+
+    # what MCP's get_improvement returns is the folded execution: it carries the findings and the diff too
+    folded = fold_all([ImprovementEvent.model_validate(e) for e in [*evil_evs, *good_evs]])
+    assert folded[final["improvement_id"]].validation["findings"] == findings
+    assert folded[waiting["improvement_id"]].validation["diff"] == waiting["data"]["validation"]["diff"]
 
     # the benign answer: the approver saw the full diff and no finding; once approved it is committed
     validation = waiting["data"]["validation"]
