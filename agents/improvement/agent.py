@@ -246,6 +246,11 @@ async def supervise_improvements() -> None:
 _reconciler: dict[str, rollback.Reconciler] = {}
 
 
+def reconcile_soon() -> None:
+    """For whoever detects a broker or topic reset: reconcile the applied-changes journal at once."""
+    _reconciler.setdefault("r", rollback.Reconciler()).soon()
+
+
 async def _reconcile(s: ChangelogStore[dict[str, Any]], assigned: set[int]) -> None:
     """Every applied change in the journal belongs to a live improvement, or is undone (rollback.py)."""
     rec = _reconciler.setdefault("r", rollback.Reconciler())

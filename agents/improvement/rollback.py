@@ -109,6 +109,10 @@ class Reconciler:
         self.started = time.monotonic() if started is None else started
         self.last_run = 0.0
 
+    def soon(self) -> None:
+        """Run at the next supervisor tick (after the start grace): a reset was detected."""
+        self.last_run = 0.0
+
     def due(self, now: float) -> bool:
         return now - self.started >= RECONCILE_GRACE_SECONDS and now - self.last_run >= RECONCILE_EVERY_SECONDS
 

@@ -160,3 +160,15 @@ async def test_reconciler_rolls_back_what_a_lost_improvement_left_applied(tmp_pa
     state = fold(None, events[0])  # the fold opens the lost improvement's state from the recovery event
     assert state.status == "rolling_back" and state.deployment["canary"][0]["key"] == ch.key
     assert "acme/api/pool_size" not in act.values  # the failed improvement's leftover was undone in place
+
+
+def test_a_change_is_undone_through_the_actuator_that_applied_it() -> None:
+    from agents.improvement.undo import actuator_for
+
+    ssm, git = MemoryActuator(), MemoryActuator()
+    ssm.name, git.name = "ssm", "git"  # type: ignore[misc]
+    by_name = {"ssm": ssm, "git": git}
+    file_change = AppliedChange("svc/config.yaml", None, "x: 1", "f", "imp", actuator="git")  # not .py
+    assert actuator_for(by_name, file_change, ssm) is git
+    assert actuator_for(by_name, AppliedChange("k/a/b", None, "1", "f", "imp", actuator="ssm"), git) is ssm
+    assert actuator_for(by_name, AppliedChange("k/a/b", None, "1", "f", "imp"), ssm) is ssm  # older record
