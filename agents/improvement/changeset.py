@@ -21,6 +21,9 @@ from agents.improvement.logic.validation import (
 )
 from connectors.actuators.base import Actuator
 
+# The default change-set limit (400 kB) gives a diff well below this; only an operator-raised limit truncates.
+MAX_DIFF_CHARS = 600_000
+
 
 def policy_error(exc: ValueError) -> ValidationResult:
     return ValidationResult.of([Finding("paths", "(policy)", 0, "policy.invalid", str(exc))], [])
@@ -48,4 +51,7 @@ async def check_change_set(settings: Any, files_actuator: Actuator | None, files
             current[path] = await files_actuator.read(path)
         except ValueError:
             current[path] = None
-    return res, {**res.as_dict(), "diff": change_diff(dict(files), current)}
+    diff = change_diff(dict(files), current)
+    if len(diff) > MAX_DIFF_CHARS:  # an event must stay below the broker's message size
+        diff = diff[:MAX_DIFF_CHARS] + f"\n... diff truncated at {MAX_DIFF_CHARS} characters; the files are in generated_code\n"
+    return res, {**res.as_dict(), "diff": diff}
