@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "rollback_time": "benchmarks.rollback_time",
     "nab_quality": "benchmarks.nab_quality",
     "loghub_quality": "benchmarks.loghub_quality",
+    "fault_lab": "benchmarks.fault_lab",  # the whole loop on the fault library (docs/lab.md), beside AIOpsLab
 }
 
 

@@ -70,10 +70,10 @@ def run_cases(paths: list[Path] | None, report: Path | None, console: Console) -
 
     horizon = max(c.onset + c.observe_seconds for c in cases)
     say(f"{len(cases)} cases; starting the stack (Tansu, moto, worker, connectors); about {horizon:.0f}s of workload")
-    with lab_stack() as settings:
+    with lab_stack() as (settings, dead):
         say(f"stack up: kafka {settings.kafka_bootstrap_servers}, aws {settings.aws_endpoint_url}")
         lab = Lab(settings, cases, say)
-        records = asyncio.run(lab.run(progress))
+        records = asyncio.run(lab.run(progress, dead))
     scores = [score_case(r) for r in records]
     tot = totals(scores)
     kinds = {c.name: (c.fault.kind if c.fault else "") for c in cases}

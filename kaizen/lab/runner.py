@@ -15,7 +15,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.opportunities.logic.impact import sort_key
-from kaizen.demo.workload.reporter import ServiceReporter
+from kaizen.demo.workload.reporter import SSM_PREFIX, ServiceReporter, split_parameters
+from kaizen.demo.workload.service import Tick
 from kaizen.lab.model import metric_of
 from kaizen.lab.schema import Case, Knob
 from kaizen.lab.scoring import CaseRecord, ImprovementRecord
@@ -30,6 +31,7 @@ TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
 TERMINAL = {"completed", "rolled_back", "failed", "rejected"}
 OPERATOR, APPROVER = "lab-operator", "lab-approver"
 SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is shared by every case)
+SUMMARY_EVERY_TICKS = 5  # the INFO summary log line every N seconds; error lines every second
 
 
 def now() -> datetime:
@@ -40,9 +42,13 @@ def now() -> datetime:
 class LabTiming:
     """When the operator acts: first cycle after the onset, pause between cycles, time a cycle needs."""
 
-    first_cycle_after: float = 25.0
+    first_cycle_after: float = 10.0
     between_cycles: float = 5.0
     cycle_needs: float = 75.0  # baseline, canary and full monitoring (demo profile) and margin
+
+
+class LabError(RuntimeError):
+    """The lab cannot go on (a stack process stopped)."""
 
 
 class _Bound:
@@ -86,7 +92,7 @@ class Lab:
         if settings.aws_endpoint_url:
             kw["endpoint_url"] = settings.aws_endpoint_url
         self.cw, self.logs, self.ssm = (boto3.client(n, **kw) for n in ("cloudwatch", "logs", "ssm"))
-        namespace = settings.cloudwatch_namespace.split(",")[0].strip()
+        namespace = self.namespace = settings.cloudwatch_namespace.split(",")[0].strip()
         self.cases: dict[str, LabCase] = {}
         self.by_tenant: dict[str, LabCase] = {}
         for c in cases:
@@ -121,46 +127,67 @@ class Lab:
                     await rep.put_alarm(a.name, a.metric, a.threshold, a.periods)
 
     async def workload(self) -> None:
+        """Every second: every case's services, reported in as few calls as the APIs allow (one
+        PutMetricData for all cases, one GetParametersByPath per case every SSM_EVERY_TICKS seconds, log
+        events only where there are lines): moto is one process shared with the connectors."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            ts = now().replace(microsecond=0)
-            t_lab = self.elapsed()
-            read = self.ticks % SSM_EVERY_TICKS == 0
-            results = await asyncio.gather(*(self._tick(lc, ts, t_lab, read) for lc in self.cases.values()),
-                                           return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    if not isinstance(r, Exception):
-                        raise r
-                    self.workload_errors += 1
-                    log.warning("lab tick failed", error=str(r)[:200])
+            try:
+                await self._second(now().replace(microsecond=0), self.elapsed())
+            except Exception as exc:  # noqa: BLE001 - a failed second is counted and the workload goes on
+                self.workload_errors += 1
+                log.warning("lab tick failed", error=str(exc)[:200])
             self.ticks += 1
             next_at += 1.0
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    async def _tick(self, lc: LabCase, ts: datetime, t_lab: float, read: bool) -> None:
-        if read:
-            await asyncio.gather(*(r.read_parameters() for r in lc.reporters.values()))
-        ticks = lc.sim.tick(ts, t_lab)
+    async def _second(self, ts: datetime, t_lab: float) -> None:
+        cases = list(self.cases.values())
+        if self.ticks % SSM_EVERY_TICKS == 0:
+            await asyncio.gather(*(self._read_knobs(lc) for lc in cases))
         data: list[dict[str, Any]] = []
-        rel = t_lab - lc.case.onset
-        for name, (tick, expected) in ticks.items():
-            lc.record.series.setdefault(name, []).append(
-                (round(rel, 2), metric_of(expected, "latency"), metric_of(expected, "error_rate"),
-                 metric_of(expected, "throughput")))
-            data.extend(lc.reporters[name].metric_data(tick))
-        rep0 = next(iter(lc.reporters.values()))
-        for i in range(0, len(data), 500):
-            await rep0._call(self.cw, "put_metric_data", Namespace=rep0.namespace, MetricData=data[i:i + 500])
-        for name, (tick, _e) in ticks.items():
-            rep = lc.reporters[name]
+        logs: list[tuple[ServiceReporter, Tick]] = []
+        for lc in cases:
+            ticks = lc.sim.tick(ts, t_lab, summary=self.ticks % SUMMARY_EVERY_TICKS == 0)
+            rel = round(t_lab - lc.case.onset, 2)
+            for name, (tick, expected) in ticks.items():
+                lc.record.series.setdefault(name, []).append(
+                    (rel, metric_of(expected, "latency"), metric_of(expected, "error_rate"),
+                     metric_of(expected, "throughput")))
+                rep = lc.reporters[name]
+                # ActiveUsers is left out: fewer series keep moto's GetMetricData within the 1 s polls
+                data.extend(d for d in rep.metric_data(tick) if d["MetricName"] != "ActiveUsers")
+                logs.append((rep, tick))
+        calls = [asyncio.to_thread(self.cw.put_metric_data, Namespace=self.namespace, MetricData=data[i:i + 1000])
+                 for i in range(0, len(data), 1000)]
+        for rep, tick in logs:
             if tick.logs:
                 ms = int(tick.timestamp.timestamp() * 1000)
-                await rep._call(self.logs, "put_log_events", logGroupName=rep.log_group, logStreamName=rep.log_stream,
-                                logEvents=[{"timestamp": ms, "message": line.message} for line in tick.logs])
+                calls.append(asyncio.to_thread(
+                    self.logs.put_log_events, logGroupName=rep.log_group, logStreamName=rep.log_stream,
+                    logEvents=[{"timestamp": ms, "message": line.message} for line in tick.logs]))
             if rep.alarm_name:
-                await rep.evaluate_alarm(tick.error_rate_pct if rep.alarm_metric == "ErrorRate" else tick.latency_ms)
+                calls.append(rep.evaluate_alarm(tick.error_rate_pct if rep.alarm_metric == "ErrorRate"
+                                                else tick.latency_ms))
+        for r in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(r, Exception):
+                self.workload_errors += 1
+                log.warning("lab report failed", error=str(r)[:200])
+
+    async def _read_knobs(self, lc: LabCase) -> None:
+        """The tenant's knobs (full and canary) from SSM in one paged call, handed to each service."""
+        params: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Path": f"{SSM_PREFIX}/{lc.case.tenant_id}", "Recursive": True}
+        while True:
+            page = await asyncio.to_thread(self.ssm.get_parameters_by_path, **kwargs)
+            params.extend(page.get("Parameters", []))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        for name in lc.reporters:
+            full, canary = split_parameters(f"{SSM_PREFIX}/{lc.case.tenant_id}/{name}", params)
+            lc.sim.configure(name, full, canary)
 
     # --- following the loop -----------------------------------------------------------------------
     async def follow(self) -> None:
@@ -214,6 +241,8 @@ class Lab:
             imp = ImprovementRecord(iid, str(comps[0]), str(opp.get("problem_type", "?")), rel, status)
             lc.improvements[iid] = imp
             lc.record.improvements.append(imp)
+            if rel >= 0 and lc.record.top_component is None:  # the loop's top pick after the onset
+                lc.record.top_component, lc.record.top_problem = imp.component, imp.problem_type
             self.say(f"{lc.case.name} +{rel:.0f}s improvement {iid} on {imp.component} ({imp.problem_type})")
         imp.status = status
         if status == "validating" and isinstance(body.get("plan"), dict):
@@ -257,27 +286,26 @@ class Lab:
                                   actor=APPROVER, roles=["approver"], tenant_id=lc.case.tenant_id,
                                   improvement_id=iid, reason="lab: every change is approved; monitoring judges it"))
 
-    def top_opportunity(self, lc: LabCase) -> ImprovementOpportunity | None:
-        opps = [o for o in lc.opportunities.values() if o.status == "open"]
+    def fresh_opportunity(self, lc: LabCase, since: datetime) -> ImprovementOpportunity | None:
+        """The tenant's top open opportunity with evidence newer than `since` (the loop's ranking)."""
+        opps = [o for o in lc.opportunities.values() if o.status == "open" and o.last_seen >= since]
         return sorted(opps, key=sort_key)[0] if opps else None
 
     async def operate(self, lc: LabCase) -> None:
-        """Like a scheduler: a cycle for the tenant after the onset, then again whenever the last one ended."""
+        """The same operator for every case (faults and controls alike): from the onset on, whenever an open
+        opportunity has new evidence since the last cycle, trigger a cycle for the tenant (one improvement)
+        and let it run to its verdict; any improvement awaiting approval is approved (see `observe`)."""
         c, tm = lc.case, self.timing
         await asyncio.sleep(max(0.0, c.onset - self.elapsed()))
         if c.fault is not None:
             self.say(f"{c.name} fault injected on {c.fault.service}: {c.fault.kind} {c.fault.label}".rstrip())
+        since = now()
         await asyncio.sleep(max(0.0, c.onset + tm.first_cycle_after - self.elapsed()))
-        top = self.top_opportunity(lc)
-        while top is None and self.rel(lc) < c.observe_seconds - tm.cycle_needs:
-            await asyncio.sleep(1.0)
-            if not c.oracle.fault:
-                break  # a control's cycle runs on time, opportunity or not
-            top = self.top_opportunity(lc)
-        if top is not None:
-            lc.record.top_component = top.affected_components[0] if top.affected_components else None
-            lc.record.top_problem = top.problem_type
         while self.rel(lc) < c.observe_seconds - tm.cycle_needs:
+            if self.fresh_opportunity(lc, since) is None:
+                await asyncio.sleep(1.0)
+                continue
+            since = now()
             lc.cycles += 1
             cid = f"cycle-lab-{c.tenant_id}-{lc.cycles}-{uuid.uuid4().hex[:6]}"
             lc.cycle_ids.append(cid)
@@ -290,7 +318,7 @@ class Lab:
                 new = next(iter(set(lc.improvements) - known))
                 await self._wait(lambda n=new: lc.improvements[n].status in TERMINAL,  # type: ignore[misc]
                                  max(10.0, c.observe_seconds - self.rel(lc)))
-            await asyncio.sleep(tm.between_cycles if started else 15.0)
+            await asyncio.sleep(tm.between_cycles)
         await asyncio.sleep(max(0.0, c.observe_seconds - self.rel(lc)))
         lc.done = True
 
@@ -303,8 +331,10 @@ class Lab:
             await asyncio.sleep(0.5)
         return True
 
-    async def run(self, progress: Callable[[Lab], None] | None = None) -> list[CaseRecord]:
-        """Set up, run every case to the end of its observation, return the records."""
+    async def run(self, progress: Callable[[Lab], None] | None = None,
+                  dead: Callable[[], str | None] | None = None) -> list[CaseRecord]:
+        """Set up, run every case to the end of its observation, return the records. `dead` names a stack
+        process that stopped: the run ends with LabError then (scores of a dead loop mean nothing)."""
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks=1)
         await self.producer.start()
         tasks: list[asyncio.Task[Any]] = []
@@ -320,6 +350,9 @@ class Lab:
                 for task in tasks:
                     if task.done() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
+                why = dead() if dead is not None else None
+                if why:
+                    raise LabError(f"a process of the stack stopped: {why}")
                 if progress is not None and self.elapsed() - last >= 15.0:
                     last = self.elapsed()
                     progress(self)

@@ -106,17 +106,19 @@ class CaseSim:
             whole[s.name] = mix(main, canary, self.canary_fraction)
         return out
 
-    def tick(self, now: datetime, t: float) -> dict[str, tuple[Tick, Outcome]]:
-        """One second of every service at `t` (seconds since the lab started): its tick and expected outcome."""
+    def tick(self, now: datetime, t: float, summary: bool = True) -> dict[str, tuple[Tick, Outcome]]:
+        """One second of every service at `t` (seconds since the lab started): its tick and expected outcome.
+        `summary`: include the INFO summary line (the lab writes it every few seconds, to spare the endpoint)."""
         res: dict[str, tuple[Tick, Outcome]] = {}
         for name, (main, canary) in self.outcomes(t).items():
-            res[name] = (self._tick(self.case.service(name), now, t, main, canary), main)
+            res[name] = (self._tick(self.case.service(name), now, t, main, canary, summary), main)
         return res
 
     def _noisy(self, value: float, noise: float) -> float:
         return max(0.0, value * (1.0 + self.rng.gauss(0.0, noise)))
 
-    def _tick(self, s: Service, now: datetime, t: float, main: Outcome, canary: Outcome | None) -> Tick:
+    def _tick(self, s: Service, now: datetime, t: float, main: Outcome, canary: Outcome | None,
+              summary: bool) -> Tick:
         whole = mix(main, canary, self.canary_fraction)
         requests = max(1, round(self._noisy(whole.throughput, s.noise / 2)))
         latency = max(0.1, self._noisy(main.latency_ms, s.noise))
@@ -136,14 +138,15 @@ class CaseSim:
             active_users=s.users_per_hour * requests / max(1.0, whole.offered),
             canary_share=self.canary_fraction if canary is not None else 0.0,
             canary_latency_ms=c_latency, canary_error_rate_pct=c_error,
-            logs=self._logs(s, now, t, requests, errors, latency, whole),
+            logs=self._logs(s, now, t, requests, errors, latency, whole, summary),
         )
 
     def _logs(self, s: Service, now: datetime, t: float, requests: int, errors: int, latency: float,
-              o: Outcome) -> list[LogLine]:
+              o: Outcome, summary: bool) -> list[LogLine]:
         comp, rng, k = s.name, self.rng, self.knobs[s.name].full
         hit = "" if o.cache_hit_rate is None else f" cache hit {100 * o.cache_hit_rate:.0f}%"
-        lines = [LogLine(now, "INFO", f"INFO {comp} served {requests} requests avg {latency:.1f} ms{hit}")]
+        lines = [LogLine(now, "INFO", f"INFO {comp} served {requests} requests avg {latency:.1f} ms{hit}")] \
+            if summary else []
         f = self.case.fault
         if f is not None and f.service == comp and f.kind in ("bad_deploy", "noop_deploy") \
                 and t >= f.onset_seconds and comp not in self.deployed:
@@ -158,7 +161,8 @@ class CaseSim:
                           f"workers busy, queue full"),
             (o.bug_error_rate, f"ERROR {comp} {getattr(f, 'message', '')}"),
             (o.transient_error_rate, f"ERROR {comp} {getattr(f, 'message', '')} after retries"),
-            (o.downstream_error_rate, f"ERROR {comp} call to {', '.join(s.calls)} failed"),
+            # a caller reports a failing callee as a warning: the callee logs (and owns) the error
+            (o.downstream_error_rate, f"WARN {comp} call to {', '.join(s.calls)} failed; answered 502"),
             (s.base_error_rate, f"WARN {comp} upstream answered {{code}}; client will retry"),
         ]
         total = sum(w for w, _ in causes)

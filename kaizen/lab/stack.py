@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kaizen.demo.env import apply_demo_env, connectors_available, reset_connector_state
@@ -15,18 +16,38 @@ from streams.settings import Settings
 LAB_ENV = {"KAIZEN_DATA_DIR": ".kaizen/lab", "MAX_CONCURRENT_IMPROVEMENTS": "64"}
 
 
+def forget_runs(data_dir: Path) -> None:
+    """The lab's own data dir starts empty but for the logs: a fresh broker has no history, so cursors, the
+    applied-changes journal and the audit of an earlier run would only mislead the new one."""
+    if not data_dir.is_dir():
+        return
+    for entry in data_dir.iterdir():
+        if entry.name == "logs":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 @contextlib.contextmanager
-def lab_stack(log_dir: Path | None = None) -> Iterator[Settings]:
-    """Tansu + moto (never real AWS), a worker and `kaizen connect`; every process stopped by pid on exit."""
-    from kaizen.supervisor import Supervisor
+def lab_stack(log_dir: Path | None = None) -> Iterator[tuple[Settings, Callable[[], str | None]]]:
+    """Tansu + moto (never real AWS), a worker and `kaizen connect`; every process stopped by pid on exit.
+
+    Yields the settings and a check that names a child that stopped (None while all run)."""
+    from kaizen.supervisor import Supervisor, child_failure
     from streams.settings import get_settings
 
+    own_dir = "KAIZEN_DATA_DIR" not in os.environ
     for k, v in LAB_ENV.items():
         os.environ.setdefault(k, v)
     apply_demo_env(os.environ)
     get_settings.cache_clear()
     settings = get_settings()
-    reset_connector_state(settings.kaizen_data_dir)
+    if own_dir:
+        forget_runs(settings.kaizen_data_dir)
+    else:
+        reset_connector_state(settings.kaizen_data_dir)
     sup = Supervisor(settings, log_dir or settings.kaizen_data_dir / "logs", force_moto=True)
     try:
         env = sup.start_infrastructure()
@@ -36,6 +57,12 @@ def lab_stack(log_dir: Path | None = None) -> Iterator[Settings]:
         sup.spawn("worker-0", ["worker"])
         if connectors_available():
             sup.spawn("connect", ["connect"])
-        yield settings
+        def dead() -> str | None:
+            for child in [*sup.children, *sup.stack.processes]:
+                if not child.alive():
+                    return child_failure(child.name, child.proc.poll(), child.log_path)
+            return None
+
+        yield settings, dead
     finally:
         sup.stop()

@@ -127,9 +127,25 @@ _KEYWORDS = {"timeout": "timeout", "timed out": "timeout", "database": "database
              "connection": "database_connection", "api": "api_error", "n+1": "n_plus_one"}
 
 
+# Errors that say the service is out of capacity (requests shed, queues full): more retries would add load,
+# what helps is capacity, so such errors are planned as a throughput problem.
+_SATURATION = ("queue full", "workers busy", "overloaded", "server busy", "too many requests", "capacity exceeded")
+
+
+def _saturated(opportunity: ImprovementOpportunity) -> bool:
+    texts = [opportunity.title, opportunity.description]
+    for insight in opportunity.telemetry_evidence:
+        texts += [insight.description, str(insight.evidence.get("template", ""))]
+    text = " ".join(texts).lower()
+    return any(word in text for word in _SATURATION)
+
+
 def problem_key(opportunity: ImprovementOpportunity) -> str:
-    """The playbook key of an opportunity: its problem type, with the error category for error patterns."""
+    """The playbook key of an opportunity: its problem type, with the error category for error patterns
+    (errors of an overloaded service: "throughput")."""
     ptype = opportunity.problem_type
+    if ptype in ("error_rate", "error_pattern") and _saturated(opportunity):
+        return "throughput"
     if ptype != "error_pattern":
         return ptype
     category = str(opportunity.proposed_changes.get("category", ""))
@@ -186,7 +202,8 @@ def _routing_changes(current: dict[str, Value], failing: str) -> list[ParameterC
 
 def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], component: str | None = None) -> Plan:
     """A deterministic, bounded plan for the opportunity; no network.  Parameters already at their
-    bound are left out; an opportunity with no playbook yields an empty plan (change_type "code": it
+    bound are left out, and so are parameters the service does not expose when `current` holds any;
+    an opportunity with no playbook yields an empty plan (change_type "code": it
     needs the code generator)."""
     comp = component or (opportunity.affected_components[0] if opportunity.affected_components else "default")
     key = problem_key(opportunity)
@@ -196,6 +213,8 @@ def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], compone
                     "high", change_type="code")
     changes: list[ParameterChange] = []
     for action in pb.actions:
+        if current and action.parameter not in current:
+            continue  # the service exposes knobs, and not this one: writing it would change nothing
         if action.flag_value is not None:
             old = current.get(action.parameter)
             if old != action.flag_value:
