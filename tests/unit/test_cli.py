@@ -16,7 +16,7 @@ from kaizen.cli import app
 from streams.settings import get_settings
 
 COMMANDS = ["run", "worker", "connect", "mcp", "demo", "score", "patterns", "bench", "healing",
-            "cloudwatch-export", "produce", "tail", "asyncapi"]
+            "cloudwatch-export", "produce", "tail", "asyncapi", "validate"]
 HEALING = ["status", "triggers", "actions", "check", "history"]
 
 
