@@ -145,9 +145,10 @@ def run(
             typer.echo("warning: `kaizen connect` is not in this build; no CloudWatch connectors")
         if mcp:
             keys = hand_over_keys(settings, os.environ)  # before the MCP child starts: it reads the same tokens
-            sup.spawn("mcp", ["mcp"])
-            for line in keys:
-                typer.echo(line)
+            server = sup.spawn("mcp", ["mcp"])
+            if sup.wait_listening(server, settings.self_building_mcp_host, settings.self_building_mcp_port):
+                for line in keys:  # once the server answers: the URLs work when they are read
+                    typer.echo(line)
         if demo:
             sup.spawn("demo", ["demo", "--attach", "--scenario", scenario], terminal=True)
         typer.echo(f"logs: {sup.log_dir}   (Ctrl-C to stop)")

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,18 @@ class Supervisor:
         log.info("started", process=name, pid=proc.pid, log=str(mp.log_path))
         return mp
 
+    def wait_listening(self, child: ManagedProcess, host: str, port: int, timeout: float = 90.0) -> bool:
+        """Wait until the child listens on the port (so the URLs printed next answer); False if it died."""
+        target = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - a local probe
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not child.alive():
+                return False
+            with contextlib.suppress(OSError), socket.create_connection((target, port), timeout=0.5):
+                return True
+            time.sleep(0.2)
+        return child.alive()
+
     def check_mcp_port(self) -> None:
         check_port_free(self.settings.self_building_mcp_host, self.settings.self_building_mcp_port,
                         "SELF_BUILDING_MCP_PORT", "the MCP server")
@@ -136,7 +149,8 @@ def child_failure(name: str, code: int | None, log_path: Path | None) -> str:
 
 
 def hand_over_keys(settings: Settings, env: dict[str, str] | os._Environ[str]) -> list[str]:
-    """The dashboard URL with a token and a ready-to-paste MCP Inspector command with another one.
+    """The dashboard URL with a token and a ready-to-paste MCP Inspector command with another one
+    (`--stored-auth-only`: kaizen has no OAuth server, so a refused token is reported, not an OAuth flow).
 
     The demo's two principals (from its tokens file) go one to each; without the demo the admin key is
     used, generated here when none is configured so that it can be printed (the MCP child reads it too)."""
@@ -163,7 +177,7 @@ def hand_over_keys(settings: Settings, env: dict[str, str] | os._Environ[str]) -
         f"MCP server: {base}/mcp{where}",
         f"dashboard ({dash_who}): {base}/?token={dash_token}",
         f"MCP Inspector ({mcp_who}): npx @modelcontextprotocol/inspector@2 --cli {base}/mcp --transport http "
-        f"--header 'Authorization: Bearer {mcp_token}' --method tools/list",
+        f"--header 'Authorization: Bearer {mcp_token}' --stored-auth-only --method tools/list",
     ]
 
 
