@@ -12,8 +12,9 @@ the same value with target=None (all traffic) and rolls the canary key back.  Ro
 (`routing.<target>`) are ordinary parameters and can carry a weighted rollout instead.
 
 Identifiers.  Tenant and component ids, deployment targets and parameter segments are validated
-before a key is built (IDENTIFIER: lower-case letters, digits, `_`, `.`, `-`; first a letter or digit;
-at most 63 characters; `.` or `..` alone is refused), so no id can add a path segment: a component
+before a key is built (IDENTIFIER: ASCII letters, digits, `_`, `.`, `-`; first a letter or digit;
+at most 63 characters; case is kept, as SSM and Lambda names keep it), so no id can add a path
+segment or climb out of one: a component
 `api/canary` would otherwise write the canary key of `api`.  A parameter may be dotted
 (`feature_flags.circuit_breaker`) but never contain `/`.  Anything else raises InvalidIdentifier
 with the reason (see the README, "Improvement cycle").
@@ -34,7 +35,7 @@ class FingerprintMismatch(ConflictError, RuntimeError):
     """The artefact changed since kaizen applied it: someone else owns it now; rollback refused."""
 
 
-IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 RESERVED_SEGMENTS = frozenset({"canary", "_applied"})  # key segments kaizen itself inserts
 
 
@@ -44,10 +45,10 @@ class InvalidIdentifier(InputError):
 
 def check_identifier(value: str, what: str) -> str:
     """`value` if it matches IDENTIFIER (see the module docstring); else InvalidIdentifier saying why."""
-    if not isinstance(value, str) or not IDENTIFIER.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise InvalidIdentifier(
-            f"{what} {value!r} is not a valid identifier: use 1-63 characters of a-z 0-9 _ . - "
-            "starting with a letter or digit (no '/', upper case, spaces or other characters)")
+            f"{what} {value!r} is not a valid identifier: use 1-63 characters of A-Z a-z 0-9 _ . - "
+            "starting with a letter or digit (no '/', spaces or other characters)")
     return value
 
 

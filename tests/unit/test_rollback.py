@@ -30,7 +30,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("tenant", "component"), [
-    ("acme", "api/canary"), ("acme", "../etc"), ("acme", ".."), ("Acme", "api"), ("acme", ""),
+    ("acme", "api/canary"), ("acme", "../etc"), ("acme", ".."), ("acme", "Api/x"), ("acme", ""),
     ("acme", "a" * 64), ("acme", "api canary"), ("acme", "-api"), ("acme", "canary"), ("ac/me", "api"),
 ])
 def test_unsafe_identifiers_are_refused_with_a_reason(tenant: str, component: str) -> None:
@@ -42,6 +42,7 @@ def test_safe_identifiers_build_keys() -> None:
     assert logical_key("acme", "check-out_2.v1", "feature_flags.circuit_breaker") == \
         "acme/check-out_2.v1/feature_flags.circuit_breaker"
     assert check_identifier("a" * 63, "tenant") == "a" * 63
+    assert logical_key("Acme", "OrderProcessor", "cache_size") == "Acme/OrderProcessor/cache_size"  # case kept
     with pytest.raises(InvalidIdentifier):
         target_key("acme/api/cache_size", "canary/x")
     with pytest.raises(InvalidIdentifier):
