@@ -29,6 +29,7 @@ from agents.improvement.rollout import deployed_changes
 from agents.improvement.stepctx import StepContext
 from agents.improvement.undo import undo
 from connectors.actuators.base import AppliedChange
+from streams.errors import InputError
 from streams.records import ImprovementEvent, ImprovementExecution
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,11 @@ async def undo_all(ctx: StepContext, ex: ImprovementExecution, changes: list[App
                 break
             except asyncio.CancelledError:
                 raise
+            except InputError as exc:  # an unsafe key: nothing could be written there, nor undone; a person looks
+                log.error("rollback refused for an unsafe key", improvement=ex.improvement_id, key=change.key,
+                          error=str(exc)[:300])
+                outcome = "conflict"
+                break
             except Exception as exc:  # noqa: BLE001 - whatever the target store answers, the target must get back:
                 # retried with backoff (the improvement stays visible in rolling_back meanwhile)
                 retries += 1

@@ -173,3 +173,14 @@ def test_a_change_is_undone_through_the_actuator_that_applied_it() -> None:
     assert actuator_for(by_name, file_change, ssm) is git
     assert actuator_for(by_name, AppliedChange("k/a/b", None, "1", "f", "imp", actuator="ssm"), git) is ssm
     assert actuator_for(by_name, AppliedChange("k/a/b", None, "1", "f", "imp"), ssm) is ssm  # older record
+
+
+async def test_an_unsafe_key_is_not_retried_forever(tmp_path: Path) -> None:
+    class Refusing(MemoryActuator):
+        async def read(self, key: str) -> str | None:
+            raise InvalidIdentifier(f"{key} is unsafe")
+
+    act = Refusing()
+    ctx = _ctx(tmp_path, act)
+    bad = AppliedChange("../x", None, "1", "f", "imp-1", actuator="memory")
+    assert await undo_all(ctx, _ex([bad]), [bad], sleep=_no_sleep) == ([], ["../x"], 0)
