@@ -46,7 +46,7 @@ EXECUTIONS = "telemetry.executions"  # ExecutionMetrics of monitored skills and 
 PATTERNS = "patterns.state"
 SERIES = "series.scores"
 EPOCH = "kaizen.epoch"  # offset 0 names the broker's data epoch: a reset is noticed (streams/epoch.py)
-OPPORTUNITY_INPUTS = "opportunities.inputs"  # users per hour and learned outcomes, to every partition
+OPPORTUNITY_INPUTS = "opportunities.inputs"  # users per hour and learned outcomes, read whole by every worker
 
 _RETENTION = {"retention.ms": "604800000"}  # set explicitly: Tansu's DescribeConfigs shows only set keys
 _COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
@@ -78,7 +78,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PATTERNS, "pattern_id", None, compacted=True, config=_COMPACT),
     TopicSpec(SERIES, "series key", None, compacted=True, config=_COMPACT),
     TopicSpec(EPOCH, "epoch", None, config={"retention.ms": "-1"}),  # kept forever: only a reset loses it
-    # sent to every partition (what it carries concerns opportunities of any problem family)
-    TopicSpec(OPPORTUNITY_INPUTS, "input_id", r.OpportunityInput, config=_RETENTION),
+    # every worker reads all of it (the context of any opportunity); kept: the context is rebuilt from it
+    TopicSpec(OPPORTUNITY_INPUTS, "tenant_id|component or tenant_id|problem_type", r.OpportunityInput,
+              config={"retention.ms": "-1"}),
 )
 TOPIC_NAMES: frozenset[str] = frozenset(t.name for t in TOPICS)
