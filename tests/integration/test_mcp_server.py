@@ -128,6 +128,11 @@ async def produce(bootstrap: str, items: list[tuple[str, str, bytes]]) -> None:
         await producer.stop()
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()  # refresh the metadata
+    return consumer.partitions_for_topic(topic) or set()
+
+
 async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every record of a topic (all partitions), read until a poll comes back empty."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
@@ -271,11 +276,19 @@ async def test_trigger_cycle_publishes_command_and_returns_first_events(server: 
     with pytest.raises(ToolError, match="needs role operator"):  # a reader cannot start cycles
         await call(server, READER, "trigger_improvement_cycle", {"tenant_id": TA})
 
+    listening = asyncio.Event()
+
     async def fake_worker() -> None:  # answers the next trigger_cycle command like a worker would
-        consumer = AIOKafkaConsumer(t.COMMANDS, bootstrap_servers=backend.kafka_bootstrap, group_id=None,
-                                    auto_offset_reset="latest")
+        consumer = AIOKafkaConsumer(bootstrap_servers=backend.kafka_bootstrap, group_id=None)
         await consumer.start()
         try:
+            tps = [TopicPartition(t.COMMANDS, p) for p in sorted(consumer.partitions_for_topic(t.COMMANDS) or
+                                                                  await _partitions(consumer, t.COMMANDS))]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)  # the end offsets are fixed now: the next command is seen
+            listening.set()
             async for m in consumer:
                 c = orjson.loads(m.value)
                 if c["kind"] == "trigger_cycle" and c["actor"] == "admin":
@@ -288,13 +301,13 @@ async def test_trigger_cycle_publishes_command_and_returns_first_events(server: 
             await consumer.stop()
 
     worker = asyncio.create_task(fake_worker())
-    await asyncio.sleep(1.0)
+    await asyncio.wait_for(listening.wait(), 60)  # no fixed sleep: the fake worker says when it listens
     server.service.cycle_wait_seconds = 10.0
     try:
         started = await call(server, ADMIN, "trigger_improvement_cycle", {"tenant_id": TA, "max_improvements": 1})
     finally:
         server.service.cycle_wait_seconds = 1.5
-    await asyncio.wait_for(worker, 5)
+    await asyncio.wait_for(worker, 60)
     assert started["status"] == "started"
     assert [e["improvement_id"] for e in started["events"]] == [f"imp-new-{RUN}"]
 
