@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import orjson
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
-from agents.opportunities.logic.inputs import (
-    PREFIX,
-    affected,
-    context_from_state,
-    input_delta,
-    refresh,
-)
+from agents.opportunities.logic.inputs import affected, context_from_state, input_delta, refresh
 from agents.opportunities.logic.opportunities import (
     CHANGE_KIND,
     OpportunityContext,
@@ -28,10 +24,9 @@ from agents.opportunities.logic.opportunities import (
     problem_family,
 )
 from streams import app as A
-from streams import topics as T
 from streams.metrics import OPPORTUNITIES_UPDATED
 from streams.records import ImprovementOpportunity, OpportunityInput, TelemetryInsight
-from streams.runtime import survives_broker_outage
+from streams.runtime import runtime, survives_broker_outage
 from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
@@ -47,12 +42,16 @@ context = OpportunityContext(
     decay_hours=A.settings.opportunity_decay_hours,
 )
 _store: dict[str, ChangelogStore[dict[str, Any]]] = {}
-_contexts: dict[int, OpportunityContext] = {}
+# Users per hour and learned outcomes are read by every worker from ALL partitions of
+# opportunities.inputs (a group-less consumer, like the MCP read model): the context an opportunity is
+# scored with is then the same whichever worker owns it, and needs no co-partitioning (Faust assigns the
+# partitions of two topics independently). The topic is the log this context is rebuilt from.
+_inputs: dict[str, Any] = {}
+_ctx: dict[str, OpportunityContext] = {"c": context}
 
-# Insights and inputs on one channel: one agent, so one writer of each partition's opportunities; both
-# topics have the same partition count, so Faust assigns partition p of both to the same worker.
-channel = A.app.topic(T.INSIGHTS, T.OPPORTUNITY_INPUTS, key_type=bytes, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw", partitions=A.settings.kafka_topic_partitions)
+
+def current_context() -> OpportunityContext:
+    return _ctx["c"]
 
 
 async def store() -> ChangelogStore[dict[str, Any]]:
@@ -60,15 +59,6 @@ async def store() -> ChangelogStore[dict[str, Any]]:
     if s is None:
         s = _store["s"] = await start_agent_store("opportunities", A.insights_topic.get_topic_name())
     return s
-
-
-async def partition_context(partition: int) -> OpportunityContext:
-    """The context of a partition, derived from its state (again after the state was rebuilt)."""
-    s = await store()
-    ctx = _contexts.get(partition)
-    if ctx is None or not s.loaded(partition):
-        ctx = _contexts[partition] = context_from_state(await s.state(partition), context)
-    return ctx
 
 
 async def publish(partition: int, opp: ImprovementOpportunity) -> None:
@@ -80,26 +70,20 @@ async def publish(partition: int, opp: ImprovementOpportunity) -> None:
 
 
 async def send_input(inp: OpportunityInput) -> None:
-    """An input to every partition of the opportunities stage (it may concern any of them)."""
-    value = inp.to_bytes()
-    for p in range(A.settings.kafka_topic_partitions):
-        await A.opportunity_inputs_topic.send(key=inp.input_id.encode(), value=value, partition=p)
+    """An input for the opportunities stage (every worker reads all of them; key: its subject)."""
+    key = f"{inp.tenant_id}|{inp.component or inp.problem_type}"
+    await A.opportunity_inputs_topic.send(key=key.encode(), value=inp.to_bytes())
 
 
-async def handle_input(partition: int, inp: OpportunityInput, now: datetime) -> int:
-    """Fold an input into the partition's context; rescore the opportunities it concerns. Returns how
-    many were republished."""
-    s = await store()
-    book = await s.state(partition)
-    delta = input_delta(book, inp)
-    if delta is None:
-        return 0
-    await s.record(partition, delta)
-    ctx = _contexts[partition] = context_from_state(book, context)
+async def _refresh(partition: int, book: dict[str, Any], oids: list[str], now: datetime) -> int:
+    """Rescore these opportunities of a partition with the current context; publish those that changed."""
     changed = 0
-    for raw in affected([v for k, v in book.items() if not k.startswith(PREFIX)], inp):
+    for oid in oids:
+        raw = book.get(oid)  # read now: the agent may have folded an insight in meanwhile
+        if raw is None:
+            continue
         opp = ImprovementOpportunity.model_validate(raw)
-        new = decay(refresh(opp, ctx), now, ctx)
+        new = decay(refresh(opp, current_context()), now, current_context())
         if (abs(new.impact_score - opp.impact_score) > 1e-9 or new.affected_users_per_hour != opp.affected_users_per_hour
                 or new.confidence_score != opp.confidence_score):
             await publish(partition, new)
@@ -107,10 +91,31 @@ async def handle_input(partition: int, inp: OpportunityInput, now: datetime) -> 
     return changed
 
 
+async def fold_input(inp: OpportunityInput, now: datetime) -> int:
+    """Fold an input into this worker's context; rescore the opportunities it concerns in the partitions
+    this worker holds. Returns how many were republished."""
+    delta = input_delta(_inputs, inp)
+    if delta is None:
+        return 0
+    _inputs.update(delta["set"])
+    _ctx["c"] = context_from_state(_inputs, context)
+    s = _store.get("s")
+    if s is None:
+        return 0
+    changed = 0
+    for partition, book in s.loaded_states().items():
+        oids = [str(raw["opportunity_id"]) for raw in affected(list(book.values()), inp)]
+        changed += await _refresh(partition, book, oids, now)
+    return changed
+
+
 async def handle_insight(partition: int, insight: TelemetryInsight, now: datetime) -> ImprovementOpportunity | None:
     s = await store()
+    was_loaded = s.loaded(partition)
     book = await s.state(partition)
-    ctx = await partition_context(partition)
+    if not was_loaded:  # rebuilt (start, rebalance): inputs that came while nobody held it apply now
+        await _refresh(partition, book, list(book), now)
+    ctx = current_context()
     if insight.insight_type == OUTCOME:
         oid = str(insight.evidence.get("opportunity_id", ""))
         raw = book.get(oid)
@@ -139,28 +144,55 @@ async def handle_insight(partition: int, insight: TelemetryInsight, now: datetim
     return opp
 
 
-def decode(value: bytes | None) -> TelemetryInsight | OpportunityInput:
-    """An insight or an input (told apart by their fields: the channel carries both topics)."""
-    payload = orjson.loads(value or b"")
-    if isinstance(payload, dict) and "input_id" in payload:
-        return OpportunityInput.model_validate(payload)
-    return TelemetryInsight.model_validate(payload)
-
-
-@A.app.agent(channel, name="opportunities")
+@A.app.agent(A.insights_topic, name="opportunities")
 async def opportunities(stream: faust.StreamT[bytes]) -> None:
     await store()
     async for event in stream.events():
         try:
-            rec = decode(event.value)
-        except ValueError as exc:  # orjson and pydantic errors are ValueErrors
-            log.error("invalid record on the insights / opportunities.inputs topic", error=str(exc)[:300])
+            insight = TelemetryInsight.from_bytes(event.value)
+        except ValueError as exc:
+            log.error("invalid insight on the insights topic", error=str(exc)[:300])
             continue
-        now = datetime.now(UTC)
-        if isinstance(rec, OpportunityInput):
-            await handle_input(event.message.partition, rec, now)
-        else:
-            await handle_insight(event.message.partition, rec, now)
+        await handle_insight(event.message.partition, insight, datetime.now(UTC))
+
+
+@A.app.task
+async def follow_inputs() -> None:
+    """Read every partition of opportunities.inputs from the beginning and keep following it."""
+    await follow(runtime.bootstrap, A.opportunity_inputs_topic.get_topic_name())
+
+
+async def follow(bootstrap: str, topic: str, poll_ms: int = 300) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", metadata_max_age_ms=5000)
+    await consumer.start()
+    assigned: set[TopicPartition] = set()
+    try:
+        while True:
+            try:
+                parts = consumer.partitions_for_topic(topic) or set()
+                want = {TopicPartition(topic, p) for p in parts}
+                if want - assigned:  # new partitions (or the topic appeared): from their beginning
+                    consumer.assign(sorted(want))
+                    await consumer.seek_to_beginning(*sorted(want - assigned))
+                    assigned = want
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=2000)
+            except KafkaError as exc:
+                log.warning("opportunity inputs not readable; retrying", error=str(exc)[:200])
+                await asyncio.sleep(1.0)
+                continue
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        inp = OpportunityInput.from_bytes(m.value or b"")
+                    except ValueError as exc:
+                        log.error("invalid record on opportunities.inputs", error=str(exc)[:300])
+                        continue
+                    await fold_input(inp, datetime.now(UTC))
+            if not assigned:
+                await asyncio.sleep(1.0)
+    finally:
+        await consumer.stop()
 
 
 @A.app.timer(interval=60.0)
@@ -172,11 +204,9 @@ async def decay_opportunities() -> None:
         return
     now = datetime.now(UTC)
     started = time.monotonic()
+    ctx = current_context()
     for partition, book in s.loaded_states().items():
-        ctx = await partition_context(partition)
-        for key, raw in list(book.items()):
-            if key.startswith(PREFIX):
-                continue
+        for raw in list(book.values()):
             opp = ImprovementOpportunity.model_validate(raw)
             new = decay(opp, now, ctx)
             if new.status != opp.status or abs(new.impact_score - opp.impact_score) > 1e-9:

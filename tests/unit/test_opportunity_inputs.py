@@ -31,12 +31,24 @@ def users(component: str, value: float, at: float, tenant: str = "acme") -> Oppo
 
 @pytest.fixture
 async def harness():  # type: ignore[no-untyped-def]
-    opportunities_agent._store.clear()
-    opportunities_agent._contexts.clear()
+    def reset() -> None:
+        opportunities_agent._store.clear()
+        opportunities_agent._inputs.clear()
+        opportunities_agent._ctx["c"] = opportunities_agent.context
+
+    reset()
     async with AgentHarness() as h:
         yield h
-    opportunities_agent._store.clear()
-    opportunities_agent._contexts.clear()
+    reset()
+
+
+async def feed(h: AgentHarness, seq: list[Any], partition: int) -> None:
+    """Insights through the agent, inputs as the worker's follower of opportunities.inputs folds them."""
+    for rec in seq:
+        if isinstance(rec, OpportunityInput):
+            await opportunities_agent.fold_input(rec, NOW)
+        else:
+            await h.feed(opportunities_agent.opportunities, [rec], partition=partition)
 
 
 def latest(h: AgentHarness) -> dict[str, ImprovementOpportunity]:
@@ -49,41 +61,38 @@ async def test_users_per_hour_is_the_latest_observation_whatever_the_order(harne
     u1, u2 = users("checkout", 5000.0, 100.0), users("checkout", 8000.0, 200.0)
     seq: list[Any] = {"users first": [u1, u2, insight()], "insight first": [insight(), u1, u2],
                       "users late and out of order": [u2, insight(), u1]}[order]
-    await harness.feed(opportunities_agent.opportunities, seq, partition=1)
+    await feed(harness, seq, partition=1)
     [opp] = latest(harness).values()
     assert opp.affected_users_per_hour == 8000.0, order
 
 
 async def test_other_components_users_do_not_leak_and_restart_keeps_them(harness: AgentHarness) -> None:
-    await harness.feed(opportunities_agent.opportunities,
-                       [users("search", 9.0, 1.0), users("checkout", 300.0, 1.0), insight("checkout")], partition=0)
+    await feed(harness, [users("search", 9.0, 1.0), users("checkout", 300.0, 1.0), insight("checkout")], 0)
     assert next(iter(latest(harness).values())).affected_users_per_hour == 300.0
-    harness.restart()
-    opportunities_agent._contexts.clear()
-    await harness.feed(opportunities_agent.opportunities, [insight("checkout").model_copy(
-        update={"insight_id": "another"})], partition=0)
-    assert next(iter(latest(harness).values())).affected_users_per_hour == 300.0, "users rebuilt from the changelog"
+    harness.restart()  # the opportunities rebuilt from their changelog, rescored with the current context
+    await feed(harness, [users("checkout", 450.0, 2.0), insight("checkout").model_copy(update={"insight_id": "x"})],
+               0)
+    assert next(iter(latest(harness).values())).affected_users_per_hour == 450.0
 
 
-async def test_outcome_is_sent_to_every_partition_and_counted_once(harness: AgentHarness) -> None:
-    await harness.feed(opportunities_agent.opportunities, [insight("checkout")], partition=2)
+async def test_outcome_is_learned_by_other_partitions_and_counted_once(harness: AgentHarness) -> None:
+    await feed(harness, [insight("checkout")], partition=2)
     [opp] = latest(harness).values()
     outcome = TelemetryInsight.model_validate({
         "insight_type": "improvement_outcome", "severity": "low", "affected_component": "checkout",
         "affected_tenants": ["acme"], "tenant_id": "acme", "description": "rolled back", "confidence_score": 1.0,
         "timestamp": NOW, "evidence": {"opportunity_id": opp.opportunity_id, "outcome": "rolled_back"}})
-    await harness.feed(opportunities_agent.opportunities, [outcome, outcome], partition=2)
-    sent = harness.sent[T.OPPORTUNITY_INPUTS]
-    assert len(sent) == 4, "one input per partition, the replayed outcome not sent again"
-    # Another partition learns it: a similar opportunity there is scored with the outcome factor.
-    await harness.feed(opportunities_agent.opportunities, [insight("search")], partition=3)
-    before = latest(harness)
-    other = next(o for o in before.values() if o.affected_components == ["search"])
-    await harness.feed(opportunities_agent.opportunities, [v for _, v in sent] * 2, partition=3)
+    await feed(harness, [outcome, outcome], partition=2)
+    sent = harness.records(T.OPPORTUNITY_INPUTS, OpportunityInput)
+    assert [s.kind for s in sent] == ["outcome"], "one input, the replayed outcome not sent again"
+    # Another partition: a similar opportunity there is rescored with the outcome factor once it is learned.
+    await feed(harness, [insight("search")], partition=3)
+    other = next(o for o in latest(harness).values() if o.affected_components == ["search"])
+    await feed(harness, sent * 2, partition=3)
     after = latest(harness)[other.opportunity_id]
     assert after.outcome_adjustment < other.outcome_adjustment and after.impact_score < other.impact_score
     again = after.outcome_adjustment
-    await harness.feed(opportunities_agent.opportunities, [v for _, v in sent], partition=3)
+    await feed(harness, sent, partition=3)
     assert latest(harness)[other.opportunity_id].outcome_adjustment == again, "an input folded twice counts once"
 
 

@@ -1,11 +1,10 @@
-"""What the opportunities stage learns from other stages (users per hour, outcomes), folded per partition (pure).
+"""What the opportunities stage learns from other stages (users per hour, outcomes), folded into a context (pure).
 
-Every partition of the opportunities stage receives every input (they travel to all partitions of
-`opportunities.inputs`), so the context an opportunity is scored with does not depend on which worker
-owns what. Inputs are folded so the result does not depend on their order either: users per hour keeps
-the value of the latest observation (by the point's own time, ties to the larger value) and outcomes are
-counted once per input id; opportunities already scored are refreshed when an input changes their
-context (see refresh()).
+Every worker reads every input (all partitions of `opportunities.inputs`), so the context an opportunity
+is scored with does not depend on which worker owns what. Inputs are folded so the result does not depend
+on their order either: users per hour keeps the value of the latest observation (by the point's own time,
+ties to the larger value) and outcomes are counted once per input id; opportunities already scored are
+refreshed when an input changes their context (see refresh()).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from agents.opportunities.logic.opportunities import (
 )
 from streams.records import ImprovementOpportunity, OpportunityInput
 
-USERS = "~in|u|"  # state keys of inputs, kept beside the opportunities in the partition's store
+USERS = "~in|u|"  # keys of the folded inputs
 OUTCOME = "~in|o|"
 PREFIX = "~in|"
 
