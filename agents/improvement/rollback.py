@@ -9,8 +9,8 @@ the improvement in `rolling_back`, which its successor resumes. A target someone
 kaizen wrote it is left as it is and the improvement pauses as `conflict`.
 
 Reconciliation compares the journal's outstanding changes with the folded improvement states (on
-start, then every RECONCILE_EVERY_SECONDS): an improvement nobody knows any more (its events were lost
-with a reset broker or topic) gets a `rolling_back` event that opens its state again (the fold accepts
+start, then every RECONCILE_EVERY_SECONDS): an improvement nobody knows any more at two passes in a row
+(its events were lost with a reset broker or topic) gets a `rolling_back` event that opens its state again (the fold accepts
 a start after a gap); one that finished without undoing a change has it undone here.
 """
 
@@ -35,8 +35,8 @@ from streams.records import ImprovementEvent, ImprovementExecution
 log = structlog.get_logger(__name__)
 ROLLBACK_BACKOFF_FIRST = 0.5  # seconds before the first retry of a failed undo, doubled each time
 ROLLBACK_BACKOFF_MAX = 30.0
-RECONCILE_EVERY_SECONDS = 10.0
-RECONCILE_GRACE_SECONDS = 15.0  # after start, the views and stores are given this long to catch up
+RECONCILE_EVERY_SECONDS = 5.0
+RECONCILE_GRACE_SECONDS = 10.0  # after start, the views and stores are given this long to catch up
 RECOVERY_SEQUENCE = 1_000_000  # event sequence of a recovery event: always "after a gap" for the fold
 
 
@@ -114,6 +114,7 @@ class Reconciler:
     def __init__(self, started: float | None = None) -> None:
         self.started = time.monotonic() if started is None else started
         self.last_run = 0.0
+        self.missing: set[str] = set()  # unknown at the last pass: rolled back if still unknown at this one
 
     def soon(self) -> None:
         """Run at the next supervisor tick (after the start grace): a reset was detected."""
@@ -131,9 +132,12 @@ class Reconciler:
         journal = ctx.journal
         outstanding = await asyncio.to_thread(journal.outstanding)
         events: list[ImprovementEvent] = []
+        missing, self.missing = self.missing, set()
         for imp, changes in sorted(outstanding.items()):
             ex = known(imp)
-            if ex is None:
+            if ex is None and imp not in missing:
+                self.missing.add(imp)  # two passes in a row, so a state still on its way is not taken for lost
+            elif ex is None:
                 tenant = await asyncio.to_thread(journal.tenant_of, imp)
                 log.warning("improvement state lost with changes still applied: rolling back", improvement=imp,
                             keys=[c.key for c in changes])

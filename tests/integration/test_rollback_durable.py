@@ -316,7 +316,7 @@ async def test_broker_restarted_empty_changes_still_applied_are_rolled_back(
         brokers[0].stop()
         brokers.append(start_tansu(port, ARTIFACTS / "logs" / "rb-reset-broker"))  # empty
         w2 = start_kaizen(["worker"], env, "rb-reset-w2")
-        evs = await _events(own, tenant, _terminal, timeout=60, settle=1.0)
+        evs = await _events(own, tenant, _terminal, timeout=90, settle=1.0)
     finally:
         stop.set()
         w1.stop()
