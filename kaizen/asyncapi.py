@@ -162,8 +162,15 @@ def document() -> dict[str, Any]:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No &anchors/*aliases for schemas shared by two models: every reader sees them written out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render() -> str:
-    return yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=110)
+    return yaml.dump(document(), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 def message_schema(doc: dict[str, Any], topic: str) -> dict[str, Any]:

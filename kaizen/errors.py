@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError, ExternalError, InputError, KaizenError
+from streams.errors import AccessDenied, ConfigError, ExternalError, InputError, KaizenError
 
 USER_ERROR_EXIT = 2
 BUG_EXIT = 1
@@ -80,6 +80,8 @@ def explain(exc: BaseException) -> UserError | None:
         return UserError(str(exc), "fix the setting or file it names and start again")
     if isinstance(exc, InputError):
         return UserError(str(exc), "fix the input it names and try again")
+    if isinstance(exc, AccessDenied):
+        return UserError(str(exc), "use a token whose principal has that role and tenant")
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return UserError(f"address already in use ({exc.strerror})",
                          "stop what listens on that port or choose another port")

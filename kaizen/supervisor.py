@@ -77,7 +77,7 @@ class Supervisor:
             stdout=out, stderr=None if terminal else subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
-        mp = ManagedProcess(name, proc, 0, self.log_dir / f"{name}.log")
+        mp = ManagedProcess(name, proc, 0, None if terminal else self.log_dir / f"{name}.log")
         self.children.append(mp)
         log.info("started", process=name, pid=proc.pid, log=str(mp.log_path))
         return mp
@@ -142,7 +142,7 @@ def child_failure(name: str, code: int | None, log_path: Path | None) -> str:
             lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error: ")]
         why = errors[-1].removeprefix("error: ") if errors else (lines[-1][:300] if lines else "")
-    where = f"its log: {log_path}" if log_path else "no log"
+    where = f"its log: {log_path}" if log_path else "its output is above"
     if why:
         return f"{name} stopped (exit code {code}): {why} ({where})"
     return f"{name} stopped (exit code {code}) — see {where}"

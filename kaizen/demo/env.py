@@ -113,7 +113,9 @@ def demo_stack(console: Console, workers: int = 1) -> Iterator[Settings]:
         if connectors_available():
             sup.spawn("connect", ["connect"])
         keys = hand_over_keys(settings, os.environ)
-        sup.spawn("mcp", ["mcp"])
+        server = sup.spawn("mcp", ["mcp"])
+        if not sup.wait_listening(server, settings.self_building_mcp_host, settings.self_building_mcp_port):
+            keys = [f"error: the MCP server did not start — see {server.log_path}"]
         for line in [*sup.describe_infrastructure(), *keys, f"logs: {sup.log_dir}"]:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         yield settings
