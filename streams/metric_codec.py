@@ -83,19 +83,25 @@ def lean_metric(item: Any) -> LeanPoint | None:
     series = metric_series_key(tenant, namespace, name, statistic, dims)
     event_id = event_id or metric_event_id(series, ts, value)
     value, unit = canonical(name, value, unit)
-    return {"metric_name": name, "value": value, "unit": unit, "dimensions": dims, "timestamp": ts,
-            "tenant_id": tenant, "namespace": namespace, "statistic": statistic,
-            "event_id": event_id, "series": series,
-            "component": metric_component(dims, namespace, name)}
+    lean: LeanPoint = {"metric_name": name, "value": value, "unit": unit, "dimensions": dims, "timestamp": ts,
+                       "tenant_id": tenant, "namespace": namespace, "statistic": statistic,
+                       "event_id": event_id, "series": series,
+                       "component": metric_component(dims, namespace, name)}
+    if item.get("history") is True:  # carried only when set: live points stay as they were
+        lean["history"] = True
+    return lean
 
 
 def lean_from_model(p: MetricDataPoint) -> LeanPoint:
     """The lean point of a validated model (the slow path gives the same dict as the fast one)."""
     value, unit = canonical(p.metric_name, p.value, p.unit)
-    return {"metric_name": p.metric_name, "value": value, "unit": unit, "dimensions": p.dimensions,
-            "timestamp": p.timestamp.timestamp(), "tenant_id": p.tenant_id, "namespace": p.namespace,
-            "statistic": p.statistic, "event_id": p.event_id, "series": p.series_key(),
-            "component": p.component()}
+    lean: LeanPoint = {"metric_name": p.metric_name, "value": value, "unit": unit, "dimensions": p.dimensions,
+                       "timestamp": p.timestamp.timestamp(), "tenant_id": p.tenant_id, "namespace": p.namespace,
+                       "statistic": p.statistic, "event_id": p.event_id, "series": p.series_key(),
+                       "component": p.component()}
+    if p.history:
+        lean["history"] = True
+    return lean
 
 
 def _sound(p: dict[str, Any]) -> bool:

@@ -74,6 +74,8 @@ class MetricDataPoint(Record):
     namespace: str = ""
     statistic: str = "Average"
     event_id: str = ""
+    # Read back when its series was first discovered (the metrics connector): scoring learns it, no insight.
+    history: bool = False
 
     @model_validator(mode="after")
     def _ensure_event_id(self) -> MetricDataPoint:

@@ -41,12 +41,22 @@ class MetricsSource:
     """Metrics of one namespace, pulled in complete, period-aligned windows.
 
     Cursor (`metrics:<namespace>`): `end` — the epoch second where the last published complete window
-    ends — and `emitted` — per series, the window starts already published inside the lag window.
+    ends — and `emitted` — per series, the window starts already published inside the lag window;
+    `known` — the metrics whose history was read (see History below).
     Each poll queries [end − lag, now aligned down to the period), emits only (series, window) pairs not
     yet emitted, and after Kafka acknowledged them stores the new end and the emitted set pruned to the
     next lag window. So a restart neither skips nor repeats, and datapoints arriving up to
     CLOUDWATCH_METRICS_LAG_SECONDS late are still picked up (once). A window already emitted is not
     re-emitted with a late-corrected value.
+
+    History: a metric discovered for the first time has its last CLOUDWATCH_METRICS_HISTORY_SECONDS read
+    back in the same poll as its first live window, the points before that window published with
+    history=true (scoring learns them and makes no insight of them), so a new series is scored from
+    its first live point instead of warming up blind. At most CLOUDWATCH_METRICS_HISTORY_CALLS_PER_POLL
+    GetMetricData calls go to history per poll; metrics beyond that wait (not even their live points are
+    read) and are taken on later polls, their skipped live points then being history too. A metric
+    becomes `known` in the cursor only with the commit after Kafka acknowledged its points, so a restart
+    resumes the backfill. A cursor written before this feature marks every metric it sees as known.
     """
 
     kind = "metric"
@@ -66,6 +76,9 @@ class MetricsSource:
         self.lag = int(settings.cloudwatch_metrics_lag_seconds)
         self.initial_lookback = int(initial_lookback_seconds or max(self.lag, self.period))
         self.max_periods_per_poll = max_periods_per_poll
+        self.history_seconds = max(0, int(settings.cloudwatch_metrics_history_seconds))
+        self.history_calls = max(1, int(settings.cloudwatch_metrics_history_calls_per_poll))
+        self.history_pending = 0
         self.statistics = list(settings.cloudwatch_metrics_statistics)
         self.unsupported_statistics: dict[str, str] = {}
         self._percentiles_checked = False
@@ -170,37 +183,38 @@ class MetricsSource:
             return batch
         metrics = await self.discover()
         self.series_seen = len(metrics)
+        known, fresh = self._split_known(cursor, metrics)
         if metrics and not self._percentiles_checked:
             await self._check_percentiles(metrics[0], start, end)
         if self.units is None:
             self.units = dict(cursor.get("units") or {})
         stats = [s for s in self.statistics if s not in self.unsupported_statistics]
-        pairs = [(m, s) for m in metrics for s in stats]
-        per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
         answers: list[tuple[dict[str, Any], dict[str, Any], str]] = []
         seen_at: dict[str, tuple[dict[str, Any], int]] = {}
-        for i in range(0, len(pairs), per_call):
-            chunk = pairs[i:i + per_call]
-            queries = [self._query(j, m, s) for j, (m, s) in enumerate(chunk)]
-            for result in await self._get_data(queries, start, end):
-                m, stat = chunk[int(str(result["Id"])[1:])]
-                answers.append((result, m, stat))
-                if result.get("Timestamps"):
-                    seen_at.setdefault(self.metric_key(m), (m, int(to_datetime(result["Timestamps"][0]).timestamp())))
+        # metrics seen before: the live window; new ones: their history and the live window, within budget
+        live = [m for m in metrics if self.metric_key(m) in known]
+        await self._query_window([(m, s) for m in live for s in stats], start, end, answers, seen_at)
+        hist_start = align_down(start - self.history_seconds, self.period)
+        backfilled = await self._backfill(fresh, stats, hist_start, end, answers, seen_at)
+        new_known = sorted(known | {self.metric_key(m) for m in backfilled})
         await self._learn_units(seen_at)
-        live = {self.metric_key(m) for m in metrics}
-        units = {k: v for k, v in self.units.items() if k in live}
+        current = {self.metric_key(m) for m in metrics}
+        units = {k: v for k, v in self.units.items() if k in current}
         seen = {k: set(v) for k, v in emitted.items()}
         for result, m, stat in answers:
-            self._map(result, m, stat, start, end, seen, batch.records)
+            first = hist_start if self.metric_key(m) not in known else start
+            self._map(result, m, stat, first, end, seen, batch.records, history_before=start)
         keep_from = align_down(end - self.lag, self.period)
         new_emitted = {k: sorted(t for t in v if t >= keep_from) for k, v in seen.items()}
         new_emitted = {k: v for k, v in new_emitted.items() if v}
-        batch.stats = {"window_start": start, "window_end": end, "series": len(metrics), "queries": len(pairs)}
+        batch.stats = {"window_start": start, "window_end": end, "series": len(metrics),
+                       "queries": len(answers), "history_metrics": len(backfilled),
+                       "history_pending": len(fresh) - len(backfilled)}
+        self.history_pending = len(fresh) - len(backfilled)
 
         async def commit() -> None:
             value = {"end": max(end, prev_end), "emitted": new_emitted, "units": units, "period": self.period,
-                     "namespace": self.namespace}
+                     "namespace": self.namespace, "known": new_known}
             await asyncio.to_thread(self.cursors.save, self.name, value)
             self.last_window = (datetime.fromtimestamp(start, UTC).isoformat(),
                                 datetime.fromtimestamp(end, UTC).isoformat())
@@ -208,8 +222,54 @@ class MetricsSource:
         batch.commit = commit
         return batch
 
+    def _split_known(self, cursor: dict[str, Any], metrics: list[dict[str, Any]]
+                     ) -> tuple[set[str], list[dict[str, Any]]]:
+        """(metrics whose history was read, metrics new to this source). A cursor of an older version (an
+        end but no `known`) and a zero history setting make every metric known: nothing to backfill."""
+        keys = {self.metric_key(m) for m in metrics}
+        if self.history_seconds <= 0 or ("known" not in cursor and cursor.get("end")):
+            return keys, []
+        known = set(cursor.get("known") or ()) & keys
+        return known, [m for m in metrics if self.metric_key(m) not in known]
+
+    async def _query_window(self, pairs: list[tuple[dict[str, Any], str]], start: int, end: int,
+                            answers: list[tuple[dict[str, Any], dict[str, Any], str]],
+                            seen_at: dict[str, tuple[dict[str, Any], int]], max_calls: int | None = None) -> int:
+        """GetMetricData for (metric, statistic) pairs over [start, end), batched within the API limits;
+        with `max_calls`, stops before exceeding it. Returns how many pairs were queried."""
+        per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
+        done = calls = 0
+        for i in range(0, len(pairs), per_call):
+            if max_calls is not None and calls >= max_calls:
+                break
+            chunk = pairs[i:i + per_call]
+            queries = [self._query(j, m, s) for j, (m, s) in enumerate(chunk)]
+            for result in await self._get_data(queries, start, end):
+                m, stat = chunk[int(str(result["Id"])[1:])]
+                answers.append((result, m, stat))
+                if result.get("Timestamps"):
+                    seen_at.setdefault(self.metric_key(m), (m, int(to_datetime(result["Timestamps"][0]).timestamp())))
+            calls += 1
+            done += len(chunk)
+        return done
+
+    async def _backfill(self, fresh: list[dict[str, Any]], stats: list[str], start: int, end: int,
+                        answers: list[tuple[dict[str, Any], dict[str, Any], str]],
+                        seen_at: dict[str, tuple[dict[str, Any], int]]) -> list[dict[str, Any]]:
+        """History and live window of new metrics, whole metrics only, within the per-poll call budget."""
+        if not fresh:
+            return []
+        pairs = [(m, s) for m in fresh for s in stats]
+        per_call = max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, (end - start) // self.period)))
+        per_metric = max(1, len(stats))
+        # whole metrics per poll, so no metric is left with some statistics backfilled and others not
+        metrics_per_poll = max(1, (self.history_calls * per_call) // per_metric)
+        take = fresh[:metrics_per_poll]
+        await self._query_window(pairs[:len(take) * per_metric], start, end, answers, seen_at)
+        return take
+
     def _map(self, result: dict[str, Any], metric: dict[str, Any], stat: str, start: int, end: int,
-             seen: dict[str, set[int]], out: list[Record]) -> None:
+             seen: dict[str, set[int]], out: list[Record], history_before: int = 0) -> None:
         dims = dims_to_dict(metric.get("Dimensions"))
         tenant = dims.get(self.settings.cloudwatch_tenant_dimension, DEFAULT_TENANT)
         unit = (self.units or {}).get(self.metric_key(metric), "None")
@@ -220,7 +280,7 @@ class MetricsSource:
             point = MetricDataPoint(
                 metric_name=metric["MetricName"], value=float(value), unit=unit, dimensions=dims,
                 timestamp=datetime.fromtimestamp(t, UTC), tenant_id=tenant,
-                namespace=metric.get("Namespace", self.namespace), statistic=stat,
+                namespace=metric.get("Namespace", self.namespace), statistic=stat, history=t < history_before,
             )
             key = point.series_key()
             if t in seen.setdefault(key, set()):
@@ -234,6 +294,7 @@ class MetricsSource:
         return {
             "namespace": self.namespace, "period": self.period, "lag_seconds": self.lag,
             "cursor_end": datetime.fromtimestamp(int(end), UTC).isoformat() if end else None,
-            "series": self.series_seen, "statistics": self.statistics,
+            "series": self.series_seen, "statistics": self.statistics, "history_seconds": self.history_seconds,
+            "history_pending_metrics": self.history_pending,
             "unsupported_statistics": sorted(self.unsupported_statistics),
         }

@@ -55,6 +55,7 @@ class PagingCloudWatch:
 
 
 def _source(tmp_path: Path, fake: PagingCloudWatch, **settings: Any) -> MetricsSource:
+    settings.setdefault("cloudwatch_metrics_history_seconds", 0)  # history: its own test below
     s = Settings(cloudwatch_namespace="NS", cloudwatch_metrics_period=PERIOD, cloudwatch_metrics_lag_seconds=120,
                  cloudwatch_metrics_statistics=["Average", "Sum", "Maximum"], **settings)
     guarded = GuardedClient("cloudwatch", fake, CircuitBreaker("t"))
@@ -103,3 +104,41 @@ async def test_tenant_filter_and_dimension_filter_pushdown(tmp_path: Path) -> No
     batch = await src.collect(datetime.fromtimestamp(BASE + 1, UTC))
     assert calls[0]["Dimensions"] == [{"Name": "service"}, {"Name": "tenant_id", "Value": "t1"}]
     assert batch.records and {r.model_dump()["tenant_id"] for r in batch.records} == {"t1"}
+
+
+async def test_new_metrics_get_their_history_within_the_call_budget_resumably(tmp_path: Path) -> None:
+    """Two hours of history at 1 minute: 120 points + the live window per query, so 840 queries fit a call
+    by points but 500 by the query limit; 2 calls per poll take 1000 pairs = 333 whole metrics of 3
+    statistics. 500 new metrics: two polls backfill them; the live window of waiting ones is not read."""
+    fake = PagingCloudWatch(500)
+    src = _source(tmp_path, fake, cloudwatch_metrics_history_seconds=7200,
+                  cloudwatch_metrics_history_calls_per_poll=2)
+    now = datetime.fromtimestamp(BASE + 17, UTC)
+    batch = await src.collect(now)
+    live_start = BASE - 300 - 120
+    metrics = {r.metric_name for r in batch.records}
+    assert len(metrics) == 333 and batch.stats["history_pending"] == 167
+    hist = [r for r in batch.records if r.history]
+    assert hist and all(r.timestamp.timestamp() < live_start for r in hist)
+    assert min(r.timestamp.timestamp() for r in hist) == live_start - 7200
+    assert all(not r.history for r in batch.records if r.timestamp.timestamp() >= live_start)
+    await batch.commit()
+    assert len(CursorStore(tmp_path).load("metrics:NS")["known"]) == 333
+    # a restart: a new source on the same cursor resumes with the 167 others, their history up to now
+    src2 = _source(tmp_path, fake, cloudwatch_metrics_history_seconds=7200,
+                   cloudwatch_metrics_history_calls_per_poll=2)
+    later = datetime.fromtimestamp(BASE + PERIOD + 1, UTC)
+    batch2 = await src2.collect(later)
+    rest = {r.metric_name for r in batch2.records if r.history}
+    assert len(rest) == 167 and not rest & metrics
+    assert {r.metric_name for r in batch2.records if not r.history} == metrics | rest
+    await batch2.commit()
+    batch3 = await src2.collect(datetime.fromtimestamp(BASE + 2 * PERIOD + 1, UTC))
+    assert batch3.records and not any(r.history for r in batch3.records) and batch3.stats["history_pending"] == 0
+
+
+async def test_a_cursor_from_before_history_backfills_nothing(tmp_path: Path) -> None:
+    CursorStore(tmp_path).save("metrics:NS", {"end": BASE, "emitted": {}})
+    src = _source(tmp_path, PagingCloudWatch(5), cloudwatch_metrics_history_seconds=7200)
+    batch = await src.collect(datetime.fromtimestamp(BASE + PERIOD + 1, UTC))
+    assert batch.records and not any(r.history for r in batch.records)

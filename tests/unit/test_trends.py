@@ -77,18 +77,36 @@ def test_std_rule_direction_and_threshold() -> None:
     assert "std_degradation" in _rules(base, [90.0] * 10, "throughput")
 
 
-def test_tracker_reports_once_per_episode_and_rearms() -> None:
-    t = TrendTracker("latency", TrendParams(baseline_size=30, current_size=5, min_baseline=20))
-    found = [f for i in range(40) for f in t.observe(float(i), 100.0)]
-    assert found == []
-    found = [f for i in range(5) for f in t.observe(40.0 + i, 150.0)]
-    lat = [f for f in found if f.rule == "latency_increase"]
-    assert len(lat) == 1 and lat[0].baseline == pytest.approx(100.0) and lat[0].change_pct > 20.0
-    # the change persists: absorbed into the baseline, nothing new, then a second episode fires again
-    found = [f for i in range(60) for f in t.observe(50.0 + i, 150.0)]
-    assert [f for f in found if f.rule == "latency_increase"] == []
-    found = [f for i in range(5) for f in t.observe(200.0 + i, 200.0)]
-    assert [f.rule for f in found].count("latency_increase") == 1
+def test_tracker_reports_one_insight_per_incident_after_it_persisted() -> None:
+    p = TrendParams(baseline_size=30, current_size=5, min_baseline=20, persist=6, clear=10)
+    t = TrendTracker("latency", p)
+    assert [f for i in range(40) for f in t.observe(float(i), 100.0)] == []
+    # a blip of four points: the recent mean is past +20 % for four points, not `persist` (6): no insight
+    assert [f for i in range(4) for f in t.observe(40.0 + i, 150.0)] == []
+    assert [f for i in range(26) for f in t.observe(44.0 + i, 100.0)] == []
+    # a lasting rise: one insight (the specific rule, not also the 2-sigma one) once the rules held for
+    # 6 points (the recent mean crosses +20 % at the rise's 3rd point, so at its 8th)
+    found = [(i, f) for i in range(30) for f in t.observe(70.0 + i, 150.0)]
+    assert [(i, f.rule) for i, f in found] == [(7, "latency_increase")]
+    assert found[0][1].baseline < 110.0 and found[0][1].change_pct > 20.0   # the rise is still mostly recent
+    # it lasts, is absorbed, returns to normal: nothing more; after `clear` calm points a new incident fires
+    assert [f for i in range(60) for f in t.observe(100.0 + i, 100.0)] == []
+    found = [f for i in range(10) for f in t.observe(200.0 + i, 200.0)]
+    assert [f.rule for f in found] == ["latency_increase"]
+
+
+def test_tracker_needs_the_incident_to_be_unusual_for_the_series() -> None:
+    p = TrendParams(baseline_size=30, current_size=5, min_baseline=20, persist=3, clear=10, unusual=0.7)
+    t = TrendTracker("latency", p)
+    for i in range(40):
+        t.observe(float(i), 100.0, 0.0)
+    # the rule holds but the detector says this is usual for the series (e.g. every evening): no insight
+    assert [f for i in range(10) for f in t.observe(40.0 + i, 150.0, 0.2)] == []
+    t2 = TrendTracker("latency", p)
+    for i in range(40):
+        t2.observe(float(i), 100.0, 0.0)
+    got = [f.rule for i in range(10) for f in t2.observe(40.0 + i, 150.0, 0.9 if i == 4 else 0.1)]
+    assert got == ["latency_increase"]
 
 
 def test_tracker_state_round_trip() -> None:

@@ -95,7 +95,7 @@ class KaizenDetector(river_base.AnomalyDetector):
     """
 
     __slots__ = ("params", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
-                 "_prof", "_visits", "_cal")
+                 "_prof", "_visits", "_cal", "surprise")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -112,6 +112,7 @@ class KaizenDetector(river_base.AnomalyDetector):
         self._prof = array("d", bytes(8 * p.season_bins * p.season_days))
         self._visits = array("H", bytes(2 * p.season_bins * p.season_days))
         self._cal = ScoreCalibrator(p.rest)
+        self.surprise = 0.0        # the last point's likelihood before the one-alarm-per-incident rule
 
     @property
     def n_seen(self) -> int:
@@ -139,7 +140,9 @@ class KaizenDetector(river_base.AnomalyDetector):
         warm = self._n < self.params.warmup
         s = self._signals(timestamp, x, True)
         if warm:
+            self.surprise = 0.0
             return 0.0
+        self.surprise = s
         return self._cal.step(s)
 
     def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:

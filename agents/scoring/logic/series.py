@@ -20,13 +20,16 @@ from agents.scoring.logic.trends import TrendFinding, TrendTracker, classify_met
 from streams.records import MetricDataPoint, TelemetryInsight
 
 RECENT = 60  # recent (ts, value, score) kept per series for the dashboard and the read model
+# A trend incident within this many points after the detector's alarm is that same incident.
+INCIDENT_POINTS = 100
 _HEAD = struct.Struct("<II")
 
 
 class SeriesModel:
     """Scores then learns each point; knows when it is due for a checkpoint."""
 
-    __slots__ = ("metric_name", "spec", "detector", "trend", "recent", "last_score", "since_cp", "cp_at")
+    __slots__ = ("metric_name", "spec", "detector", "trend", "recent", "last_score", "since_cp", "cp_at",
+                 "since_alarm")
 
     def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer, trend: TrendTracker,
                  spec: str = "kaizen") -> None:
@@ -38,6 +41,7 @@ class SeriesModel:
         self.last_score = 0.0
         self.since_cp = 0
         self.cp_at = 0.0
+        self.since_alarm = INCIDENT_POINTS  # points since this series' last anomaly insight
 
     @classmethod
     def new(cls, metric_name: str, spec: str = "kaizen") -> SeriesModel:
@@ -48,7 +52,12 @@ class SeriesModel:
         """Score then learn one point. A history point (read back when the series was discovered) is
         learnt the same way, but its trend findings are dropped: history makes no insight."""
         score = self.detector.score_learn(ts, value)
-        findings = self.trend.observe(ts, value)
+        findings = self.trend.observe(ts, value, self.detector.surprise)
+        if score >= ANOMALY_THRESHOLD:
+            self.since_alarm = 0
+        elif self.since_alarm < INCIDENT_POINTS:
+            self.since_alarm += 1
+            findings = []   # the incident the detector reported already: one insight per incident
         if history:
             findings = []
         self.last_score = score
@@ -113,6 +122,7 @@ def anomaly_insight(p: MetricDataPoint, score: float, model: SeriesModel, now: f
         recommended_action=f"investigate {kind} of {p.component()}",
         timestamp=datetime.fromtimestamp(p.timestamp.timestamp(), UTC),
         evidence={"series": p.series_key(), "threshold": ANOMALY_THRESHOLD, "detected_at": now,
+                  "detector": model.spec,
                   "namespace": p.namespace, "dimensions": p.dimensions},
     )
 

@@ -61,6 +61,14 @@ class TrendParams:
     error_increase: float = 5.0        # seeds: error rate spike > 5 % (see ErrorUnit for the unit)
     utilization_max: float = 80.0      # seeds: resource utilisation > 80 %
     throughput_drop: float = 0.30      # seeds: throughput drop > 30 % against baseline
+    # One insight per incident: a rule must hold for `persist` consecutive points before it is reported
+    # (a minimum duration: ordinary variation of real series crosses the thresholds for a point or two),
+    # then the incident is reported once and re-arms only after no rule held for `clear` points.
+    persist: int = 10
+    clear: int = 60
+    # ... and the incident must also be unusual for the series itself: during it, the series' detector
+    # likelihood reached `unusual` (a drop at night that happens every night is not one).
+    unusual: float = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,25 +177,26 @@ def any_rule_holds(bm: float, bs: float, cm: float, kind: MetricKind, params: Tr
     return False
 
 
-# version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums
-_STATE = struct.Struct("<BIIQIdddd")
+# version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums,
+# points the rules held in a row, points none held in a row, whether the current incident was reported
+_STATE = struct.Struct("<BIIQIddddIIB")
 _RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop")
 
 
 class TrendTracker:
-    """Per-series rolling baseline + recent window; a rule is reported when it starts to hold (edge-triggered).
+    """Per-series rolling baseline + recent window; one finding per incident.
 
     The ring holds baseline_size + current_size values: the newest current_size are the recent window and
-    the ones before them the baseline, so a persistent change is absorbed into the baseline after
-    baseline_size points and the rule re-arms. Reporting only the rising edge keeps one finding per
-    episode instead of one per point.
+    the ones before them the baseline. An incident starts when some rule has held for `persist` points in
+    a row; it is reported once (its most specific rule), and the next incident can start only after no
+    rule held for `clear` points in a row (a persistent change is absorbed into the baseline first).
 
     Window sums are kept incrementally (O(1) per point instead of O(window)), relative to the first
     value seen to limit cancellation, and recomputed exactly once per ring length to bound drift.
     """
 
     __slots__ = ("kind", "error_unit", "p", "_ring", "_filled", "_pos", "_active", "_steps", "_ref",
-                 "_bsum", "_bsq", "_csum")
+                 "_bsum", "_bsq", "_csum", "_held", "_calm", "_reported", "_peak")
 
     def __init__(self, kind: MetricKind = "other", params: TrendParams | None = None,
                  error_unit: ErrorUnit = "percent") -> None:
@@ -203,6 +212,10 @@ class TrendTracker:
         self._bsum = 0.0
         self._bsq = 0.0
         self._csum = 0.0
+        self._held = 0        # points in a row some rule held
+        self._calm = 0        # points in a row no rule held
+        self._reported = False
+        self._peak = 0.0      # the highest detector likelihood while the rules held
 
     @classmethod
     def for_metric(cls, metric_name: str, params: TrendParams | None = None) -> TrendTracker:
@@ -215,8 +228,9 @@ class TrendTracker:
         cur_n = min(self.p.current_size, len(ordered))
         return ordered[: len(ordered) - cur_n], ordered[len(ordered) - cur_n:]
 
-    def observe(self, timestamp: float, value: float) -> list[TrendFinding]:
-        """Add one point (timestamp is accepted for API symmetry; rules work on point order)."""
+    def observe(self, timestamp: float, value: float, surprise: float = 1.0) -> list[TrendFinding]:
+        """Add one point (timestamp is accepted for API symmetry; rules work on point order); `surprise`
+        is the series' detector likelihood of the point (1.0: no detector, the rules alone decide)."""
         del timestamp
         if not math.isfinite(value):
             return []
@@ -251,14 +265,31 @@ class TrendTracker:
         bs = math.sqrt(max(self._bsq / nb - bmean * bmean, 0.0))
         cm = r + self._csum / cs
         if not self._active and not any_rule_holds(bm, bs, cm, self.kind, self.p, self.error_unit):
-            return []  # the usual quiet point: nothing held before, nothing holds now
+            self._calm += 1   # the usual quiet point: nothing held before, nothing holds now
+            if self._calm >= self.p.clear:
+                self._reported = False
+            return []
         found = rules_from_stats(bm, bs, cm, self.kind, self.p, self.error_unit)
         now = 0
         for f in found:
             now |= 1 << _RULES.index(f.rule)
-        fresh = [f for f in found if not self._active & (1 << _RULES.index(f.rule))]
         self._active = now
-        return fresh
+        if not found:
+            self._held = 0
+            self._peak = 0.0
+            self._calm += 1
+            if self._calm >= self.p.clear:
+                self._reported = False
+            return []
+        self._held += 1
+        self._calm = 0
+        if surprise > self._peak:
+            self._peak = surprise
+        if self._reported or self._held < self.p.persist or self._peak < self.p.unusual:
+            return []
+        self._reported = True
+        # the most specific rule names the incident; the generic 2-sigma rule only when it is alone
+        return [next((f for f in found if f.rule != "std_degradation"), found[0])]
 
     def _resum(self) -> None:
         """Exact window sums from the ring (bounds floating drift of the incremental updates)."""
@@ -270,15 +301,15 @@ class TrendTracker:
         self._steps = 0
 
     def to_state(self) -> bytes:
-        return _STATE.pack(2, self._filled, self._pos, self._active, self._steps, self._ref, self._bsum,
-                           self._bsq, self._csum) + self._ring.tobytes()
+        return _STATE.pack(3, self._filled, self._pos, self._active, self._steps, self._ref, self._bsum,
+                           self._bsq, self._csum, self._held, self._calm, self._reported) + self._ring.tobytes()
 
     @classmethod
     def from_state(cls, data: bytes, kind: MetricKind = "other", params: TrendParams | None = None,
                    error_unit: ErrorUnit = "percent") -> TrendTracker:
         t = cls(kind, params, error_unit)
-        ver, filled, pos, active, steps, ref, bsum, bsq, csum = _STATE.unpack_from(data, 0)
-        if ver != 2:
+        ver, filled, pos, active, steps, ref, bsum, bsq, csum, held, calm, reported = _STATE.unpack_from(data, 0)
+        if ver != 3:
             raise ValueError(f"unknown TrendTracker state version {ver}")
         ring = array("d")
         ring.frombytes(data[_STATE.size:])
@@ -286,4 +317,5 @@ class TrendTracker:
             raise ValueError("state was written with a different window size")
         t._ring, t._filled, t._pos, t._active, t._steps = ring, filled, pos, active, steps
         t._ref, t._bsum, t._bsq, t._csum = ref, bsum, bsq, csum
+        t._held, t._calm, t._reported = held, calm, bool(reported)
         return t
