@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 WATCHED = frozenset({"Duration", "Latency", "ResponseTime", "ErrorRate", "TestFailureRate", "Retries",
                      "RetryCount", "TokensUsed", "CostUSD"})
+FORWARD_EVERY_SECONDS = 1.0  # of observation time, per (tenant, component, metric)
 STATS: dict[str, int] = {"candidates": 0, "firings": 0, "actions": 0, "effects": 0, "suppressed": 0}
 
 
@@ -54,6 +55,7 @@ class Healing:
         self.config = config or load_healing_config()
         self.triggers = TriggerFramework(self.config)
         self.baselines: dict[tuple[str, str], float] = {}
+        self._forwarded: dict[tuple[str, str, str], float] = {}  # (tenant, component, metric) -> observation time
 
     async def observe(self, points: list[LeanPoint]) -> int:
         """Evaluate scored points (lean points, see streams/metric_codec.py); returns how many were forwarded."""
@@ -73,7 +75,14 @@ class Healing:
                 self.baselines[key] = duration if baseline is None else 0.98 * baseline + 0.02 * duration
             if not self.triggers.may_fire(fields):
                 continue
-            at = datetime.fromtimestamp(float(p["timestamp"]), UTC)
+            # A sustained condition crosses on every point: one per series and second is enough for the
+            # owner, whose cooldown holds the rest back anyway.
+            ts, seen = float(p["timestamp"]), (p["tenant_id"], p["component"], name)
+            last = self._forwarded.get(seen)
+            if last is not None and 0.0 <= ts - last < FORWARD_EVERY_SECONDS:
+                continue
+            self._forwarded[seen] = ts
+            at = datetime.fromtimestamp(ts, UTC)
             await forward(Observation.model_validate({
                 "component": p["component"], "tenant_id": p["tenant_id"], "timestamp": at, "source": "cloudwatch",
                 "ref": p["event_id"], **fields}))

@@ -306,3 +306,27 @@ async def test_strict_validation_stops_auto_approval_in_the_validating_step() ->
     held = await step_validating(ctx, ex)
     assert [e.status for e in held] == ["awaiting_approval"]
     assert "strict validation" in held[0].reason
+
+
+async def test_the_metric_side_forwards_threshold_crossings_once_per_series_and_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.healing import agent as H
+
+    sent: list[Observation] = []
+
+    async def fake_forward(o: Observation) -> None:
+        sent.append(o)
+
+    monkeypatch.setattr(H, "forward", fake_forward)
+    h = H.Healing(HealingConfig())
+    t = T0.timestamp()
+
+    def pt(name: str, value: float, at: float, unit: str = "Count") -> Any:
+        return {"metric_name": name, "value": value, "unit": unit, "tenant_id": "acme", "component": "checkout",
+                "timestamp": at, "event_id": f"m-{name}-{at}"}
+
+    n = await h.observe([pt("Retries", 1.0, t), pt("Retries", 4.0, t + 0.1), pt("Retries", 5.0, t + 0.5),
+                         pt("Duration", 70_000.0, t + 0.6, "Milliseconds"), pt("Retries", 6.0, t + 1.2),
+                         pt("RequestCount", 9e9, t + 2)])
+    assert n == 3 and [(o.retries, o.duration_s) for o in sent] == [(4.0, None), (None, 70.0), (6.0, None)]
+    assert sent[0].source == "cloudwatch" and sent[0].ref == f"m-Retries-{t + 0.1}"
