@@ -29,6 +29,7 @@ from kaizen.demo.scenarios import Scenario, Timeline, TimelineTracker, select, t
 from kaizen.demo.workload.reporter import ServiceReporter
 from kaizen.demo.workload.service import SimulatedService
 from kaizen.demo.workload.steering import Steering
+from kaizen.output import stdout_console
 from streams import topics as t
 from streams.settings import Settings
 
@@ -307,9 +308,7 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
     """`kaizen demo`: with `attach`, use the stack of the parent `kaizen run`; else start it here."""
     # The demo talks to people: its own progress lines, and only warnings from the libraries underneath.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = stdout_console()  # piped (or under `kaizen run | tee`): whole table rows, no cut cells
     try:
         scenarios = select(scenario)
     except ValueError as exc:
