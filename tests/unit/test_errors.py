@@ -117,6 +117,12 @@ def port_taken(r: CliRunner, mp: pytest.MonkeyPatch, tmp: Path, port: int) -> tu
     return ["run", "--no-demo"], [f"port {port} for the MCP server is taken", "SELF_BUILDING_MCP_PORT"]
 
 
+def kafka_port_taken(r: CliRunner, mp: pytest.MonkeyPatch, tmp: Path, port: int) -> tuple[list[str], list[str]]:
+    mp.setenv("KAIZEN_EMBEDDED_KAFKA_PORT", str(port))
+    return ["run", "--no-demo", "--no-mcp"], [f"port {port} for the embedded Kafka broker is taken",
+                                              "KAIZEN_EMBEDDED_KAFKA_PORT"]
+
+
 def mcp_port_taken(r: CliRunner, mp: pytest.MonkeyPatch, tmp: Path, port: int) -> tuple[list[str], list[str]]:
     mp.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")  # "answers": something listens there
     mp.setenv("SELF_BUILDING_MCP_PORT", str(port))
@@ -138,7 +144,7 @@ CASES: dict[str, Case] = {
     "bad-number": bad_number, "zero-partitions": zero_partitions, "negative-duration": negative_duration,
     "no-broker-set": no_broker_set, "broker-unreachable": broker_unreachable, "aws-unreachable": aws_unreachable,
     "missing-input": missing_input, "bad-input-line": bad_input_line, "unwritable-output": unwritable_output,
-    "port-taken": port_taken, "mcp-port-taken": mcp_port_taken, "bad-tokens-file": bad_tokens_file,
+    "port-taken": port_taken, "mcp-port-taken": mcp_port_taken, "kafka-port-taken": kafka_port_taken, "bad-tokens-file": bad_tokens_file,
     "tail-unreachable": unknown_topic,
 }
 
