@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     ingest_max_future_minutes: float = 120  # CloudWatch accepts datapoints up to 2 h ahead
     kaizen_max_message_bytes: int = 900_000  # outputs are split below this (producer max_request_size 1,000,000)
     scoring_max_series_per_tenant: int = 20_000  # live detectors per tenant (spread over the partitions)
+    scoring_max_series: int = 50_000  # live detectors of all tenants: bounds a worker's memory (README)
     # Detector per metric family: JSON object "metric glob" or "unit:<Unit>" -> registry name or River
     # expression, e.g. {"*": "kaizen", "CPUUtilization": "river.anomaly.GaussianScorer(window_size=500)"}
     # (docs/detection.md); checked at start. A River model's checkpoint must fit the byte limit.
