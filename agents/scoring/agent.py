@@ -45,10 +45,10 @@ STATS: dict[str, int] = defaultdict(int)
 class PartitionModels:
     """The live models of one partition, created lazily from the checkpoints in the store."""
 
-    def __init__(self, checkpoints: dict[str, Any], cap: int) -> None:
+    def __init__(self, checkpoints: dict[str, Any], cap: int, total_cap: int | None = None) -> None:
         self.checkpoints = checkpoints
         self.models: dict[str, SeriesModel] = {}
-        self.admission = Admission(cap, checkpoints)  # a series is checkpointed when admitted
+        self.admission = Admission(cap, checkpoints, total_cap)  # a series is checkpointed when admitted
 
     def get(self, key: str, metric_name: str, unit: str = "") -> SeriesModel:
         m = self.models.get(key)
@@ -78,8 +78,9 @@ class ScoringState:
         pm = self.partitions.get(partition)
         if pm is None or not self.store.loaded(partition):
             checkpoints = await self.store.state(partition)
-            pm = PartitionModels(checkpoints, per_partition_cap(A.settings.scoring_max_series_per_tenant,
-                                                                  A.settings.kafka_topic_partitions))
+            parts = A.settings.kafka_topic_partitions
+            pm = PartitionModels(checkpoints, per_partition_cap(A.settings.scoring_max_series_per_tenant, parts),
+                                 per_partition_cap(A.settings.scoring_max_series, parts))
             self.partitions[partition] = pm
         return pm
 
@@ -164,7 +165,8 @@ async def dead_letter_over_cap(partition: int, over: list[LeanPoint]) -> None:
         chunks, _ = split_encoded(pts, encode_lean, DEADLETTER_ORIGINAL_CHARS // 2)
         for chunk in chunks:
             dl = dead_letter(f"series cap: tenant {tenant[:80]} is at SCORING_MAX_SERIES_PER_TENANT ({cap}, "
-                             f"{per_partition_cap(cap, A.settings.kafka_topic_partitions)} in this partition); "
+                             f"{per_partition_cap(cap, A.settings.kafka_topic_partitions)} in this partition) or the "
+                             f"partition at its share of SCORING_MAX_SERIES ({A.settings.scoring_max_series}); "
                              f"points of new series are not scored", chunk.decode(), source_topic=topic,
                              partition=partition)
             await A.deadletter_topic.send(key=topic.encode(), value=dl.to_bytes())

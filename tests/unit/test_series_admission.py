@@ -23,3 +23,9 @@ def test_admission_rebuilt_from_checkpoint_keys_and_partition_share() -> None:
     adm = Admission(cap=2, admitted=["a|x", "a|y"])
     assert not adm.admit("a|z", "a") and adm.admit("a|x", "a") and adm.admit("b|x", "b")
     assert per_partition_cap(20_000, 4) == 5_000 and per_partition_cap(10, 4) == 3 and per_partition_cap(1, 8) == 1
+
+
+def test_total_cap_bounds_the_partition_whatever_the_tenants() -> None:
+    adm = Admission(cap=10, total_cap=4)
+    keep, over = split_admitted(adm, [_p(t, i) for t in "abc" for i in range(3)])
+    assert len(keep) == 4 and len(over) == 5
