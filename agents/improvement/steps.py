@@ -114,7 +114,7 @@ async def step_validating(ctx: StepContext, ex: ImprovementExecution) -> list[Im
                                data={"validation": validation})]
     scope = ex.opportunity.scope if ex.opportunity else "tenant"
     decision = decide(p, scope, _metrics_for_guardrails(ctx, ex), _last_change_at(ctx, ex), ctx.flags(), now)
-    if decision.status == "auto_approved" and strict_validation(ctx.views.config, now):
+    if decision.status == "auto_approved" and strict_validation(ctx.views.config, now, ex.tenant_id):
         # enforce_test_standards set strict validation (docs/healing.md): nothing deploys unseen meanwhile
         decision = ApprovalDecision("approval_required", ["strict validation in force (test failures above 5 %)"])
     approval = {"status": decision.status, "reasons": decision.reasons}

@@ -202,6 +202,21 @@ async def test_executions_and_the_check_command_go_through_the_owning_worker(bac
         assert {(r["kind"], r["name"], r["component"]) for _, r in got} >= {
             ("trigger", "high_retry_rate", "etl"), ("effect", "resolve_retry_failures", "etl")}
 
+        # a policy effect: cost above $0.50 per task → the LLM cost cap on config.changes, linked to the firing
+        await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
+                      [envelope([_point(tenant, "billing", "CostUSD", 0.9, time.time(), "None")])],
+                      key=tenant.encode())
+        policy = await collect(backend.kafka_bootstrap, [T.CONFIG],
+                               lambda ps: any(r.get("healing", {}).get("trigger") == "cost_efficiency_degradation"
+                                              for _, r in ps), timeout=60,
+                               keep=lambda _t, r: isinstance(r.get("healing"), dict))
+        cap = [r for _, r in policy if r["healing"]["trigger"] == "cost_efficiency_degradation"]
+        assert cap and cap[-1]["max_cost_usd_per_call"] == 0.5 and cap[-1]["healing"]["role"] == "planner"
+        hist = await collect(backend.kafka_bootstrap, [T.HEALING],
+                             lambda ps: any(r["kind"] == "effect" and r["component"] == "billing" for _, r in ps),
+                             timeout=30, keep=mine)
+        assert any(r["firing_id"] == cap[-1]["healing"]["firing_id"] for _, r in hist if r["kind"] == "trigger")
+
         log = tmp_path / "executions.jsonl"
         start = datetime.now(UTC).timestamp()
         lines = [{"execution_id": f"c{i}", "skill_name": "nightly", "tenant_id": tenant, "retries": 4 if i == 9 else 0,

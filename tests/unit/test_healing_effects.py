@@ -41,6 +41,7 @@ def obs(**kw: Any) -> Observation:
 
 
 def fire(**fields: Any) -> tuple[TriggerFiring, list[ActionPlan]]:
+    """One firing of a fresh framework (tenant acme unless tenant_id= is given)."""
     firings = TriggerFramework().evaluate(obs(**fields), T0)
     assert len(firings) == 1, firings
     return firings[0], ActionRegistry().actions_for_all(firings)
@@ -89,7 +90,7 @@ def test_optimize_task_performance_starts_a_focused_latency_cycle() -> None:
 
 
 def test_optimize_token_usage_halves_the_llm_token_budget_which_the_generator_reads() -> None:
-    firing, plans = fire(tokens=9000.0, baseline_tokens=1000.0)
+    firing, plans = fire(tokens=9000.0, baseline_tokens=1000.0, tenant_id="kaizen", component="llm:bedrock")
     assert [p.action for p in plans] == ["optimize_token_usage"]
     eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
     assert eff is not None and eff.kind == "policy_change" and eff.config_key == TOKEN_BUDGET_KEY
@@ -104,10 +105,15 @@ def test_optimize_token_usage_halves_the_llm_token_budget_which_the_generator_re
     assert low is not None and low.config_value is not None and low.config_value["max_tokens"] == MIN_TOKEN_BUDGET
     expired = NOW + timedelta(hours=7)
     assert effective_max_tokens(config, LLM_MAX, "offline", expired) == LLM_MAX
+    # a monitored service's token spike sets that tenant's budget, for its services: kaizen's LLM is untouched
+    s_firing, s_plans = fire(tokens=9000.0, baseline_tokens=1000.0)
+    svc = effect_for(s_plans[0], s_firing, NOW, {}, LLM_MAX, 3)
+    assert svc is not None and svc.config_key == f"acme/{TOKEN_BUDGET_KEY}"
+    assert effective_max_tokens({svc.config_key: svc.config_value}, LLM_MAX, "offline", NOW) == LLM_MAX
 
 
 def test_adjust_cost_policies_caps_the_cost_of_an_llm_call() -> None:
-    firing, plans = fire(cost_usd=0.9)
+    firing, plans = fire(cost_usd=0.9, tenant_id="kaizen", component="llm:openai")
     assert [p.action for p in plans] == ["adjust_cost_policies"]
     eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
     assert eff is not None and eff.config_key == COST_POLICY_KEY and eff.role == "planner"
@@ -118,16 +124,24 @@ def test_adjust_cost_policies_caps_the_cost_of_an_llm_call() -> None:
     config[COST_POLICY_KEY] = {**eff.config_value, "max_cost_usd_per_call": 0.06}
     assert effective_max_tokens(config, LLM_MAX, "gpt-4", NOW) == 1000
     assert effective_max_tokens(config, LLM_MAX, "unpriced-model", NOW) == LLM_MAX
+    s_firing, s_plans = fire(cost_usd=0.9)
+    svc = effect_for(s_plans[0], s_firing, NOW, {}, LLM_MAX, 3)
+    assert svc is not None and svc.config_key == f"acme/{COST_POLICY_KEY}"
 
 
 def test_enforce_test_standards_makes_validation_strict() -> None:
     firing, plans = fire(test_failure_rate=0.2)
     assert [p.action for p in plans] == ["enforce_test_standards"]
     eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
-    assert eff is not None and eff.config_key == STRICTNESS_KEY and eff.role == "test_generator"
-    config = {STRICTNESS_KEY: eff.config_value}
-    assert strict_validation(config, NOW) and not strict_validation({}, NOW)
-    assert not strict_validation(config, NOW + timedelta(hours=7))
+    assert eff is not None and eff.config_key == f"acme/{STRICTNESS_KEY}" and eff.role == "test_generator"
+    config = {eff.config_key: eff.config_value}
+    assert strict_validation(config, NOW, "acme") and not strict_validation({}, NOW, "acme")
+    assert not strict_validation(config, NOW, "other") and not strict_validation(config, NOW)
+    assert not strict_validation(config, NOW + timedelta(hours=7), "acme")
+    own, own_plans = fire(test_failure_rate=0.2, tenant_id="kaizen", component="improvement.validating")
+    kz = effect_for(own_plans[0], own, NOW, {}, LLM_MAX, 3)
+    assert kz is not None and kz.config_key == STRICTNESS_KEY
+    assert strict_validation({STRICTNESS_KEY: kz.config_value}, NOW, "other")  # kaizen-wide
 
 
 def test_comprehensive_system_analysis_starts_a_system_wide_cycle_after_three_triggers() -> None:

@@ -12,9 +12,11 @@ from pydantic import BaseModel
 from agents.healing.logic.healing import ActionPlan, TriggerFiring
 from agents.healing.logic.policies import (
     COST_POLICY_KEY,
+    OWN_TENANT,
     STRICTNESS_KEY,
     TOKEN_BUDGET_KEY,
     cost_policy_value,
+    policy_key,
     strictness_value,
     token_budget_value,
 )
@@ -33,7 +35,7 @@ ROLES: dict[str, str] = {
     "PlannerAgent": "planner",
 }
 # kaizen's own executions (LLM calls, improvement steps, connector polls) are reported under this tenant.
-KAIZEN_TENANT = "kaizen"
+KAIZEN_TENANT = OWN_TENANT
 # How long a policy set by a healing action stays in force unless a later firing renews it.
 POLICY_TTL_SECONDS = 6 * 3600.0
 
@@ -163,9 +165,10 @@ def effect_for(plan: ActionPlan, firing: TriggerFiring, now: datetime, current_c
                   timestamp=now, summary=spec.summary)
     actor = f"healing:{role}"
     if spec.kind == "policy_change":
-        value = _policy(spec.policy_key, current_config, firing, now, llm_max_tokens)
+        key = policy_key(spec.policy_key, firing.tenant_id)
+        value = _policy(spec.policy_key, current_config.get(key), firing, now, llm_max_tokens)
         value["healing"] = base.link()
-        base.config_key, base.config_value = spec.policy_key, value
+        base.config_key, base.config_value = key, value
         return base
     command_id = _id("cmd-heal-", firing.firing_id, plan.action)
     cycle_id = _id("cycle-heal-", firing.firing_id, plan.action)
@@ -185,11 +188,10 @@ def effect_for(plan: ActionPlan, firing: TriggerFiring, now: datetime, current_c
     return base
 
 
-def _policy(key: str, config: dict[str, Any], firing: TriggerFiring, now: datetime,
-            llm_max_tokens: int) -> dict[str, Any]:
+def _policy(key: str, current: Any, firing: TriggerFiring, now: datetime, llm_max_tokens: int) -> dict[str, Any]:
     expires = now.timestamp() + POLICY_TTL_SECONDS
     if key == TOKEN_BUDGET_KEY:
-        return token_budget_value(config.get(key), llm_max_tokens, now, expires)
+        return token_budget_value(current, llm_max_tokens, now, expires)
     if key == COST_POLICY_KEY:
         return cost_policy_value(firing.threshold, now, expires)
     return strictness_value(now, expires)

@@ -16,6 +16,7 @@ __all__ = [
     "active_policy",
     "cost_policy_value",
     "effective_max_tokens",
+    "policy_key",
     "strict_validation",
     "strictness_value",
     "token_budget_value",
@@ -25,6 +26,15 @@ TOKEN_BUDGET_KEY = "policy/llm/token_budget"
 COST_POLICY_KEY = "policy/llm/cost"
 STRICTNESS_KEY = "policy/validation/strictness"
 MIN_TOKEN_BUDGET = 256  # below this a code answer no longer fits; the budget is not halved further
+OWN_TENANT = "kaizen"  # kaizen's own executions: their policies are kaizen's (global keys)
+
+
+def policy_key(key: str, tenant_id: str) -> str:
+    """Where a firing of `tenant_id` writes the policy: kaizen's own firings the global key, which kaizen's
+    LLM generator and validation read; a monitored tenant's firings `<tenant>/<key>` (the config topic's
+    tenant/parameter convention), read by validation for that tenant's improvements and by the tenant's
+    own services, never by kaizen's LLM calls (a service's spending does not cut kaizen's budget)."""
+    return key if tenant_id == OWN_TENANT else f"{tenant_id}/{key}"
 
 
 def active_policy(config: Mapping[str, Any], key: str, now: datetime) -> dict[str, Any] | None:
@@ -72,7 +82,8 @@ def effective_max_tokens(config: Mapping[str, Any], default: int, model: str | N
     return limit
 
 
-def strict_validation(config: Mapping[str, Any], now: datetime) -> bool:
-    """Whether a strict-validation policy is in force (set by enforce_test_standards)."""
-    rec = active_policy(config, STRICTNESS_KEY, now)
-    return rec is not None and rec.get("level") == "strict"
+def strict_validation(config: Mapping[str, Any], now: datetime, tenant_id: str | None = None) -> bool:
+    """Whether a strict-validation policy is in force (set by enforce_test_standards): kaizen-wide, or for
+    this tenant's improvements."""
+    keys = [STRICTNESS_KEY] + ([policy_key(STRICTNESS_KEY, tenant_id)] if tenant_id else [])
+    return any((rec := active_policy(config, k, now)) is not None and rec.get("level") == "strict" for k in keys)
