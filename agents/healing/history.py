@@ -106,9 +106,10 @@ def load_healing_config(path: Path | None = None, environ: dict[str, str] | None
 
 
 class HealingHistory:
-    """Fired triggers and executed actions, append-only JSONL per day under one directory.
+    """The JSONL export of the healing history: append-only files per kind and day under one directory
+    (`kaizen healing history --export DIR`); the history itself is the healing.history topic.
 
-    Files: triggers-YYYYMMDD.jsonl and actions-YYYYMMDD.jsonl (the seed's logs/self_healing layout).
+    Files: triggers-, actions- and effects-YYYYMMDD.jsonl.
     Writes never raise (False on I/O error); the *_async variants run them off the event loop.
     """
 

@@ -234,5 +234,10 @@ async def test_executions_and_the_check_command_go_through_the_owning_worker(bac
         again = orjson.loads(subprocess.run(cmd, capture_output=True, cwd=tmp_path, env=cli_env, timeout=90,
                                             check=True).stdout)
         assert again["triggers_fired"] == 0, again
+        status = orjson.loads(subprocess.run(
+            [sys.executable, "-m", "kaizen.cli", "healing", "status", "--health", "--json"], capture_output=True,
+            cwd=tmp_path, env=cli_env, timeout=90, check=True).stdout)
+        assert status["healthy"] is True and status["history_topic"] == T.HEALING
+        assert status["fired_by_trigger"]["high_retry_rate"] >= 2 and status["effects"] >= 3, status
     finally:
         worker.stop()
