@@ -65,7 +65,7 @@ def _river_scores(spec: str, f: NabFile) -> tuple[list[float], list[float]]:
     out = []
     for i, r in enumerate(raw):
         s = tail.update(r)
-        out.append(cal.step(s) if i >= DEFAULT_PARAMS.warmup else 0.0)
+        out.append(min(1.0, cal.step(s)) if i >= DEFAULT_PARAMS.warmup else 0.0)
     return out, raw
 
 

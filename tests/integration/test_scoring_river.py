@@ -55,15 +55,16 @@ async def test_river_model_from_settings_is_used_live_and_checkpointed(backend: 
         store = f"{env['KAIZEN_APP_ID']}.state.detectors"
 
         def done(pairs: list[tuple[str, dict[str, Any]]]) -> bool:
-            return any(t == T.INSIGHTS for t, _ in pairs) and any(t == store for t, _ in pairs)
+            return any(t == T.INSIGHTS and r["metrics"].get("value") == 95.0 for t, r in pairs) \
+                and any(t == store for t, _ in pairs)
 
         pairs = await collect(backend.kafka_bootstrap, [T.INSIGHTS, store], done, timeout=50,
                               keep=lambda t, r: t == store or r.get("tenant_id") == tenant)
     finally:
         w.stop()
     anomalies = [r for t, r in pairs if t == T.INSIGHTS and r["insight_type"] == "anomaly"]
-    assert len(anomalies) == 1, anomalies
-    assert anomalies[0]["evidence"]["detector"] == GAUSSIAN and anomalies[0]["metrics"]["value"] == 95.0
+    assert anomalies and all(r["evidence"]["detector"] == GAUSSIAN for r in anomalies)
+    assert any(r["metrics"]["value"] == 95.0 for r in anomalies)
     checkpoints = [base64.b64decode(v) for t, r in pairs if t == store
                    for k, v in (r.get("set") or {}).items() if tenant in k]
     assert checkpoints, "the series was not checkpointed"

@@ -9,7 +9,7 @@ from typing import Any
 from agents.events.logic.events import alarm_insight, event_component, lambda_insight
 from agents.patterns.logic.patterns import PatternCounter, is_error, pattern_insight
 from agents.patterns.logic.templates import PatternMatch
-from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, DEFAULT_PARAMS
 from agents.scoring.logic.series import RECENT, SeriesModel, anomaly_insight, trend_insight
 from agents.scoring.logic.trends import TrendFinding
 from streams.metric_codec import lean_from_model
@@ -34,7 +34,8 @@ def _steady(model: SeriesModel, n: int, seed: int = 1) -> list[float]:
 def test_series_warm_up_then_level_shift_scores_high() -> None:
     m = SeriesModel.new("Latency")
     scores = _steady(m, 300)
-    assert scores[:150] == [0.0] * 150, "the detector's warm-up scores 0"
+    warm = DEFAULT_PARAMS.warmup
+    assert scores[:warm] == [0.0] * warm, "the detector's warm-up scores 0"
     assert max(scores) < ANOMALY_THRESHOLD
     score, _ = m.observe(T0 + 300 * 60, 200.0)
     assert score >= ANOMALY_THRESHOLD and m.last_score == score

@@ -24,9 +24,9 @@ class MinerConfig:
     # Share of a template's (non-punctuation) tokens a message must repeat to join its cluster. High,
     # because masking already turned most variables into placeholders and clusters that differ only
     # in variables are merged by their constant words; what is left to tell apart are mostly
-    # different constant words. 0.8 sits mid-plateau (0.78-0.9 all score within 0.01 on LogHub-2k).
+    # different constant words. Chosen by leave-one-dataset-out (benchmarks/loghub_quality.py, docs/detection.md).
     sim_threshold: float = 0.8
-    depth: int = 4  # Drain leaf depth: the first depth-2 tokens route messages down the tree
+    depth: int = 5  # Drain leaf depth: the first depth-2 tokens route messages down the tree (protocol: 5)
     max_children: int = 100  # fan-out bound per tree node, keeps memory bounded on id-like tokens
     max_clusters: int = 50_000  # beyond this, new messages join their nearest cluster instead
     merge_by_constants: bool = True  # group clusters whose constant words are identical

@@ -54,7 +54,7 @@ def _spread(raw: float) -> float:
 
 
 class RawScoreTail:
-    """Any model's raw anomaly score (on its own scale) -> [0, 1] by its tail probability among the
+    """Any model's raw anomaly score (on its own scale) -> [0, 1+] by its tail probability among the
     series' own raw scores: running 90/99/99.9 % quantiles (river.stats.Quantile, P-square), log-linear
     between them and one decade per last quantile gap beyond the top one; `decades` of tail map to 1.
     So one live threshold serves every River model and every series, whatever the scale of its scores.
@@ -79,8 +79,8 @@ class RawScoreTail:
         else:
             gap = q3 - q2
             lv = 3.0 + (raw - q3) / gap if gap > 0.0 else self.decades
-        s = lv / self.decades
-        return 1.0 if s > 1.0 else s
+        # not clipped: "beats the recent maximum" then still tells a far stronger score from a saturated one
+        return lv / self.decades
 
     def update(self, raw: float) -> float:
         s = self.peek(raw)

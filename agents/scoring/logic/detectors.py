@@ -30,7 +30,7 @@ _HUGE = 1e100
 class DetectorParams:
     """All tuned parameters (one set for every series); chosen by the protocol of docs/detection.md."""
 
-    warmup: int = 150              # points scored 0 while the statistics settle
+    warmup: int = 50               # points scored 0 while the statistics settle (protocol: 50 = 150 on NAB)
     grid_at: int = 300             # the value grid (origin, bin width) is frozen after this many points
     bins: int = 8                  # the range seen until then is split into this many bins
     table_bits: int = 9            # the level-count table has 2**bits uint16 counters

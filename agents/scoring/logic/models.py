@@ -17,8 +17,9 @@ from streams.errors import InputError
 __all__ = ["CheckpointTooLarge", "RiverScorer", "new_scorer", "restore_scorer", "scorer_state"]
 
 DEFAULT_CHECKPOINT_MAX_BYTES = 65_536
-# A raw score 10**-RAW_DECADES rare among the series' own scores calibrates to 1 (docs/detection.md).
-RAW_DECADES = 4.0
+# A raw score beyond 99.9 % of the series' own scores (10**-RAW_DECADES rare) calibrates to 1, so the live
+# threshold means the same for every River model (docs/detection.md).
+RAW_DECADES = 3.0
 _KAIZEN, _PICKLE = b"K", b"P"
 
 
@@ -74,8 +75,9 @@ class RiverScorer:
         self.n += 1
         if self.n <= self.warmup:
             return 0.0
-        self.surprise = s
-        return self.cal.step(s)
+        self.surprise = s if s < 1.0 else 1.0
+        out = self.cal.step(s)
+        return out if out < 1.0 else 1.0
 
 
 def new_scorer(spec: str = "kaizen") -> KaizenDetector | RiverScorer:
