@@ -192,7 +192,8 @@ function markerFor(ev) {
   // kaizen's cycle reports the rollout stage on "monitoring" events as data.deployment.stage
   const dep = (ev.data && ev.data.deployment) || {};
   const stage = (ev.data && (ev.data.stage || ev.data.rollout)) || dep.stage || "";
-  const isDeploy = ev.status === "deploying" || (ev.status === "monitoring" && dep.stage);
+  // a "deploying" step without a stage is the step itself, not a rollout (the stage comes with monitoring)
+  const isDeploy = (ev.status === "deploying" && stage) || (ev.status === "monitoring" && dep.stage);
   if (ev.status === "rolled_back") {
     return { sym: "✕", color: "#ff4d4f", cls: "rollback-mark", label: "rollback" + (ev.data && ev.data.verdict ? " (" + ev.data.verdict + ")" : "") };
   }
