@@ -344,3 +344,14 @@ async def test_the_metric_side_forwards_threshold_crossings_once_per_series_and_
                          pt("RequestCount", 9e9, t + 2)])
     assert n == 3 and [(o.retries, o.duration_s) for o in sent] == [(4.0, None), (None, 70.0), (6.0, None)]
     assert sent[0].source == "cloudwatch" and sent[0].ref == f"m-Retries-{t + 0.1}"
+
+
+def test_the_retries_hint_keeps_the_plan_from_adding_retries() -> None:
+    firing, plans = fire(retries=4.0)
+    eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
+    assert eff is not None and eff.command is not None
+    opp = ImprovementOpportunity.model_validate(eff.command["args"]["opportunity"])
+    hinted = {c.parameter for c in plan(opp, {}).changes}
+    plain = {c.parameter for c in plan(opp.model_copy(update={"proposed_changes": {}}), {}).changes}
+    assert "max_retries" in plain and "max_retries" not in hinted
+    assert "feature_flags.circuit_breaker" in hinted

@@ -212,7 +212,11 @@ def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], compone
         return Plan(opportunity.tenant_id, comp, "none", [], f"no playbook for problem type {key!r}", 0.0,
                     "high", change_type="code")
     changes: list[ParameterChange] = []
+    hint = opportunity.proposed_changes.get("change_hint")  # from a self-healing action (docs/healing.md)
     for action in pb.actions:
+        if isinstance(hint, dict) and hint.get("kind") == "retries" and action.parameter == "max_retries" \
+                and action.direction > 0:
+            continue  # the trigger was too many retries: never answer it with one more
         if current and action.parameter not in current:
             continue  # the service exposes knobs, and not this one: writing it would change nothing
         if action.flag_value is not None:
