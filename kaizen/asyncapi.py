@@ -41,11 +41,15 @@ def _channel_id(topic: str) -> str:
 
 
 def _value_type(spec: t.TopicSpec) -> Any:
-    """The record type of a topic's values: the command union for the commands topic."""
+    """The record type of a topic's values: the typed unions for the commands and improvement events topics."""
     if spec.name == t.COMMANDS:
         from streams.commands import Command
 
         return Command
+    if spec.name == t.IMPROVEMENT_EVENTS:
+        from streams.improvement_events import TypedEvent
+
+        return TypedEvent
     return spec.value
 
 
@@ -72,7 +76,9 @@ def _asyncapi_dialect(node: Any) -> Any:
 def _name(tp: Any) -> str:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp.__name__
-    return "Command"
+    from streams.improvement_events import TypedEvent
+
+    return "ImprovementEvent" if tp is TypedEvent else "Command"
 
 
 def _envelope(item: dict[str, Any], what: str) -> dict[str, Any]:

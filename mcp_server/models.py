@@ -145,7 +145,8 @@ class ImprovementList(BaseModel):
 class DecisionResult(BaseModel):
     command_id: str
     improvement_id: str
-    decision: Literal["approve", "reject", "defer"]
+    decision: Literal["approve", "reject", "defer", "resolve_conflict"]
     status: Literal["accepted"]
     actor: str
     reason: str = ""
+    action: Literal["retry_rollback", "keep_current"] | None = None  # resolve_conflict only

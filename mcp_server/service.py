@@ -28,9 +28,17 @@ from mcp_server.models import (
 from mcp_server.publisher import Publisher, new_id
 from mcp_server.readmodel import ReadModel
 from mcp_server.views import PRIORITY_RANK, Views, execution_tenants, opportunity_rank_key
-from streams.commands import COMPONENT_TYPES, MAX_WINDOW_HOURS, DecisionKind, GenerateComponent, TriggerCycle
+from streams.commands import (
+    COMPONENT_TYPES,
+    MAX_WINDOW_HOURS,
+    RESOLVE_ACTIONS,
+    DecisionKind,
+    GenerateComponent,
+    ResolveConflict,
+    TriggerCycle,
+)
 from streams.commands import Decision as DecisionCommand
-from streams.decisions import refusal
+from streams.decisions import DecisionName, refusal
 from streams.errors import InputError
 from streams.records import TERMINAL_STATUSES, ImprovementExecution, ImprovementOpportunity, utcnow
 from streams.settings import Settings
@@ -305,12 +313,7 @@ class KaizenService:
         ex = self.visible_execution(p, improvement_id)
         if decision == "reject" and not reason.strip():
             raise BadArgument("reject needs a reason (it is audited and shown in the timeline)")
-        refused = refusal(decision, actor=p.name, roles=p.roles, all_tenants=p.all_tenants,
-                          requested_by=ex.requested_by, status=ex.status,
-                          system_wide=ex.opportunity is not None and ex.opportunity.scope == "system",
-                          improvement_id=improvement_id, terminal=ex.status in TERMINAL_STATUSES)
-        if refused is not None:
-            raise AuthError(refused.message) if refused.forbidden else BadArgument(refused.message)
+        self._check_rule(p, decision, ex)
         cid = new_id(decision)
         await self.publisher.command(DecisionCommand(
             command_id=cid, kind=decision, timestamp=utcnow(), actor=p.name, roles=sorted(p.roles),
@@ -320,3 +323,34 @@ class KaizenService:
                                    target=improvement_id, detail={"reason": reason, "command_id": cid})
         return DecisionResult(command_id=cid, improvement_id=improvement_id, decision=decision,
                               status="accepted", actor=p.name, reason=reason)
+
+    def _check_rule(self, p: Principal, decision: DecisionName, ex: ImprovementExecution) -> None:
+        """The worker's rule (streams/decisions.py), checked before publishing: refused here, refused there."""
+        refused = refusal(decision, actor=p.name, roles=p.roles, all_tenants=p.all_tenants,
+                          requested_by=ex.requested_by, status=ex.status,
+                          system_wide=ex.opportunity is not None and ex.opportunity.scope == "system",
+                          improvement_id=ex.improvement_id, terminal=ex.status in TERMINAL_STATUSES)
+        if refused is not None:
+            raise AuthError(refused.message) if refused.forbidden else BadArgument(refused.message)
+
+    async def resolve_conflict(self, p: Principal, improvement_id: str, action: str,
+                               reason: str) -> DecisionResult:
+        """Move an improvement paused as `conflict` on: `retry_rollback` (after the changed targets were put
+        back) or `keep_current` (give up; the values someone else set stay, a reason is required)."""
+        if action not in RESOLVE_ACTIONS:
+            raise BadArgument(f"action must be one of {list(RESOLVE_ACTIONS)}, got '{action}'")
+        ex = self.visible_execution(p, improvement_id)
+        if action == "keep_current" and not reason.strip():
+            raise BadArgument("keep_current needs a reason (it is audited and shown in the timeline)")
+        self._check_rule(p, "resolve_conflict", ex)
+        cid = new_id("resolve")
+        cmd = ResolveConflict(command_id=cid, timestamp=utcnow(), actor=p.name, roles=sorted(p.roles),
+                              tenant_id=ex.tenant_id or None, improvement_id=improvement_id,
+                              action=action,  # type: ignore[arg-type]
+                              reason=reason, all_tenants=p.all_tenants)
+        await self.publisher.command(cmd)
+        await self.publisher.audit(p.name, "improvement.resolve_conflict", tenant_id=ex.tenant_id or None,
+                                   target=improvement_id, detail={"action": action, "reason": reason,
+                                                                  "command_id": cid})
+        return DecisionResult(command_id=cid, improvement_id=improvement_id, decision="resolve_conflict",
+                              status="accepted", actor=p.name, reason=reason, action=cmd.action)

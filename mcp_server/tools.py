@@ -32,7 +32,8 @@ from streams.errors import AccessDenied, InputError
 
 INSTRUCTIONS = (
     "kaizen self-building agent: query telemetry insights, ranked improvement opportunities and "
-    "improvements (with timelines), trigger improvement cycles, and approve/reject/defer improvements. "
+    "improvements (with timelines), trigger improvement cycles, approve/reject/defer improvements and "
+    "resolve conflicts. "
     "Every call is audited with the caller's identity; tenant-scoped tokens only see their tenants."
 )
 
@@ -201,6 +202,18 @@ def build_mcp(service: KaizenService, store: TokenStore | None, stdio: Principal
         """Defer an improvement awaiting approval (role operator or above); approve it later. Audited."""
         try:
             return await service.decide(caller(), "defer", improvement_id, reason)
+        except (InputError, AccessDenied) as exc:
+            raise _guard(exc) from exc
+
+    @mcp.tool
+    async def resolve_conflict(improvement_id: str, action: str, reason: str = "") -> DecisionResult:
+        """Resolve an improvement paused as `conflict` (a target kaizen changed was changed by someone else
+        since; role approver). action `retry_rollback`: once the targets are put back (to kaizen's value or
+        the previous one), undo and verify again — a value someone else set is still never overwritten;
+        `keep_current`: end the improvement (rejected) keeping the values someone else set (reason
+        required); kaizen's own changes still in place are undone. Audited."""
+        try:
+            return await service.resolve_conflict(caller(), improvement_id, action, reason)
         except (InputError, AccessDenied) as exc:
             raise _guard(exc) from exc
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.commands import Command, parse_command
+from streams.improvement_events import parse_improvement_event
 from streams.records import (
     TERMINAL_STATUSES,
     AuditRecord,
@@ -105,7 +106,7 @@ class Views:
             for ev in ex.history:
                 self.timelines.setdefault(ex.improvement_id, {}).setdefault(ev.event_id, ev)
         elif topic == t.IMPROVEMENT_EVENTS:
-            ev = ImprovementEvent.from_bytes(value)
+            ev = parse_improvement_event(value)  # a malformed event is counted as a decode error
             self.timelines.setdefault(ev.improvement_id, {}).setdefault(ev.event_id, ev)  # a re-send is a duplicate
         elif topic == t.INSIGHTS:
             ins = TelemetryInsight.from_bytes(value)

@@ -89,6 +89,25 @@ class Decision(CommandBase):
         return self.reason or f"{self.kind} by {self.actor}"
 
 
+ResolveAction = Literal["retry_rollback", "keep_current"]
+RESOLVE_ACTIONS: tuple[ResolveAction, ...] = ("retry_rollback", "keep_current")
+
+
+class ResolveConflict(CommandBase):
+    """Move an improvement paused as `conflict` on (who may: streams/decisions.py): `retry_rollback` once a
+    person put the changed targets back (the rollback runs again, still never overwriting someone else's
+    value), or `keep_current`: give up, the hand-made values stay (the improvement ends `rejected`)."""
+
+    kind: Literal["resolve_conflict"] = "resolve_conflict"
+    improvement_id: str = Field(min_length=1)
+    action: ResolveAction
+    reason: str = ""
+    all_tenants: bool = False
+
+    def reason_or_default(self) -> str:
+        return self.reason or f"conflict resolved by {self.actor}: {self.action.replace('_', ' ')}"
+
+
 class SetFlag(CommandBase):
     """Turn one `enable_*` feature flag on or off (admin only)."""
 
@@ -106,9 +125,11 @@ class GenerateComponent(CommandBase):
     context: dict[str, Any] = {}
 
 
-Command = Annotated[TriggerCycle | Decision | SetFlag | GenerateComponent, Field(discriminator="kind")]
-COMMAND_TYPES: tuple[type[CommandBase], ...] = (TriggerCycle, Decision, SetFlag, GenerateComponent)
-COMMAND_KINDS: tuple[str, ...] = ("trigger_cycle", *DECISION_KINDS, "set_flag", "generate_component")
+Command = Annotated[TriggerCycle | Decision | ResolveConflict | SetFlag | GenerateComponent,
+                    Field(discriminator="kind")]
+COMMAND_TYPES: tuple[type[CommandBase], ...] = (TriggerCycle, Decision, ResolveConflict, SetFlag, GenerateComponent)
+COMMAND_KINDS: tuple[str, ...] = ("trigger_cycle", *DECISION_KINDS, "resolve_conflict", "set_flag",
+                                  "generate_component")
 _ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
 

@@ -6,11 +6,15 @@ reads offset 0 back, so all agree on the id. A broker that loses its data loses 
 check finds another id (or writes one) and reports the reset. Declared topics that existed at the last
 check and are gone now are reported too (a topic deleted under a running system). On a real Kafka
 neither happens unless data is really lost, so a report is always worth saying loudly.
+
+Whoever must act on a reset (the improvement engine reconciles its applied-changes journal at once)
+subscribes with `on_reset(callback)`: streams imports no agents, so the agents register themselves.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +28,22 @@ from streams import topics as T
 from streams.state import ensure_topic
 
 log = structlog.get_logger(__name__)
+ResetListener = Callable[[dict[str, Any]], None]
+_listeners: list[ResetListener] = []
+
+
+def on_reset(callback: ResetListener) -> None:
+    """Call `callback(report)` whenever any BrokerEpoch of this process reports a reset (once per callback)."""
+    if callback not in _listeners:
+        _listeners.append(callback)
+
+
+def _notify(report: dict[str, Any]) -> None:
+    for callback in list(_listeners):
+        try:
+            callback(report)
+        except Exception:  # noqa: BLE001 - one listener's failure must not hide the reset from the others
+            log.exception("broker reset listener failed", listener=getattr(callback, "__qualname__", repr(callback)))
 
 
 @dataclass
@@ -88,6 +108,7 @@ class BrokerEpoch:
             self.resets.append(report)
             del self.resets[:-20]
             log.error("BROKER RESET DETECTED: kaizen's data on the broker is gone", who=self.who, **report)
+            _notify(report)
         return report
 
 

@@ -28,6 +28,9 @@ from agents.improvement.logic.lifecycle import (
     next_event,
 )
 from streams import app as A
+from streams import epoch
+from streams.errors import BadRecord
+from streams.improvement_events import parse_improvement_event
 from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
 from streams.records import ImprovementEvent, ImprovementExecution, ImprovementStatus, TelemetryInsight
 from streams.runtime import survives_broker_outage
@@ -173,7 +176,8 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
         await write_audit(audit_record(action, ev.actor, tenant_id=new.tenant_id, target=new.improvement_id,
                                        detail={"reason": ev.reason, "status": new.status, **{
                                            k: ev.data[k] for k in ("deployment", "verdict", "degradation",
-                                                                   "rollback", "approval", "conflicts")
+                                                                   "rollback", "approval", "conflicts",
+                                                                   "resolution")
                                            if k in ev.data}}),
                           A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
     ACTIVE_IMPROVEMENTS.set(len(ctx.views.active(ACTIVE_STATUSES)))
@@ -193,12 +197,11 @@ async def improvements(stream: faust.StreamT[bytes]) -> None:
     await store()
     await step_context()
     async for event in stream.events():
-        try:
-            ev = ImprovementEvent.from_bytes(event.value)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event",
-                              "invalid improvement event", str(exc), event.value, event.message.partition,
-                              event.message.offset)
+        try:  # checked against the typed union (streams/improvement_events.py) at the boundary
+            ev = parse_improvement_event(event.value or b"")
+        except BadRecord as exc:
+            await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event", exc.reason,
+                              exc.detail, event.value, event.message.partition, event.message.offset)
             continue
         try:
             await handle_event(event.message.partition, ev)
@@ -246,9 +249,13 @@ async def supervise_improvements() -> None:
 _reconciler: dict[str, rollback.Reconciler] = {}
 
 
-def reconcile_soon() -> None:
+def reconcile_soon(_report: dict[str, Any] | None = None) -> None:
     """For whoever detects a broker or topic reset: reconcile the applied-changes journal at once."""
     _reconciler.setdefault("r", rollback.Reconciler()).soon()
+
+
+# a reset noticed by this process (agents/status.py checks the broker epoch) reconciles at the next tick
+epoch.on_reset(reconcile_soon)
 
 
 async def _reconcile(s: ChangelogStore[dict[str, Any]], assigned: set[int]) -> None:

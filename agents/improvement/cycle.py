@@ -17,7 +17,7 @@ from agents.audit import audit_record, write_audit
 from agents.deadletter import dead_letter
 from agents.improvement.analysed import current_totals, since
 from agents.improvement.context import step_context
-from agents.improvement.logic.decisions import decision_events
+from agents.improvement.logic.decisions import decision_events, resolution_events
 from agents.improvement.logic.lifecycle import is_terminal, new_event
 from agents.improvement.logic.verdicts import build_cycle_report
 from agents.opportunities.logic.impact import prioritize
@@ -27,13 +27,13 @@ from streams.commands import (
     Command,
     CommandBase,
     Decision,
-    DecisionKind,
     GenerateComponent,
+    ResolveConflict,
     SetFlag,
     TriggerCycle,
     parse_command,
 )
-from streams.decisions import BEFORE_DECISION, DECIDABLE, has_role, refusal
+from streams.decisions import BEFORE_DECISION, DECIDABLE, DecisionName, has_role, refusal
 from streams.errors import BadRecord
 from streams.metrics import CYCLES_COMPLETED, CYCLES_STARTED
 from streams.records import ImprovementExecution, ImprovementOpportunity
@@ -135,22 +135,27 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
 _ENVELOPE = {"command_id", "timestamp", "actor", "roles", "tenant_id", "kind"}
 
 
-async def _current(imp: str, kind: DecisionKind) -> ImprovementExecution | None:
+# Statuses an improvement passes through before a conflict: a resolution may overtake the conflict event.
+BEFORE_CONFLICT = frozenset({*BEFORE_DECISION, "awaiting_approval", "deploying", "monitoring", "rolling_back"})
+
+
+async def _current(imp: str, kind: DecisionName) -> ImprovementExecution | None:
     """The improvement as the worker's view has it.  A decision may overtake the state it was made on
     (MCP read it off improvements.events): while the improvement is still before the point where this
     decision applies, wait for the view to catch up."""
     ctx = await step_context()
     ex = ctx.views.improvements.get(imp)
+    before = BEFORE_CONFLICT if kind == "resolve_conflict" else BEFORE_DECISION
     deadline = asyncio.get_running_loop().time() + DECISION_WAIT_SECONDS
-    while (ex is None or (ex.status in BEFORE_DECISION and ex.status not in DECIDABLE[kind])) \
+    while (ex is None or (ex.status in before and ex.status not in DECIDABLE[kind])) \
             and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.2)
         ex = ctx.views.improvements.get(imp)
     return ex
 
 
-async def decide(cmd: Decision) -> None:
-    """approve / reject / defer an improvement, if streams/decisions.py allows it; audited either way."""
+async def _permitted(cmd: Decision | ResolveConflict) -> ImprovementExecution | None:
+    """The improvement, if streams/decisions.py allows the command on it now; audited either way."""
     ex = await _current(cmd.improvement_id, cmd.kind)
     refused = refusal(cmd.kind, actor=cmd.actor, roles=cmd.roles, all_tenants=cmd.all_tenants,
                       requested_by=ex.requested_by, status=ex.status,
@@ -159,16 +164,32 @@ async def decide(cmd: Decision) -> None:
         else None
     why = f"improvement '{cmd.improvement_id}' is unknown" if ex is None else (refused.message if refused else "")
     detail: dict[str, Any] = {"command_id": cmd.command_id, "reason": cmd.reason,
-                              "status": ex.status if ex else None, "allowed": not why, "refusal": why}
+                              "status": ex.status if ex else None, "allowed": not why, "refusal": why,
+                              **({"action": cmd.action} if isinstance(cmd, ResolveConflict) else {})}
     await write_audit(audit_record(f"improvement_{cmd.kind}", cmd.actor, tenant_id=ex.tenant_id if ex else None,
                                    target=cmd.improvement_id, detail=detail), A.audit_topic,
                       A.settings.kaizen_data_dir / "audit.jsonl")
     if ex is None or why:
         log.warning("decision refused", improvement=cmd.improvement_id, actor=cmd.actor, kind=cmd.kind,
                     status=ex.status if ex else "unknown", refusal=why)
-        return
-    for ev in decision_events(cmd, ex, datetime.now(UTC)):
-        await A.improvement_events_topic.send(key=ev.improvement_id.encode(), value=ev.to_bytes())
+        return None
+    return ex
+
+
+async def decide(cmd: Decision) -> None:
+    """approve / reject / defer an improvement, if streams/decisions.py allows it; audited either way."""
+    ex = await _permitted(cmd)
+    if ex is not None:
+        for ev in decision_events(cmd, ex, datetime.now(UTC)):
+            await A.improvement_events_topic.send(key=ev.improvement_id.encode(), value=ev.to_bytes())
+
+
+async def resolve_conflict(cmd: ResolveConflict) -> None:
+    """Move an improvement paused as `conflict` on: retry its rollback, or keep the values someone else set."""
+    ex = await _permitted(cmd)
+    if ex is not None:
+        for ev in resolution_events(cmd, ex, datetime.now(UTC)):
+            await A.improvement_events_topic.send(key=ev.improvement_id.encode(), value=ev.to_bytes())
 
 
 async def set_flag(cmd: SetFlag) -> None:
@@ -198,6 +219,7 @@ async def generate_component(cmd: GenerateComponent) -> None:
 HANDLERS: dict[type[CommandBase], Callable[[Any], Awaitable[object]]] = {
     TriggerCycle: start_cycle,
     Decision: decide,
+    ResolveConflict: resolve_conflict,
     SetFlag: set_flag,
     GenerateComponent: generate_component,
 }

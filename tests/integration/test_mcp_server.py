@@ -174,7 +174,8 @@ async def test_lists_all_tools_and_resources(server: RunningServer) -> None:
         templates = {r.uri_template for r in await c.list_resource_templates()}
     assert names == {"trigger_improvement_cycle", "generate_component", "get_system_status",
                      "query_telemetry_insights", "list_opportunities", "get_improvement", "list_improvements",
-                     "approve_improvement", "reject_improvement", "defer_improvement"}
+                     "approve_improvement", "reject_improvement", "defer_improvement",
+                     "resolve_conflict"}
     assert {"kaizen://opportunities", "kaizen://status", "kaizen://improvements"} <= resources
     assert "kaizen://improvements/{improvement_id}" in templates
 

@@ -18,6 +18,7 @@ from streams.commands import (
     Command,
     Decision,
     GenerateComponent,
+    ResolveConflict,
     SetFlag,
     TriggerCycle,
     parse_command,
@@ -39,6 +40,7 @@ def test_every_kind_parses_to_its_type_and_round_trips() -> None:
         ({"kind": "approve", "improvement_id": "imp-1", "reason": "ok"}, Decision),
         ({"kind": "reject", "improvement_id": "imp-1", "reason": "no"}, Decision),
         ({"kind": "defer", "improvement_id": "imp-1"}, Decision),
+        ({"kind": "resolve_conflict", "improvement_id": "imp-1", "action": "retry_rollback"}, ResolveConflict),
         ({"kind": "set_flag", "name": "enable_component_generation", "value": True}, SetFlag),
         ({"kind": "generate_component", "component_type": "skill", "requirements": {"a": 1}}, GenerateComponent),
     ]
@@ -84,6 +86,8 @@ def test_records_written_before_the_union_still_parse() -> None:
     (raw(), "command without a kind"),
     (b"{not json", "command is not a JSON object"),
     (raw(kind="approve"), "malformed command"),  # no improvement_id
+    (raw(kind="resolve_conflict", improvement_id="i", action="overwrite"), "malformed command"),
+    (raw(kind="resolve_conflict", improvement_id="i"), "malformed command"),  # no action
     (raw(kind="trigger_cycle", analysis_window_hours=10_000), "malformed command"),
     (raw(kind="trigger_cycle", args=[1, 2]), "malformed command"),
     (raw(kind="set_flag", name="rm -rf", value=True), "malformed command"),
@@ -130,11 +134,12 @@ async def test_dispatch_calls_the_handler_of_the_commands_type(cycle: Any, monke
     monkeypatch.setattr(cycle, "HANDLERS", {t: recorder(t.__name__) for t in COMMAND_TYPES})
     for kind, extra in (("trigger_cycle", {}), ("approve", {"improvement_id": "i"}),
                         ("reject", {"improvement_id": "i"}), ("defer", {"improvement_id": "i"}),
+                        ("resolve_conflict", {"improvement_id": "i", "action": "keep_current"}),
                         ("set_flag", {"name": "enable_x", "value": False}),
                         ("generate_component", {"requirements": {"a": 1}})):
         await cycle.handle_command(parse_command(raw(kind=kind, **extra)))
     assert seen == ["TriggerCycle:trigger_cycle", "Decision:approve", "Decision:reject", "Decision:defer",
-                    "SetFlag:set_flag", "GenerateComponent:generate_component"]
+                    "ResolveConflict:resolve_conflict", "SetFlag:set_flag", "GenerateComponent:generate_component"]
 
 
 async def test_bad_and_failing_commands_are_dead_lettered_with_the_reason(cycle: Any,
@@ -196,7 +201,9 @@ async def test_improvement_events_that_cannot_be_used_are_dead_lettered(monkeypa
             dead = h.records(T.DEADLETTER, DeadLetter)
     finally:
         improvements_agent._store.clear()
-    assert [d.reason for d in dead] == ["invalid improvement event", "invalid improvement event",
-                                        "improvement event does not fold"]
+    # checked against the typed union at the boundary (streams/improvement_events.py), each with its reason
+    assert [d.reason for d in dead] == ["improvement event is not a JSON object",
+                                        "unknown improvement status 'exploded'", "malformed improvement event"]
+    assert "pending.data.opportunity" in dead[2].error
     assert all(d.source_topic == T.IMPROVEMENT_EVENTS and d.partition == 1 for d in dead)
     assert "opportunity_id" in dead[2].error
