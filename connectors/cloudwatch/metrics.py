@@ -107,7 +107,10 @@ class MetricsSource:
             if not token:
                 break
         tenant_dim = self.settings.cloudwatch_tenant_dimension
-        return [m for m in metrics if tenant_allowed(
+        # One query per metric: moto's ListMetrics repeats a metric with two or more dimensions once per
+        # datapoint stored (its dimension comparison never matches), so queries would grow with every point.
+        unique = list({self.metric_key(m): m for m in metrics}.values())
+        return [m for m in unique if tenant_allowed(
             dims_to_dict(m.get("Dimensions")).get(tenant_dim, DEFAULT_TENANT), self.settings.cloudwatch_tenant_filter)]
 
     # --- percentile support (moto answers 500 to percentile statistics) ---------------------------
