@@ -52,7 +52,7 @@ def schema(output: Annotated[Path | None, typer.Option(help="write here instead 
 def run_cases(paths: list[Path] | None, report: Path | None, console: Console) -> dict[str, Any]:
     """Start the stack, run the cases side by side, score them, print and write the report."""
     from kaizen.lab.report import print_report, write_json
-    from kaizen.lab.runner import Lab
+    from kaizen.lab.runner import Lab, namespaces
     from kaizen.lab.scoring import score_case, totals
     from kaizen.lab.stack import lab_stack
 
@@ -70,7 +70,7 @@ def run_cases(paths: list[Path] | None, report: Path | None, console: Console) -
 
     horizon = max(c.onset + c.observe_seconds for c in cases)
     say(f"{len(cases)} cases; starting the stack (Tansu, moto, worker, connectors); about {horizon:.0f}s of workload")
-    with lab_stack() as (settings, dead):
+    with lab_stack(namespaces(cases)) as (settings, dead):
         say(f"stack up: kafka {settings.kafka_bootstrap_servers}, aws {settings.aws_endpoint_url}")
         lab = Lab(settings, cases, say)
         records = asyncio.run(lab.run(progress, dead))

@@ -34,6 +34,11 @@ SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is sha
 SUMMARY_EVERY_TICKS = 5  # the INFO summary log line every N seconds; error lines every second
 
 
+def namespaces(cases: list[Case]) -> list[str]:
+    """The namespaces the lab reports to: one per service name (see `Lab.__init__`)."""
+    return sorted({s.name for c in cases for s in c.services})
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -44,7 +49,7 @@ class LabTiming:
 
     first_cycle_after: float = 10.0
     between_cycles: float = 5.0
-    cycle_needs: float = 75.0  # baseline, canary and full monitoring (demo profile) and margin
+    cycle_needs: float = 90.0  # planning, 60 s of canary and full monitoring, and a margin
 
 
 class LabError(RuntimeError):
@@ -92,16 +97,21 @@ class Lab:
         if settings.aws_endpoint_url:
             kw["endpoint_url"] = settings.aws_endpoint_url
         self.cw, self.logs, self.ssm = (boto3.client(n, **kw) for n in ("cloudwatch", "logs", "ssm"))
-        namespace = self.namespace = settings.cloudwatch_namespace.split(",")[0].strip()
         self.cases: dict[str, LabCase] = {}
         self.by_tenant: dict[str, LabCase] = {}
         for c in cases:
             sim = CaseSim(c, canary_fraction=settings.canary_fraction)
+            # A service's metrics go to a namespace named after it with the tenant as their only dimension
+            # (the component is then the namespace, as the log group's last segment names it for logs):
+            # moto's ListMetrics repeats a metric of two or more dimensions once per stored point, which
+            # makes every poll slower than the last.
             reps = {s.name: ServiceReporter(_Bound(sim, c.tenant_id, s.name), self.cw, self.logs, self.ssm,
-                                            namespace=namespace, tenant_dimension=settings.cloudwatch_tenant_dimension,
+                                            namespace=s.name, tenant_dimension=settings.cloudwatch_tenant_dimension,
                                             log_group_prefix=f"/kaizen/demo/{c.tenant_id}",
                                             parameters=dict(s.knobs))
                     for s in c.services}
+            for rep in reps.values():
+                rep.dimensions = [{"Name": settings.cloudwatch_tenant_dimension, "Value": c.tenant_id}]
             lc = LabCase(c, sim, reps, CaseRecord(c.name, c.oracle, end=c.observe_seconds))
             self.cases[c.name] = lc
             self.by_tenant[c.tenant_id] = lc
@@ -128,7 +138,7 @@ class Lab:
 
     async def workload(self) -> None:
         """Every second: every case's services, reported in as few calls as the APIs allow (one
-        PutMetricData for all cases, one GetParametersByPath per case every SSM_EVERY_TICKS seconds, log
+        PutMetricData per case, one GetParametersByPath per case every SSM_EVERY_TICKS seconds, log
         events only where there are lines): moto is one process shared with the connectors."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -146,7 +156,7 @@ class Lab:
         cases = list(self.cases.values())
         if self.ticks % SSM_EVERY_TICKS == 0:
             await asyncio.gather(*(self._read_knobs(lc) for lc in cases))
-        data: list[dict[str, Any]] = []
+        data: dict[str, list[dict[str, Any]]] = {}
         logs: list[tuple[ServiceReporter, Tick]] = []
         for lc in cases:
             ticks = lc.sim.tick(ts, t_lab, summary=self.ticks % SUMMARY_EVERY_TICKS == 0)
@@ -157,10 +167,11 @@ class Lab:
                      metric_of(expected, "throughput")))
                 rep = lc.reporters[name]
                 # ActiveUsers is left out: fewer series keep moto's GetMetricData within the 1 s polls
-                data.extend(d for d in rep.metric_data(tick) if d["MetricName"] != "ActiveUsers")
+                data.setdefault(rep.namespace, []).extend(
+                    d for d in rep.metric_data(tick) if d["MetricName"] != "ActiveUsers")
                 logs.append((rep, tick))
-        calls = [asyncio.to_thread(self.cw.put_metric_data, Namespace=self.namespace, MetricData=data[i:i + 1000])
-                 for i in range(0, len(data), 1000)]
+        calls = [asyncio.to_thread(self.cw.put_metric_data, Namespace=ns, MetricData=points[i:i + 1000])
+                 for ns, points in data.items() for i in range(0, len(points), 1000)]
         for rep, tick in logs:
             if tick.logs:
                 ms = int(tick.timestamp.timestamp() * 1000)

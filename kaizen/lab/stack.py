@@ -11,9 +11,12 @@ from pathlib import Path
 from kaizen.demo.env import apply_demo_env, connectors_available, reset_connector_state
 from streams.settings import Settings
 
-# On top of the demo profile (1 s telemetry, 40 s monitoring, 20 s baseline): the lab's own data dir, and room
-# for one improvement per case at once.
-LAB_ENV = {"KAIZEN_DATA_DIR": ".kaizen/lab", "MAX_CONCURRENT_IMPROVEMENTS": "64"}
+# On top of the demo profile (1 s telemetry, 20 s baseline): the lab's own data dir, room for one improvement
+# per case at once, polls every 2 s (moto's ListMetrics and GetMetricData cost grows with every point stored,
+# and the connectors ask once per namespace per poll), and 60 s of monitoring (a verdict waits up to twice
+# that for telemetry that arrives late on a busy machine).
+LAB_ENV = {"KAIZEN_DATA_DIR": ".kaizen/lab", "MAX_CONCURRENT_IMPROVEMENTS": "64",
+           "CLOUDWATCH_STREAM_INTERVAL_SECONDS": "2", "MONITORING_DURATION_SECONDS": "60"}
 
 
 def forget_runs(data_dir: Path) -> None:
@@ -31,14 +34,16 @@ def forget_runs(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def lab_stack(log_dir: Path | None = None) -> Iterator[tuple[Settings, Callable[[], str | None]]]:
-    """Tansu + moto (never real AWS), a worker and `kaizen connect`; every process stopped by pid on exit.
-
-    Yields the settings and a check that names a child that stopped (None while all run)."""
+def lab_stack(namespaces: list[str], log_dir: Path | None = None
+              ) -> Iterator[tuple[Settings, Callable[[], str | None]]]:
+    """Tansu + moto (never real AWS), a worker and `kaizen connect` reading `namespaces`; every process
+    stopped by pid on exit. Yields the settings and a check that names a child that stopped (None while
+    all run)."""
     from kaizen.supervisor import Supervisor, child_failure
     from streams.settings import get_settings
 
     own_dir = "KAIZEN_DATA_DIR" not in os.environ
+    os.environ["CLOUDWATCH_NAMESPACE"] = ",".join(namespaces)
     for k, v in LAB_ENV.items():
         os.environ.setdefault(k, v)
     apply_demo_env(os.environ)

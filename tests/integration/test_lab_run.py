@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kaizen.lab.report import write_json
-from kaizen.lab.runner import Lab
+from kaizen.lab.runner import Lab, namespaces
 from kaizen.lab.schema import load_cases
 from kaizen.lab.scoring import score_case, totals
 from kaizen.lab.stack import lab_stack
@@ -56,7 +56,7 @@ def test_three_cases_through_tansu_and_moto(tmp_path: Path, monkeypatch: pytest.
     lines: list[str] = []
     env_before = dict(os.environ)
     try:
-        with lab_stack() as (settings, dead):
+        with lab_stack(namespaces(cases)) as (settings, dead):
             records = asyncio.run(Lab(settings, cases, lines.append).run(None, dead))
     finally:
         os.environ.clear()
