@@ -65,7 +65,7 @@ async def test_stdio_subprocess_lists_tools_and_answers(backend: Any, tmp_path: 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": backend.kafka_bootstrap,
            "SELF_BUILDING_MCP_API_KEY": "stdio-owner-key-0123456789", "PYTHONPATH": str(ROOT)}
     env.pop("SELF_BUILDING_MCP_TOKENS_FILE", None)
-    transport = StdioTransport(command=sys.executable, args=["-m", "mcp_server.server", "--stdio"], env=env,
+    transport = StdioTransport(command=sys.executable, args=["-m", "kaizen.cli", "mcp", "--stdio"], env=env,
                                cwd=str(tmp_path))
     async with Client(transport) as c:
         names = {t.name for t in await c.list_tools()}
@@ -78,8 +78,8 @@ async def test_stdio_subprocess_lists_tools_and_answers(backend: Any, tmp_path: 
 async def test_stdio_refuses_without_a_valid_token(backend: Any, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELF_BUILDING_MCP", "KAIZEN_MCP"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=backend.kafka_bootstrap, PYTHONPATH=str(ROOT))
-    rc, _, err = await _run(sys.executable, "-m", "mcp_server.server", "--stdio", env=env, timeout=60)
-    assert rc != 0 and "stdio mode needs a valid token" in err
+    rc, _, err = await _run(sys.executable, "-m", "kaizen.cli", "mcp", "--stdio", env=env, timeout=60)
+    assert rc == 2 and "error: stdio mode needs a valid token" in err and "Traceback" not in err, err
 
 
 async def test_mcp_inspector_cli_lists_and_calls_tools(http_server: RunningServer, tmp_path: Path) -> None:
