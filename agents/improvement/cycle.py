@@ -36,7 +36,7 @@ from streams.commands import (
 from streams.decisions import BEFORE_DECISION, DECIDABLE, DecisionName, has_role, refusal
 from streams.errors import BadRecord
 from streams.metrics import CYCLES_COMPLETED, CYCLES_STARTED
-from streams.records import ImprovementExecution, ImprovementOpportunity
+from streams.records import ImprovementEvent, ImprovementExecution, ImprovementOpportunity
 from streams.runtime import survives_broker_outage
 
 log = structlog.get_logger(__name__)
@@ -84,6 +84,15 @@ def _with_supplied(picked: list[ImprovementOpportunity], supplied: ImprovementOp
     return same or ([] if supplied.opportunity_id in busy else [supplied])
 
 
+def pending_event(cmd: TriggerCycle, cycle_id: str, opp: ImprovementOpportunity, now: datetime) -> ImprovementEvent:
+    """The first event of the improvement a cycle starts for `opp`."""
+    return new_event(improvement_id_for(cycle_id, opp.opportunity_id), "pending", now, actor=cmd.actor,
+                     reason=f"{cmd.cycle_kind} cycle {cycle_id}: impact {opp.impact_score:.0f} ({opp.priority})",
+                     data={"opportunity": opp.model_dump(mode="json"), "requested_by": cmd.actor,
+                           "cycle_kind": cmd.cycle_kind, **({"healing": cmd.healing} if cmd.healing else {})},
+                     sequence=0, cycle_id=cycle_id, tenant_id=opp.tenant_id)
+
+
 async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     """Phase 2: pick the top opportunities in the window and start one improvement for each."""
     ctx = await step_context()
@@ -111,11 +120,7 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     for opp in picked[:max_n]:
         imp = improvement_id_for(run.cycle_id, opp.opportunity_id)
         run.improvement_ids.append(imp)
-        ev = new_event(imp, "pending", datetime.now(UTC), actor=cmd.actor,
-                       reason=f"{kind} cycle {run.cycle_id}: impact {opp.impact_score:.0f} ({opp.priority})",
-                       data={"opportunity": opp.model_dump(mode="json"), "requested_by": cmd.actor,
-                             "cycle_kind": kind, **({"healing": cmd.healing} if cmd.healing else {})},
-                       sequence=0, cycle_id=run.cycle_id, tenant_id=opp.tenant_id)
+        ev = pending_event(cmd, run.cycle_id, opp, datetime.now(UTC))
         await A.improvement_events_topic.send(key=imp.encode(), value=ev.to_bytes())
     await write_audit(audit_record("improvement_cycle_started", cmd.actor, tenant_id=cmd.tenant_id,
                                    target=run.cycle_id, detail={

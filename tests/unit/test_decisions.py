@@ -136,3 +136,79 @@ async def test_mcp_and_worker_agree_on_every_decision(monkeypatch: pytest.Monkey
     assert outcomes[("admin", "pending", "defer", False)] is False
     assert not any(v for (who, *_), v in outcomes.items() if who == "reader")
     assert sum(outcomes.values()) >= 20
+
+
+def test_the_resolve_conflict_rule() -> None:
+    def why(roles: list[str], actor: str = "bob", status: str = "conflict", system_wide: bool = False,
+            all_tenants: bool = False) -> str | None:
+        r = refusal("resolve_conflict", actor=actor, roles=roles, all_tenants=all_tenants, requested_by="alice",
+                    status=status, system_wide=system_wide)
+        return None if r is None else r.message
+
+    assert why(["approver"]) is None and why(["admin"]) is None
+    assert why(["approver"], actor="alice") is None  # the requester may resolve: it restores or keeps, never deploys
+    assert "may not resolve the conflict of an improvement: needs role approver" in str(why(["operator"]))
+    assert "system-wide" in str(why(["approver"], system_wide=True))
+    assert why(["admin"], system_wide=True, all_tenants=True) is None
+    assert "cannot resolve the conflict of the improvement in status 'monitoring'" in str(
+        why(["admin"], status="monitoring"))
+
+
+async def test_mcp_and_worker_agree_on_resolving_a_conflict(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """For each principal x status x action (x scope): MCP accepts exactly when the worker applies it, and
+    what it applies is a transition the lifecycle allows (retry -> rolling_back, keep -> rejected)."""
+    from agents.improvement import cycle
+    from streams import app as A
+    from streams.commands import RESOLVE_ACTIONS, ResolveConflict
+    from streams.testing import AgentHarness
+
+    monkeypatch.setattr(A.settings, "kaizen_data_dir", tmp_path)
+    monkeypatch.setattr(cycle, "DECISION_WAIT_SECONDS", 0.0)
+    outcomes: dict[tuple[str, str, str, bool], str | None] = {}
+    for (who, p), status, action, system_wide in itertools.product(
+            PRINCIPALS.items(), ("conflict", "monitoring", "rolling_back", "failed"), RESOLVE_ACTIONS, (False, True)):
+        ex = _execution(status, system_wide)
+        svc = _mcp(ex)
+        try:
+            res = await svc.resolve_conflict(p, "imp", action, "put back by hand")
+            mcp_accepts = True
+            [cmd] = svc.publisher.commands  # type: ignore[attr-defined]
+            assert res.decision == "resolve_conflict" and res.action == action
+        except (AuthError, BadArgument):
+            mcp_accepts = False
+            cmd = ResolveConflict(command_id="c", timestamp=NOW, actor=p.name, roles=sorted(p.roles),
+                                  tenant_id=TENANT, improvement_id="imp", action=action, reason="r",
+                                  all_tenants=p.all_tenants)
+
+        async def ctx(ex: ImprovementExecution = ex) -> Any:
+            return SimpleNamespace(views=SimpleNamespace(improvements={"imp": ex}))
+
+        monkeypatch.setattr(cycle, "step_context", ctx)
+        async with AgentHarness() as h:
+            await cycle.HANDLERS[ResolveConflict](cmd)
+            events = h.records(T.IMPROVEMENT_EVENTS, ImprovementEvent)
+        assert mcp_accepts == bool(events), (who, status, action, system_wide, mcp_accepts)
+        for ev in events:
+            assert allowed(ex.status, ev.status) and ev.actor == p.name, (ex.status, ev.status)
+            assert ev.data["resolution"] == {"action": action, "by": p.name, "command_id": cmd.command_id}
+            ex = fold(ex, ev)
+        outcomes[(who, status, action, system_wide)] = events[-1].status if events else None
+    assert outcomes[("approver", "conflict", "retry_rollback", False)] == "rolling_back"
+    assert outcomes[("approver", "conflict", "keep_current", False)] == "rejected"
+    assert outcomes[("requester", "conflict", "retry_rollback", False)] == "rolling_back"
+    assert outcomes[("operator", "conflict", "retry_rollback", False)] is None
+    assert outcomes[("approver", "conflict", "retry_rollback", True)] is None  # system-wide: all-tenant only
+    assert outcomes[("admin", "conflict", "keep_current", True)] == "rejected"
+    assert not any(v for (_w, status, *_), v in outcomes.items() if status != "conflict")
+    assert not any(v for (who, *_), v in outcomes.items() if who in ("reader", "operator"))
+
+
+async def test_mcp_refuses_a_bad_resolution_with_a_reason() -> None:
+    svc = _mcp(_execution("conflict"))
+    with pytest.raises(BadArgument, match="action must be one of"):
+        await svc.resolve_conflict(PRINCIPALS["approver"], "imp", "overwrite", "x")
+    with pytest.raises(BadArgument, match="keep_current needs a reason"):
+        await svc.resolve_conflict(PRINCIPALS["approver"], "imp", "keep_current", " ")
+    with pytest.raises(BadArgument, match="not found"):
+        await svc.resolve_conflict(PRINCIPALS["approver"], "imp-unknown", "retry_rollback", "")
