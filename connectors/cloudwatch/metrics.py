@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 MAX_QUERIES_PER_CALL = 500  # GetMetricData limit
 MAX_DATAPOINTS_PER_CALL = 100_800
+HIGH_RESOLUTION_RETENTION = 3 * 3600
 
 
 _PERCENTILE_RE = re.compile(r"^(p|tm|wm|tc|ts|pr)[\d(]|^iqm$", re.IGNORECASE)
@@ -76,7 +77,10 @@ class MetricsSource:
         self.lag = int(settings.cloudwatch_metrics_lag_seconds)
         self.initial_lookback = int(initial_lookback_seconds or max(self.lag, self.period))
         self.max_periods_per_poll = max_periods_per_poll
-        self.history_seconds = max(0, int(settings.cloudwatch_metrics_history_seconds))
+        # CloudWatch keeps sub-minute (high-resolution) datapoints for 3 hours only, and refuses periods under
+        # a minute for older ranges: with such a period, history reaches back 3 hours at most.
+        self.history_seconds = max(0, min(int(settings.cloudwatch_metrics_history_seconds),
+                                          HIGH_RESOLUTION_RETENTION if self.period < 60 else 1 << 40))
         self.history_calls = max(1, int(settings.cloudwatch_metrics_history_calls_per_poll))
         self.history_pending = 0
         self.statistics = list(settings.cloudwatch_metrics_statistics)
