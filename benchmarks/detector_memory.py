@@ -87,7 +87,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "rss_for_100k_series_bytes": round(extrapolated),
         "rss_for_100k_extrapolated": quick,
         "fits_1GiB_for_100k": extrapolated < BUDGET_BYTES,
-        "target_bytes_per_series": 8192,
+        "target_bytes_per_series": 4096,
         "checkpoint_bytes": len(state),
         "trend_tracker_checkpoint_bytes": tracker_state,
         "restore_us_per_checkpoint": round(restore_us, 2),
