@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -242,8 +243,6 @@ class PercentService(MiniService):
     async def run(self, stop: asyncio.Event) -> None:
         import time
 
-        import orjson
-
         producer = AIOKafkaProducer(bootstrap_servers=self.backend.kafka_bootstrap)
         await producer.start()
         try:
@@ -328,3 +327,93 @@ async def test_broker_restarted_empty_changes_still_applied_are_rolled_back(
     assert ("rolling_back", "state_lost") in statuses, statuses
     assert [s for s, _v in statuses if s in ("completed", "rolled_back", "failed", "conflict")] == ["failed"], statuses
     _assert_back_to_previous(ssm, tenant)
+
+
+async def _conflicted(backend: Backend, ssm: Any, tenant: str) -> tuple[str, list[dict[str, Any]]]:
+    """An improvement of `tenant` in monitoring, then its canary cache_size set by hand: paused as conflict."""
+    await _start_improvement(backend, tenant)
+    await _events(backend, tenant, _has("monitoring"), timeout=60)
+    hand = f"/kaizen/{tenant}/api/canary/cache_size"
+    ssm.put_parameter(Name=hand, Value="3000", Type="String", Overwrite=True)  # an operator's own value
+    evs = await _events(backend, tenant, lambda e: _has("conflict")(e) or _terminal(e), timeout=40)
+    assert _status_of(evs, "conflict"), [(e["status"], e["reason"]) for e in evs]
+    return str(evs[-1]["improvement_id"]), evs
+
+
+async def _poll(pred: Any, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.5)
+    return bool(pred())
+
+
+async def test_a_conflict_is_resolved_through_mcp_retry_and_keep(
+        backend: Backend, gate: AwsGate, tmp_path: Path, service_factory: Any) -> None:
+    """Two improvements paused as conflict (their canary cache_size set by hand). The first: the operator puts
+    the target back and an approver asks MCP `resolve_conflict retry_rollback` -> the rollback runs again and
+    SSM ends at the previous values. The second: `keep_current` -> rejected, the hand-made value kept,
+    kaizen's own canary keys undone. Every event on the topic parses as the typed union; both audited."""
+    from fastmcp import Client
+
+    from mcp_server.auth import Principal, TokenStore
+    from mcp_server.testing import running_server
+    from streams.improvement_events import parse_improvement_event
+    from streams.settings import Settings
+
+    ssm = _ssm(backend)
+    retry, keep = f"rty-{uuid.uuid4().hex[:6]}", f"kep-{uuid.uuid4().hex[:6]}"
+    for tenant in (retry, keep):
+        _seed(ssm, tenant)
+    tokens = {"approver-token-0123456789abcdef": Principal("bob", frozenset({retry, keep}),
+                                                           frozenset({"approver"}))}
+    settings = Settings.model_validate({"kafka_bootstrap_servers": backend.kafka_bootstrap})
+    worker = start_kaizen(["worker"], _env(backend, gate, tmp_path), "rb-resolve-worker")
+    try:
+        async with running_server(settings, TokenStore(tokens)) as srv:
+            for tenant in (retry, keep):
+                service_factory(tenant, "api", "good")
+            (imp_r, _), (imp_k, _) = await asyncio.gather(_conflicted(backend, ssm, retry),
+                                                          _conflicted(backend, ssm, keep))
+            assert await srv.readmodel.wait_for(lambda v: all(
+                (x := v.execution(i)) is not None and x.status == "conflict" for i in (imp_r, imp_k)), 15), \
+                "MCP does not show the conflicts"
+            ssm.delete_parameter(Name=f"/kaizen/{retry}/api/canary/cache_size")  # put back: it did not exist
+            async with Client(srv.mcp_url, auth="approver-token-0123456789abcdef") as c:
+                refused = await c.call_tool("resolve_conflict", {"improvement_id": imp_k, "action": "keep_current"},
+                                            raise_on_error=False)
+                assert refused.is_error and "needs a reason" in str(refused.content[0])
+                r1 = (await c.call_tool("resolve_conflict", {"improvement_id": imp_r, "action": "retry_rollback",
+                                                             "reason": "cache_size put back by hand"})
+                      ).structured_content
+                r2 = (await c.call_tool("resolve_conflict", {"improvement_id": imp_k, "action": "keep_current",
+                                                             "reason": "3000 is what we want"})).structured_content
+            assert r1["status"] == r2["status"] == "accepted" and r1["action"] == "retry_rollback"
+            evs_r = await _events(backend, retry, _terminal, timeout=40)
+            evs_k = await _events(backend, keep, _terminal, timeout=40)
+            # the keep: kaizen's own canary keys still applied are undone by the journal reconciliation
+            base = f"/kaizen/{keep}/api/canary"
+            undone = await _poll(lambda: all(_get(ssm, f"{base}/{n}") is None
+                                             for n in ("concurrency", "pool_size", "cache_ttl_seconds")), 30)
+            audit = await collect(backend.kafka_bootstrap, [T.AUDIT], lambda ps: len(ps) >= 2, timeout=15,
+                                  keep=lambda _t, r: r.get("action") == "improvement_resolve_conflict"
+                                  and r.get("target") in (imp_r, imp_k))
+            shown = await srv.readmodel.wait_for(
+                lambda v: (x := v.execution(imp_k)) is not None and x.status == "rejected", 15)
+    finally:
+        worker.stop()
+    final_r = [(e["status"], e["actor"]) for e in evs_r if e["status"] in ("rolling_back", "conflict", "completed",
+                                                                          "rolled_back", "failed", "rejected")]
+    assert final_r[-3:] == [("conflict", "kaizen"), ("rolling_back", "bob"), ("failed", "kaizen")], final_r
+    assert evs_r[-1]["data"]["rollback"]["conflicts"] == [], evs_r[-1]["data"]
+    _assert_back_to_previous(ssm, retry)
+    assert [e["status"] for e in evs_k][-2:] == ["conflict", "rejected"]
+    assert evs_k[-1]["data"]["resolution"]["action"] == "keep_current" and evs_k[-1]["actor"] == "bob"
+    assert _get(ssm, f"{base}/cache_size") == "3000", "the hand-made value was not kept"
+    assert _get(ssm, f"/kaizen/{keep}/api/concurrency") == "8" and _get(ssm, f"/kaizen/{keep}/api/cache_size") == "1024"
+    assert undone, "kaizen's own canary keys of the given-up improvement stayed applied"
+    assert shown, "MCP does not show the kept improvement as rejected"
+    assert {r["detail"]["action"] for _t, r in audit} >= {"retry_rollback", "keep_current"}, audit
+    for e in [*evs_r, *evs_k]:  # the events the real producers wrote: all accepted by the typed union
+        parse_improvement_event(orjson.dumps(e))
