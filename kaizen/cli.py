@@ -103,62 +103,10 @@ def run(
     """The whole service: embedded broker and moto when nothing is configured, workers, connectors,
     MCP server and (by default) the closed-loop demo. Ctrl-C stops every process it started."""
     configure_logging()
-    from kaizen.demo.env import connectors_available
-    from kaizen.preflight import check_aws_endpoint, check_port_free, wait_for_broker
-    from kaizen.supervisor import Supervisor, hand_over_keys
+    from kaizen.run import run_service
 
-    _settings()  # the environment as given is valid before anything is started or written
-    if demo:
-        from kaizen.demo.env import prepare_run_env
-
-        why_not = prepare_run_env(os.environ)  # the demo profile: 1 s telemetry, short monitoring, demo tokens
-        if why_not:
-            typer.echo(why_not)
-            demo = False
-    settings = _settings()
-    if mcp and settings.self_building_mcp_tokens_file:
-        from mcp_server.auth import TokenConfigError, load_tokens_file
-
-        try:  # the MCP child would die on it later
-            load_tokens_file(Path(settings.self_building_mcp_tokens_file))
-        except TokenConfigError as exc:
-            _fail(f"SELF_BUILDING_MCP_TOKENS_FILE: {exc}",
-                  "fix the file (README, MCP server: a mapping token → principal/tenants/roles) or unset it")
-    if settings.kafka_bootstrap_servers:
-        wait_for_broker(settings.kafka_bootstrap_servers, settings.kaizen_connect_wait_seconds)
-    if settings.aws_endpoint_url:
-        check_aws_endpoint(settings.aws_endpoint_url, settings.kaizen_connect_wait_seconds)
-    if mcp:
-        check_port_free(settings.self_building_mcp_host, settings.self_building_mcp_port,
-                        "SELF_BUILDING_MCP_PORT", "the MCP server")
-    sup = Supervisor(settings, settings.kaizen_data_dir / "logs")
-    rc = 0
-    try:
-        sup.start_infrastructure()
-        for line in sup.describe_infrastructure():
-            typer.echo(line)
-        for i in range(workers):
-            sup.spawn(f"worker-{i}", ["worker"])
-        if connectors and connectors_available():
-            sup.spawn("connect", ["connect"])
-        elif connectors and not demo:
-            typer.echo("warning: `kaizen connect` is not in this build; no CloudWatch connectors")
-        if mcp:
-            keys = hand_over_keys(settings, os.environ)  # before the MCP child starts: it reads the same tokens
-            server = sup.spawn("mcp", ["mcp"])
-            if sup.wait_listening(server, settings.self_building_mcp_host, settings.self_building_mcp_port):
-                for line in keys:  # once the server answers: the URLs work when they are read
-                    typer.echo(line)
-        if demo:
-            sup.spawn("demo", ["demo", "--attach", "--scenario", scenario], terminal=True)
-        typer.echo(f"logs: {sup.log_dir}   (Ctrl-C to stop)")
-        rc = sup.wait(stop_after)
-    finally:
-        sup.stop()
-        typer.echo("stopped every process kaizen started")
-    if sup.failure:
-        typer.echo(f"error: {sup.failure}", err=True)
-    raise typer.Exit(rc)
+    raise typer.Exit(run_service(_settings, workers=workers, demo=demo, scenario=scenario, mcp=mcp,
+                                 connectors=connectors, stop_after=stop_after))
 
 
 @app.command()
