@@ -63,6 +63,55 @@ def bad_metrics(tenant: str) -> list[tuple[str, dict[str, Any]]]:
     return [(reason, _metric(tenant, 1000 + i, **over)) for i, (reason, over) in enumerate(rules)]
 
 
+def bad_logs_and_events(tenant: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, expected reason prefix, record): the limits apply to logs and events too."""
+    now = time.time()
+    log = {"log_group": "/aws/lambda/api", "message": "ERROR boom", "timestamp": now - 60, "tenant_id": tenant}
+    ev = {"event_type": "alarm", "source": "aws.cloudwatch", "timestamp": now - 60, "tenant_id": tenant,
+          "detail": {"alarm_name": "x", "new_state": "OK", "old_state": "ALARM"}}
+    return [("log", "invalid log record", {**log, "message": None}),
+            ("log", "implausible timestamp", {**log, "timestamp": now + 86400}),
+            ("log", "identifier too long", {**log, "log_group": "/" + "g" * 600}),
+            ("log", "record too large", {**log, "message": "m" * 300_000}),
+            ("event", "invalid event record", {**ev, "event_type": "explosion"}),
+            ("event", "implausible timestamp", {**ev, "timestamp": "1970-01-02T00:00:00Z"}),
+            ("event", "identifier too long", {**ev, "source": "s" * 600}),
+            ("event", "record too large", {**ev, "detail": {"blob": "x" * 300_000}})]
+
+
+async def test_logs_and_events_keep_the_contract_too(backend: Backend, worker: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    cases = bad_logs_and_events(tenant)
+    topics = {"log": T.RAW_TOPICS["log"], "event": T.RAW_TOPICS["event"]}
+    producer = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    sent: dict[tuple[str, int, int], str] = {}
+    try:
+        for kind, reason, rec in cases:
+            meta = await producer.send_and_wait(topics[kind], orjson.dumps(rec), key=tenant.encode())
+            sent[(topics[kind], meta.partition, meta.offset)] = reason
+        good_log = {"log_group": "/aws/lambda/api", "message": "INFO fine", "timestamp": time.time() - 5,
+                    "tenant_id": tenant}
+        await producer.send_and_wait(topics["log"], orjson.dumps(good_log), key=tenant.encode())
+    finally:
+        await producer.stop()
+
+    def keep(topic: str, rec: dict[str, Any]) -> bool:
+        if topic == T.DEADLETTER:
+            return (rec.get("source_topic"), rec.get("partition"), rec.get("offset")) in sent
+        return rec.get("tenant_id") == tenant
+
+    pairs = await collect(backend.kafka_bootstrap, [T.DEADLETTER, T.CLEAN_TOPICS["log"]],
+                          lambda p: sum(t == T.DEADLETTER for t, _ in p) >= len(sent) and any(
+                              t == T.CLEAN_TOPICS["log"] for t, _ in p), keep=keep, timeout=40, settle=1.0)
+    got = {(r["source_topic"], r["partition"], r["offset"]): r["reason"] for t, r in pairs if t == T.DEADLETTER}
+    assert set(got) == set(sent), f"ended nowhere: {set(sent) - set(got)}"
+    wrong = {k: (sent[k], got[k]) for k in sent if not got[k].startswith(sent[k])}
+    assert not wrong, f"dead-lettered with another reason: {wrong}"
+    assert [r["message"] for t, r in pairs if t == T.CLEAN_TOPICS["log"]] == ["INFO fine"]
+    assert "Traceback" not in worker.log_path.read_text(errors="replace")
+
+
 async def test_every_contract_rule_dead_letters_and_the_next_good_record_is_scored(
         backend: Backend, worker: Any) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
