@@ -30,7 +30,7 @@ _HUGE = 1e100
 class DetectorParams:
     """All tuned parameters (one set for every series); chosen by the protocol of docs/detection.md."""
 
-    warmup: int = 50               # points scored 0 while the statistics settle (protocol: 50 = 150 on NAB)
+    warmup: int = 20               # points scored 0 while the statistics settle (see docs/detection.md)
     grid_at: int = 300             # the value grid (origin, bin width) is frozen after this many points
     bins: int = 8                  # the range seen until then is split into this many bins
     table_bits: int = 9            # the level-count table has 2**bits uint16 counters
@@ -47,7 +47,7 @@ class DetectorParams:
     season_days: int = 1           # ... profile period in days (7: weekly profile, slots per day unchanged)
     season_alpha: float = 0.1      # ... EW rate of each slot's level (per visit)
     season_min: int = 3            # ... visits of a slot before its residual is scored
-    quiet: int = 50                # updates of each likelihood before it may score (its distribution settles)
+    quiet: int = 20                # updates of each likelihood before it may score (its distribution settles)
     decades: float = 8.0           # a tail probability of 10**-decades maps to score 1 (log scale)
     rest: int = 100                # report a score only if it beats every score of the last `rest` points
 
@@ -140,7 +140,7 @@ class KaizenDetector(river_base.AnomalyDetector):
         warm = self._n < self.params.warmup
         s = self._signals(timestamp, x, True)
         if warm:
-            self.surprise = 0.0
+            self.surprise = 1.0    # no opinion yet: the trend rules alone decide (trends.py)
             return 0.0
         self.surprise = s
         return self._cal.step(s)

@@ -74,6 +74,7 @@ class RiverScorer:
         s = self.tail.update(raw)
         self.n += 1
         if self.n <= self.warmup:
+            self.surprise = 1.0    # no opinion yet: the trend rules alone decide (trends.py)
             return 0.0
         self.surprise = s if s < 1.0 else 1.0
         out = self.cal.step(s)
