@@ -175,7 +175,11 @@ async def test_detector_checkpoint_survives_restart(backend: Backend) -> None:
         pairs = await collect(backend.kafka_bootstrap, [T.SERIES], _series_done(int(before[-1]["timestamp"])),
                               keep=_mine(tenant), timeout=45)
         assert _series_done(int(before[-1]["timestamp"]))(pairs), "the first worker did not score the series"
-        time.sleep(1.0)  # the checkpoint delta is produced with linger; let it reach the broker
+        # the checkpoint (one delta for the one envelope) is on the broker before the worker stops: read it
+        checkpoints = await collect(backend.kafka_bootstrap, [f"{env['KAIZEN_APP_ID']}.state.detectors"],
+                                    lambda ps: len(ps) >= 1, timeout=45,
+                                    keep=lambda _t, r: any(tenant in k for k in (r.get("set") or {})))
+        assert checkpoints, "the first worker changelogged no detector checkpoint for the series"
     finally:
         w1.stop()
     w2 = start_kaizen(["worker"], env, "scoring-restart-w2")
