@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from agents.scoring.logic.hops import owner_partition
+from benchmarks import metric_path_stages
 from benchmarks.common import (
     LOG_DIR,
     Stack,
@@ -31,6 +33,7 @@ from benchmarks.common import (
     wait_committed,
 )
 from streams import topics as T
+from streams.records import metric_series_key
 from streams.state import ensure_topic
 
 PARTITIONS = 4
@@ -43,11 +46,26 @@ async def _create_topics(stack: Stack) -> None:
         await ensure_topic(stack.bootstrap, name, PARTITIONS)
 
 
-async def _produce_spread(stack: Stack, msgs: list[bytes]) -> dict[int, int]:
-    """Produce messages round-robin over the raw partitions; messages sent per partition."""
+def keyed_envelopes(points: list[dict[str, Any]], per_message: int, keyed: bool = True) -> list[list[bytes]]:
+    """Envelopes per raw partition. Keyed (as the connectors write): each envelope holds points of series
+    the partition owns (agents/scoring/logic/hops.py), so they are scored in one hop. Not keyed (as a
+    producer keying by tenant): envelopes round-robin, most points forwarded once to their owner."""
+    if not keyed:
+        msgs = envelopes(points, per_message)
+        return [msgs[p::PARTITIONS] for p in range(PARTITIONS)]
+    groups: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
+    for pt in points:
+        series = metric_series_key(pt["tenant_id"], pt.get("namespace", ""), pt["metric_name"],
+                                   pt.get("statistic", "Average"), pt.get("dimensions") or {})
+        groups[owner_partition(series, PARTITIONS)].append(pt)
+    return [envelopes(g, per_message) for g in groups]
+
+
+async def _produce_spread(stack: Stack, msgs: list[list[bytes]]) -> dict[int, int]:
+    """Produce each partition's messages to it; messages sent per partition."""
     per_part: dict[int, int] = {}
     for p in range(PARTITIONS):
-        per_part[p] = await produce_fast(stack.bootstrap, T.RAW_TOPICS["metric"], msgs[p::PARTITIONS], partition=p)
+        per_part[p] = await produce_fast(stack.bootstrap, T.RAW_TOPICS["metric"], msgs[p], partition=p)
     return per_part
 
 
@@ -125,12 +143,17 @@ def _quix_peer(stack: Stack, points: int, timeout: float) -> dict[str, Any]:
             "points_per_s": round(t["points"] / secs), "process_cpu_seconds_incl_startup": round(cpu, 3)}
 
 
-async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: int, timeout: float,
+def warm_load() -> list[list[bytes]]:
+    """One small envelope per partition (64 series each on average) before the clock starts."""
+    return keyed_envelopes(metric_points(PARTITIONS * 64, 64 * PARTITIONS, tenant="warmup"), 64)
+
+
+async def _kaizen_measure(stack: Stack, app_id: str, load: list[list[bytes]], points: int, timeout: float,
                           worker_cpu: Callable[[], float]) -> dict[str, Any]:
     raw_t, clean_t = T.RAW_TOPICS["metric"], T.CLEAN_TOPICS["metric"]
     # Warm-up: one small envelope per partition (64 series, so every clean partition gets some) makes
     # the worker join, rebuild its (empty) stores and reach steady state before the clock starts.
-    warm = envelopes(metric_points(PARTITIONS * 64, 64 * PARTITIONS, tenant="warmup"), 64)
+    warm = warm_load()
     sent = await _produce_spread(stack, warm)
     if await wait_committed(stack.bootstrap, app_id, raw_t, sent, timeout) is None:
         return {"status": "timeout (warm-up dedup)"}
@@ -157,7 +180,7 @@ async def _kaizen_measure(stack: Stack, app_id: str, load: list[bytes], points: 
             "clean_messages": sum(clean.values())}
 
 
-def _kaizen_worker(stack: Stack, load: list[bytes], points: int, timeout: float, workers: int = 1
+def _kaizen_worker(stack: Stack, load: list[list[bytes]], points: int, timeout: float, workers: int = 1
                    ) -> dict[str, Any]:
     """The product: `workers` kaizen workers (all agents, one consumer group) consuming the load produced
     after a warm-up."""
@@ -168,7 +191,7 @@ def _kaizen_worker(stack: Stack, load: list[bytes], points: int, timeout: float,
         if workers > 1:  # every member has its partitions before the clock starts (no rebalance mid-run)
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and not all(
-                    p.log_path.exists() and b"partitions assigned" in p.log_path.read_bytes() for p in procs):
+                    p.log_path is not None and p.log_path.exists() and b"partitions assigned" in p.log_path.read_bytes() for p in procs):
                 time.sleep(0.5)
             time.sleep(3.0)
         res = asyncio.run(_kaizen_measure(stack, app_id, load, points, timeout,
@@ -186,12 +209,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     points = 100_000 if quick else 1_000_000
     series = 1_000 if quick else 10_000
     timeout = 120.0 if quick else 600.0
-    load = envelopes(metric_points(points, series), PER_MESSAGE)
+    load = keyed_envelopes(metric_points(points, series), PER_MESSAGE)
     with embedded_stack() as stack:
         asyncio.run(_create_topics(stack))
         kaizen = _kaizen_worker(stack, load, points, timeout)
         # The anchors read the same raw topic afterwards: warm-up + load, the same messages.
-        total = PARTITIONS + len(load)
+        total = sum(len(m) for m in warm_load()) + sum(len(m) for m in load)
         bare = asyncio.run(bare_consumer(stack.bootstrap, T.RAW_TOPICS["metric"], total))
         passthrough = _faust_passthrough(stack, total, points, timeout)
         warm_points = PARTITIONS * 64
@@ -207,6 +230,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         scale_out = {"workers": 2, **two,
                      "points_per_s_per_worker": round(two.get("points_per_s", 0) / 2),
                      "speed_up_vs_one_worker": ratio(two.get("points_per_s", 0), pps)}
+    stages = metric_path_stages.run(quick)
+    in_stages = stages["total_cpu_us_per_point"]
+    worker_us = kaizen.get("worker_cpu_us_per_point")
     return {
         "benchmark": "pipeline_throughput",
         "load": {"points": points, "series": series, "points_per_message": PER_MESSAGE,
@@ -219,6 +245,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio_to_bare_consumer": ratio(pps, bare["points_per_s"]),
         "ratio_to_faust_passthrough": ratio(pps, passthrough.get("points_per_s", 0)),
         "scale_out_two_workers": scale_out,
+        # where a point's CPU goes: the metric path's steps in process (benchmarks/metric_path_stages.py),
+        # and the rest of the worker's CPU per point (Faust, aiokafka, sends, changelogs)
+        "cpu_us_per_point_by_stage": {**stages["cpu_us_per_point"],
+                                      "faust_kafka_and_rest": round(worker_us - in_stages, 3) if worker_us else None},
         "target_points_per_s": TARGET_POINTS_PER_S,
         "meets_target": pps >= TARGET_POINTS_PER_S,
         "method": "load produced first; a Faust group's time runs from its first committed offset to all "

@@ -11,7 +11,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 
 from streams.codec import encode_envelope
-from streams.records import DeadLetter, Record
+from streams.ownership import owner_partition
+from streams.records import DeadLetter, MetricDataPoint, Record
 from streams.topics import DEADLETTER, RAW_TOPICS
 
 PUBLISHED = Counter(
@@ -20,7 +21,8 @@ PUBLISHED = Counter(
 
 
 class TelemetryPublisher:
-    """An aiokafka producer for telemetry: envelopes of ≤ `chunk_size` records, keyed by tenant.
+    """An aiokafka producer for telemetry: envelopes of ≤ `chunk_size` records, keyed by tenant (metric
+    points written to the partition owning their series).
 
     `publish` groups the records by tenant (unless a key is given), sends one envelope per chunk to
     RAW_TOPICS[kind] and waits for every acknowledgement, so a caller may advance its cursor (or
@@ -82,13 +84,20 @@ class TelemetryPublisher:
         self.records_sent["deadletter"] += len(letters)
 
     async def _send_grouped(self, topic: str, records: Sequence[Record], key: str | None) -> None:
-        groups: dict[str, list[Record]] = defaultdict(list)
+        """Envelopes per tenant (or per `key`); metric points also per partition owning their series, so
+        they are deduplicated and scored in one hop (streams/ownership.py, docs/throughput.md)."""
+        partitions = len(await self._producer.partitions_for(topic) or ()) if topic == RAW_TOPICS["metric"] else 0
+        groups: dict[tuple[str, int | None], list[Record]] = defaultdict(list)
         for rec in records:
-            groups[key if key is not None else str(getattr(rec, "tenant_id", "") or "")].append(rec)
+            group_key = key if key is not None else str(getattr(rec, "tenant_id", "") or "")
+            owner = owner_partition(rec.series_key(), partitions) if partitions and isinstance(
+                rec, MetricDataPoint) else None
+            groups[(group_key, owner)].append(rec)
         futures: list[asyncio.Future[Any]] = []
-        for group_key, recs in groups.items():
+        for (group_key, owner), recs in groups.items():
             for i in range(0, len(recs), self.chunk_size):
                 payload = encode_envelope(recs[i:i + self.chunk_size])
-                futures.append(await self._producer.send(topic, payload, key=group_key.encode() or None))
+                futures.append(await self._producer.send(topic, payload, key=group_key.encode() or None,
+                                                         partition=owner))
                 self.messages_sent += 1
         await asyncio.gather(*futures)

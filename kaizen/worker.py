@@ -18,6 +18,7 @@ log = structlog.get_logger(__name__)
 AGENT_MODULES: tuple[str, ...] = (
     "agents.ingest.agent",
     "agents.scoring.agent",
+    "agents.scoring.fused",
     "agents.patterns.agent",
     "agents.opportunities.agent",
     "agents.events.agent",

@@ -170,5 +170,6 @@ def _make_agent(kind: str) -> None:
     A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
 
 
-for _kind in ("metric", "log", "event"):
+# Metrics are deduplicated by the one-hop metric stage, where their series is scored (agents/scoring/fused.py).
+for _kind in ("log", "event"):
     _make_agent(_kind)

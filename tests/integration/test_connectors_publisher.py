@@ -46,3 +46,36 @@ async def test_envelopes_chunked_and_keyed_by_tenant(backend: Backend) -> None:
         await consumer.stop()
     assert len(ids) == 1210
     assert sorted(found) == [(b"a", 200), (b"a", 500), (b"a", 500), (b"b", 10)]
+
+
+async def test_metric_points_go_to_the_partition_owning_their_series(backend: Backend) -> None:
+    """One hop where the data allows: every envelope holds points of series its partition owns."""
+    from streams.ownership import owner_partition
+
+    ns = f"Test/Own{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    points = [MetricDataPoint(metric_name="Lat", value=float(i), timestamp=t0 + timedelta(seconds=i), tenant_id="a",
+                              namespace=ns, dimensions={"service": f"s{i % 40}"}) for i in range(400)]
+    async with TelemetryPublisher(backend.kafka_bootstrap, chunk_size=500) as pub:
+        await pub.publish("metric", points)
+        parts = len(await pub._producer.partitions_for(RAW_TOPICS["metric"]))
+    assert parts > 1
+    consumer = AIOKafkaConsumer(RAW_TOPICS["metric"], bootstrap_servers=backend.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    ids: set[str] = set()
+    used: set[int] = set()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(ids) < 400:
+            for tp, msgs in (await consumer.getmany(timeout_ms=300)).items():
+                for m in msgs:
+                    if m.value is None or ns.encode() not in m.value:
+                        continue
+                    for r in decode_telemetry("metric", m.value, topic=tp.topic).records:
+                        assert owner_partition(r.series_key(), parts) == tp.partition, "point off its owner"
+                        ids.add(r.event_id)
+                        used.add(tp.partition)
+    finally:
+        await consumer.stop()
+    assert len(ids) == 400 and len(used) > 1

@@ -1,0 +1,208 @@
+"""The one-hop metric stage: raw metric envelopes deduplicated and scored on the partition owning their series.
+
+raw envelope ─▶ decode once, dead-letter bad records ─▶ points of series this partition owns:
+dedup ─▶ clean topic (one batched write, header kaizen-hop: scored) ─▶ detector + trend rules ─▶
+insights, users, healing; points of series owned elsewhere are forwarded once to their owner on the
+raw topic (header kaizen-hop: forwarded). The clean topic keeps its readers (metrics tap, MCP, docs);
+scoring no longer reads it back, except for records some other producer wrote there, which are
+checked and forwarded to their owner like any other point. Design and figures: docs/throughput.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+import structlog
+from aiokafka.errors import KafkaError
+
+from agents.healing.agent import healing
+from agents.ingest.agent import LIMITS, send_dead_letter, start_dedup_store
+from agents.ingest.agent import STATS as INGEST_STATS
+from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
+from agents.routing import insight_partition
+from agents.scoring.agent import STATS, ScoringState, clean_points, score_batch, send_users
+from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
+from streams import app as A
+from streams.codec import dead_letter, encode_lean, split_encoded
+from streams.metric_codec import LeanPoint
+from streams.metric_columns import decode_metric_columns
+from streams.metrics import DUPLICATES_DROPPED, INSIGHTS_GENERATED, TELEMETRY_PROCESSED
+from streams.records import TelemetryInsight
+from streams.state import ChangelogStore, start_agent_store
+
+log = structlog.get_logger(__name__)
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+class Stores:
+    """The stage's two changelog stores (dedup windows, detector checkpoints), both following the raw topic."""
+
+    def __init__(self, dedup: ChangelogStore[DedupWindow], scoring: ScoringState) -> None:
+        self.dedup = dedup
+        self.scoring = scoring
+
+
+_stores: dict[str, Stores] = {}
+
+
+async def stores() -> Stores:
+    s = _stores.get("s")
+    if s is None:
+        dedup = await start_dedup_store("metric")
+        detectors: ChangelogStore[dict[str, Any]] = await start_agent_store(
+            "detectors", A.raw_topics["metric"].get_topic_name())
+        s = _stores["s"] = Stores(dedup, ScoringState(detectors))
+    return s
+
+
+def fresh_points(window: DedupWindow, points: list[LeanPoint], now: float
+                 ) -> tuple[list[LeanPoint], dict[str, Any] | None]:
+    """The points whose event id is new in the window, and the dedup delta admitting them (applied in
+    memory at once; changelogged by the caller once the points' effects are on the broker)."""
+    hashes = [id_hash(p["event_id"]) for p in points]
+    flags = window.filter_new(hashes, now)
+    fresh: list[LeanPoint] = []
+    fresh_hashes: list[int] = []
+    for p, h, new in zip(points, hashes, flags, strict=True):
+        if new:
+            fresh.append(p)
+            fresh_hashes.append(h)
+        else:
+            DUPLICATES_DROPPED.labels(p["tenant_id"], "metric").inc()
+            INGEST_STATS["duplicates"][f"{p['tenant_id']}/metric"] += 1
+    TELEMETRY_PROCESSED.labels("metric").inc(len(fresh))
+    INGEST_STATS["processed"]["metric"] += len(fresh)
+    if not fresh_hashes:
+        return fresh, None
+    delta = dedup_delta(fresh_hashes, now)
+    apply_dedup_delta(window, delta)  # later copies in this worker are dropped from now on
+    return fresh, delta
+
+
+async def send_points(topic: faust.TopicT, points: list[LeanPoint], partition: int, hop: bytes,
+                      source_partition: int, source_offset: int) -> list[Awaitable[Any]]:
+    """Points as envelopes below KAIZEN_MAX_MESSAGE_BYTES to one partition of `topic`; a point too large
+    for a message alone is dead-lettered (never dropped)."""
+    limit = A.settings.kaizen_max_message_bytes
+    messages, too_big = split_encoded(points, encode_lean, limit)
+    sends = [await topic.send(value=data, partition=partition, headers={HOP_HEADER: hop}) for data in messages]
+    for p in too_big:
+        body = encode_lean([p])
+        await send_dead_letter("metric", dead_letter(
+            f"record too large: its clean form is {len(body)} bytes, more than KAIZEN_MAX_MESSAGE_BYTES ({limit})",
+            body.decode("utf-8", errors="backslashreplace"), source_topic=A.raw_topics["metric"].get_topic_name(),
+            partition=source_partition, offset=source_offset))
+    return sends
+
+
+async def forward(groups: dict[int, list[LeanPoint]], hop: bytes, partition: int, offset: int) -> None:
+    """Points of series owned by other partitions, to their owners on the raw topic (their only extra hop)."""
+    for owner, pts in groups.items():
+        await send_points(A.raw_topics["metric"], pts, owner, hop, partition, offset)
+        STATS["forwarded_points"] += len(pts)
+
+
+async def emit(insights: list[TelemetryInsight]) -> list[Awaitable[Any]]:
+    sends: list[Awaitable[Any]] = []
+    for ins in insights:
+        sends.append(await A.insights_topic.send(key=ins.insight_id.encode(), value=ins.to_bytes(),
+                                                 partition=insight_partition(ins, A.settings.kafka_topic_partitions)))
+        INSIGHTS_GENERATED.labels(ins.source).inc()
+        STATS["insights"] += 1
+    return sends
+
+
+async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+                        sends: list[Awaitable[Any]]) -> None:
+    """Changelog a dedup delta only once the clean points and insights it admitted are on the broker.
+
+    Written before them, a worker killed in between would come back knowing ids whose effects never
+    left it, and drop their redelivery: lost. Written after, a crash in between re-admits them (at
+    least once; insights are keyed by a deterministic id). Faust flushes the outputs before it commits
+    the raw offset, so the raw message is redelivered in that case.
+    """
+    try:
+        await asyncio.gather(*sends)
+    except KafkaError as exc:
+        log.error("outputs not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
+        return
+    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
+        await store.record(partition, delta)
+
+
+async def process(st: Stores, value: bytes | None, headers: Any, partition: int, offset: int, now: float) -> None:
+    """One message of the raw metric topic, end to end."""
+    hop = hop_of(headers)
+    nparts = A.settings.kafka_topic_partitions
+    if hop in (FORWARDED, FROM_CLEAN):  # written by kaizen to this, their owner partition: taken as they are
+        owned, dead = clean_points(value)
+        for dl in dead:
+            dl.partition, dl.offset = partition, offset
+            await send_dead_letter("metric", dl)
+    else:
+        topic_name = A.raw_topics["metric"].get_topic_name()
+        decoded = decode_metric_columns(value, topic=topic_name, partition=partition, offset=offset, now=now,
+                                      limits=LIMITS)
+        for dl in decoded.dead:
+            await send_dead_letter("metric", dl)
+        owned, foreign = split_by_owner(decoded.records, partition, nparts)
+        if foreign:
+            await forward(foreign, FORWARDED, partition, offset)
+    if not owned:
+        return
+    window = await st.dedup.state(partition)
+    fresh, delta = fresh_points(window, owned, now)
+    if not fresh:
+        return
+    sends: list[Awaitable[Any]] = []
+    if hop != FROM_CLEAN:
+        sends += await send_points(A.clean_topics["metric"], fresh, partition, SCORED, partition, offset)
+    try:
+        insights = await score_batch(st.scoring, partition, fresh, now)
+    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # no input may stop the stage
+        log.error("points not scorable; dead-lettered", error=f"{type(exc).__name__}: {exc}"[:300],
+                  partition=partition, offset=offset)
+        await send_dead_letter("metric", dead_letter(
+            f"not scorable: {type(exc).__name__}: {exc}"[:500], encode_lean(fresh).decode(),
+            source_topic=A.raw_topics["metric"].get_topic_name(), partition=partition, offset=offset))
+        insights = []
+    sends += await emit(insights)
+    await send_users(st.scoring, fresh)
+    await healing().observe(fresh)
+    if delta is not None:
+        task = asyncio.ensure_future(persist_after(st.dedup, partition, delta, sends))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+@A.app.agent(A.raw_topics["metric"], name="metric-path")
+async def metric_path(stream: faust.StreamT[bytes]) -> None:
+    st = await stores()
+    async for event in stream.events():
+        msg = event.message
+        await process(st, event.value, msg.headers, msg.partition, msg.offset, time.time())
+
+
+@A.app.agent(A.clean_topics["metric"], name="clean-metric-guard")
+async def clean_guard(stream: faust.StreamT[bytes]) -> None:
+    """Records on the clean topic that the one-hop stage did not write (another producer's): checked,
+    the bad ones dead-lettered, the good ones forwarded to their owner to be deduplicated and scored."""
+    topic_name = A.clean_topics["metric"].get_topic_name()
+    async for event in stream.events():
+        msg = event.message
+        if hop_of(msg.headers) == SCORED:
+            continue
+        points, dead = clean_points(event.value)
+        for dl in dead:
+            dl.partition, dl.offset = msg.partition, msg.offset
+            log.warning("clean metric record is no metric point; dead-lettered", reason=dl.reason,
+                        partition=dl.partition, offset=dl.offset)
+            await A.deadletter_topic.send(key=topic_name.encode(), value=dl.to_bytes())
+        if points:
+            _owned, groups = split_by_owner(points, -1, A.settings.kafka_topic_partitions)
+            await forward(groups, FROM_CLEAN, msg.partition, msg.offset)

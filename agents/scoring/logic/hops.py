@@ -1,0 +1,53 @@
+"""Which partition owns a metric series, and the message headers that say how far a batch has travelled (pure).
+
+A series is owned by one partition of the raw metric topic (streams/ownership.py); its dedup window,
+detector and trend state live there. Producers that write each envelope to the partition owning its
+series (the connectors do) get the one-hop path; points that arrive elsewhere are forwarded once, with
+a header, to their owner. See docs/throughput.md.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from streams.ownership import owner_partition
+
+__all__ = ["FORWARDED", "FROM_CLEAN", "HOP_HEADER", "SCORED", "hop_of", "owner_partition", "split_by_owner"]
+
+HOP_HEADER = "kaizen-hop"
+FORWARDED = b"forwarded"   # raw topic: lean points sent on to the partition owning their series
+FROM_CLEAN = b"from-clean"  # raw topic: points a producer wrote to the clean topic (not written there again)
+SCORED = b"scored"          # clean topic: points the one-hop stage already deduplicated and scored
+
+
+def split_by_owner(points: Iterable[dict[str, Any]], partition: int, partitions: int
+                   ) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """(points this partition owns, the others grouped by their owner), each in arrival order."""
+    owned: list[dict[str, Any]] = []
+    foreign: dict[int, list[dict[str, Any]]] = {}
+    crc = zlib.crc32
+    for p in points:
+        owner = crc(p["series"].encode()) % partitions
+        if owner == partition:
+            owned.append(p)
+        else:
+            group = foreign.get(owner)
+            if group is None:
+                foreign[owner] = [p]
+            else:
+                group.append(p)
+    return owned, foreign
+
+
+def hop_of(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None) -> bytes | None:
+    """The kaizen-hop header of a message (Faust gives headers as a list of pairs or a mapping)."""
+    if not headers:
+        return None
+    if isinstance(headers, Mapping):
+        return headers.get(HOP_HEADER)
+    for k, v in headers:
+        if k == HOP_HEADER:
+            return v
+    return None

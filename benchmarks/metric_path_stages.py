@@ -1,0 +1,96 @@
+"""CPU µs per point by stage of the one-hop metric path, in process (no broker): what a worker spends
+on each step of a raw envelope, and what is left for Faust and Kafka (worker CPU per point minus these).
+
+    python -m benchmarks.metric_path_stages [--quick] [--per-point]   (--per-point: the per-point decoder)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import orjson
+
+from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
+from agents.scoring.logic.hops import split_by_owner
+from agents.scoring.logic.series import SeriesModel
+from benchmarks.common import envelopes, metric_points
+from streams.codec import decode_metrics_lean, encode_lean
+from streams.contract import Limits
+from streams.metric_columns import decode_metric_columns
+
+PARTITIONS = 4
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+def run(quick: bool = False, columnar: bool = True) -> dict[str, Any]:
+    points, series = (100_000, 1_000) if quick else (1_000_000, 10_000)
+    base = metric_points(points, series)
+    now = float(max(p["timestamp"] for p in base)) + 60.0
+    msgs = envelopes(base, 1000)
+    limits = Limits()
+    decode: Callable[..., Any] = decode_metric_columns if columnar else decode_metrics_lean
+    window = DedupWindow(300.0)
+    models: dict[str, SeriesModel] = {}
+    cost = {"decode_check_ids": 0.0, "owner_split": 0.0, "dedup": 0.0, "clean_encode": 0.0,
+            "group_by_series": 0.0, "detector_and_trends": 0.0}
+    for raw in msgs:
+        dt, decoded = _timed(partial(decode, raw, topic="t", now=now, limits=limits))
+        cost["decode_check_ids"] += dt
+        # every point counted as owned here: the split's cost is the same either way
+        dt, _ = _timed(partial(split_by_owner, decoded.records, 0, PARTITIONS))
+        cost["owner_split"] += dt
+        recs = decoded.records
+
+        def dedup(recs: list[dict[str, Any]] = recs) -> list[dict[str, Any]]:
+            hashes = [id_hash(p["event_id"]) for p in recs]
+            flags = window.filter_new(hashes, now)
+            fresh = [p for p, f in zip(recs, flags, strict=True) if f]
+            apply_dedup_delta(window, dedup_delta([h for h, f in zip(hashes, flags, strict=True) if f], now))
+            return fresh
+
+        dt, fresh = _timed(dedup)
+        cost["dedup"] += dt
+        dt, _ = _timed(partial(encode_lean, fresh))
+        cost["clean_encode"] += dt
+
+        def group(f: list[dict[str, Any]] = fresh) -> dict[str, list[dict[str, Any]]]:
+            by: dict[str, list[dict[str, Any]]] = {}
+            for p in f:
+                g = by.get(p["series"])
+                if g is None:
+                    by[p["series"]] = [p]
+                else:
+                    g.append(p)
+            return by
+
+        dt, by_series = _timed(group)
+        cost["group_by_series"] += dt
+
+        def score(by: dict[str, list[dict[str, Any]]] = by_series) -> None:
+            for key, pts in by.items():
+                m = models.get(key)
+                if m is None:
+                    m = models[key] = SeriesModel.new(pts[0]["metric_name"])
+                for p in pts:
+                    m.observe(p["timestamp"], p["value"], False)
+
+        dt, _ = _timed(score)
+        cost["detector_and_trends"] += dt
+    per_point = {k: round(v / points * 1e6, 3) for k, v in cost.items()}
+    return {"benchmark": "metric_path_stages", "points": points, "series": series,
+            "decoder": "columnar" if columnar else "per point",
+            "cpu_us_per_point": per_point, "total_cpu_us_per_point": round(sum(per_point.values()), 3)}
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(quick="--quick" in sys.argv, columnar="--per-point" not in sys.argv),
+                       option=orjson.OPT_INDENT_2).decode())

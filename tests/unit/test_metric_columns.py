@@ -1,0 +1,83 @@
+"""The columnar metric decoder gives exactly the per-point decoder's points and dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams import metric_columns
+from streams.codec import decode_metrics_lean
+from streams.contract import Limits
+from streams.metric_columns import decode_metric_columns
+
+NOW = 1_700_000_000.0
+LIMITS = Limits(max_identifier_length=40, max_dimension_value_length=12, max_dimensions=3)
+
+_ident = st.text(alphabet="abcXYZ09-_|=", min_size=0, max_size=45)
+_value = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from([0.0, 0.25, 1.0, 1.5, -0.5, 2**60 + 1, True, None, "1.5"]))
+_ts = st.one_of(st.integers(int(NOW) - 3 * 86400, int(NOW) + 3 * 3600),
+                st.floats(NOW - 86400, NOW + 86400),
+                st.sampled_from([NOW, NOW + 0.5, 1e13, -5, "2023-11-14T22:13:20Z", "2023-11-14T22:13:20.5+00:00",
+                                 "2023-11-14 22:13:20", "yesterday", None, 1_000_000_000]))
+_dims = st.one_of(st.dictionaries(st.text(alphabet="abk", max_size=45), st.one_of(_ident, st.integers(-10**9, 10**9)),
+                                  max_size=4), st.none(), st.just("svc"))
+
+
+@st.composite
+def records(draw: st.DrawFn, usual: bool) -> dict[str, Any]:
+    """A metric record; `usual` ones are drawn mostly from what the columnar path accepts."""
+    rec: dict[str, Any] = {
+        "metric_name": draw(st.sampled_from(["Latency", "ErrorRate", "CacheHitRatio", "CPUUtilization"]))
+        if usual else draw(st.one_of(_ident, st.none())),
+        "tenant_id": draw(st.sampled_from(["acme", "t-1"])) if usual else draw(st.one_of(_ident, st.integers(-10**9, 10**9))),
+        "value": draw(st.floats(-1e6, 1e6) | st.integers(-5, 5)) if usual else draw(_value),
+        "timestamp": draw(st.integers(int(NOW) - 86400, int(NOW)) | st.sampled_from(["2023-11-14T22:13:20Z"]))
+        if usual else draw(_ts),
+    }
+    for field, default in (("unit", ["Milliseconds", "None", "Percent", ""]), ("namespace", ["AWS/X", ""]),
+                           ("statistic", ["Average", "p99"]), ("event_id", ["", "e-1", "e-2"])):
+        if draw(st.booleans()):
+            rec[field] = draw(st.sampled_from(default)) if usual else draw(st.one_of(_ident, st.integers(-10**9, 10**9)))
+    if draw(st.booleans()):
+        rec["dimensions"] = {"service": draw(st.sampled_from(["a", "b"]))} if usual else draw(_dims)
+    if draw(st.integers(0, 4)) == 0:
+        rec["history"] = draw(st.sampled_from([True, False, 1]))
+    return rec
+
+
+def _same(raw: bytes) -> bool:
+    """Both decoders on one message; returns whether the columnar path was taken."""
+    before = metric_columns.STATS["columnar"]
+    fast = decode_metric_columns(raw, topic="t", partition=1, offset=2, now=NOW, limits=LIMITS)
+    ref = decode_metrics_lean(raw, topic="t", partition=1, offset=2, now=NOW, limits=LIMITS)
+    assert orjson.dumps(fast.records) == orjson.dumps(ref.records)
+    assert [d.model_dump(exclude={"timestamp", "event_id"}) for d in fast.dead] == \
+        [d.model_dump(exclude={"timestamp", "event_id"}) for d in ref.dead]
+    return metric_columns.STATS["columnar"] > before
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(usual=True), min_size=1, max_size=20))
+def test_usual_envelopes_decode_alike(recs: list[dict[str, Any]]) -> None:
+    _same(orjson.dumps({"records": recs}))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(records(usual=True), records(usual=False)), min_size=0, max_size=12))
+def test_any_envelope_decodes_alike(recs: list[dict[str, Any]]) -> None:
+    _same(orjson.dumps({"records": recs}))
+
+
+def test_the_usual_envelope_takes_the_columnar_path() -> None:
+    recs = [{"metric_name": "Latency", "value": 100 + i, "unit": "Milliseconds", "timestamp": int(NOW) - 60 * i,
+             "tenant_id": "acme", "namespace": "AWS/ApiGateway", "dimensions": {"service": f"s{i % 3}"}}
+            for i in range(50)]
+    assert _same(orjson.dumps({"records": recs}))
+    recs[7]["value"] = "oops"  # one bad record: the whole envelope goes per point, the record dead-lettered
+    assert not _same(orjson.dumps({"records": recs}))
+    bad = decode_metric_columns(orjson.dumps({"records": recs}), topic="t", now=NOW, limits=LIMITS)
+    assert len(bad.records) == 49 and len(bad.dead) == 1 and bad.dead[0].index_in_batch == 7
