@@ -50,7 +50,17 @@ def _value_type(spec: t.TopicSpec) -> Any:
         from streams.improvement_events import TypedEvent
 
         return TypedEvent
-    return spec.value
+    return spec.value or _healing_models().get(spec.name)
+
+
+def _healing_models() -> dict[str, Any]:
+    """Topics whose values are models of the healing stage rather than of streams/records.py."""
+    from agents.healing.logic import execution_metrics, healing
+
+    found = {getattr(t, "HEALING", None): getattr(healing, "HealingRecord", None),
+             getattr(t, "HEALING_OBSERVATIONS", None): getattr(healing, "Observation", None),
+             getattr(t, "EXECUTIONS", None): getattr(execution_metrics, "ExecutionMetrics", None)}
+    return {k: v for k, v in found.items() if k and v is not None}
 
 
 def _schema(tp: Any, mode: str, defs: dict[str, Any]) -> dict[str, Any]:
