@@ -26,7 +26,8 @@ def backend(own_backend: Any) -> Any:
     return own_backend
 
 STEP = 60  # seconds between points, like a CloudWatch 1-minute metric
-WARM = 300  # steady points before the shift (the detector's warm-up is 150)
+WARM = 300  # steady points before the shift (well past the detector's warm-up)
+AFTER = 10  # points after a restart: fewer than the detector's warm-up (DetectorParams.warmup, 20)
 
 
 def _series(tenant: str, n: int, end: float, level: float = 100.0, seed: int = 7) -> list[dict[str, Any]]:
@@ -158,16 +159,16 @@ async def test_level_shift_gives_anomaly_insight_within_one_second(backend: Back
 async def test_detector_checkpoint_survives_restart(backend: Backend) -> None:
     """After a restart the detector is the checkpointed one, not a fresh one.
 
-    A fresh detector scores 0 for its first 150 points (warm-up), so a steady series alone cannot tell
+    A fresh detector scores 0 for its first 20 points (warm-up), so a steady series alone cannot tell
     the two apart. What proves the checkpoint was used: (1) the new worker logs "state rebuilt" for
     the detectors store with deltas > 0, (2) steady points after the restart stay below the threshold,
-    and (3) a level shift only 30 points after the restart is flagged — a fresh detector fed the same
-    30 points and the shift scores it 0.0 (still warming up), as checked here in-process.
+    and (3) a level shift only AFTER points after the restart is flagged — a fresh detector fed the same
+    AFTER points and the shift scores it 0.0 (still warming up), as checked here in-process.
     """
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     env = _env(backend, "scoring-restart")
     now = time.time()
-    all_points = _series(tenant, WARM + 30, end=now - STEP, seed=11)
+    all_points = _series(tenant, WARM + AFTER, end=now - STEP, seed=11)
     before, after = all_points[:WARM], all_points[WARM:]
     w1 = start_kaizen(["worker"], env, "scoring-restart-w1")
     try:
@@ -206,7 +207,7 @@ async def test_detector_checkpoint_survives_restart(backend: Backend) -> None:
                             lambda p: any(r["insight_type"] == "anomaly" for _, r in p), keep=_mine(tenant),
                             timeout=20)
         assert any(r["insight_type"] == "anomaly" for _, r in got), \
-            "a level shift 30 points after the restart was not flagged: the detector re-warmed"
+            f"a level shift {AFTER} points after the restart was not flagged: the detector re-warmed"
         log_text = w2.log_path.read_text(errors="replace") if w2.log_path else ""
         assert _rebuilt(log_text, "detectors") > 0, "the restarted worker rebuilt no detector checkpoints"
     finally:
