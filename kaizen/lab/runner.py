@@ -28,7 +28,7 @@ from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
-TERMINAL = {"completed", "rolled_back", "failed", "rejected"}
+TERMINAL = {"completed", "rolled_back", "failed", "rejected", "conflict"}  # conflict: left as someone else set it
 OPERATOR, APPROVER = "lab-operator", "lab-approver"
 SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is shared by every case)
 SUMMARY_EVERY_TICKS = 5  # the INFO summary log line every N seconds; error lines every second
@@ -304,8 +304,9 @@ class Lab:
 
     async def operate(self, lc: LabCase) -> None:
         """The same operator for every case (faults and controls alike): from the onset on, whenever an open
-        opportunity has new evidence since the last cycle, trigger a cycle for the tenant (one improvement)
-        and let it run to its verdict; any improvement awaiting approval is approved (see `observe`)."""
+        opportunity has new evidence since the last cycle and no improvement of the tenant is under way,
+        trigger a cycle for the tenant (one improvement) and let it run to its verdict; any improvement
+        awaiting approval is approved (see `observe`)."""
         c, tm = lc.case, self.timing
         await asyncio.sleep(max(0.0, c.onset - self.elapsed()))
         if c.fault is not None:
@@ -313,8 +314,9 @@ class Lab:
         since = now()
         await asyncio.sleep(max(0.0, c.onset + tm.first_cycle_after - self.elapsed()))
         while self.rel(lc) < c.observe_seconds - tm.cycle_needs:
-            if self.fresh_opportunity(lc, since) is None:
-                await asyncio.sleep(1.0)
+            busy = any(i.status not in TERMINAL for i in lc.improvements.values())
+            if busy or self.fresh_opportunity(lc, since) is None:
+                await asyncio.sleep(1.0)  # one change at a time per tenant (the loop may start its own)
                 continue
             since = now()
             lc.cycles += 1

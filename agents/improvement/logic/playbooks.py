@@ -200,6 +200,14 @@ def _routing_changes(current: dict[str, Value], failing: str) -> list[ParameterC
     return changes
 
 
+def extra_steps(opportunity: ImprovementOpportunity) -> int:
+    """Steps added to every numeric move: the measured deviation (the opportunity's expected gain, capped
+    at 100 %) sets how far one plan goes: under 50 % one step, 50 % or more two, 100 % (the metric at
+    least doubled) three. Every step stays within the parameter's bounds; monitoring judges the result."""
+    gain = opportunity.performance_gain_percentage
+    return (gain >= 50.0) + (gain >= 100.0)
+
+
 def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], component: str | None = None) -> Plan:
     """A deterministic, bounded plan for the opportunity; no network.  Parameters already at their
     bound are left out, and so are parameters the service does not expose when `current` holds any;
@@ -226,7 +234,7 @@ def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], compone
             continue
         spec = PARAMETERS[action.parameter]
         old_value = _numeric(current, spec)
-        new_value = _step(spec, old_value, action.direction, action.steps)
+        new_value = _step(spec, old_value, action.direction, action.steps + extra_steps(opportunity))
         if new_value != old_value:
             # "old" is what the target holds (read from the actuator), None when it holds nothing: the
             # service then runs on its own default, which kaizen does not know; the step starts from
