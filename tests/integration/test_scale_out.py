@@ -96,7 +96,7 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
         await _send(backend.kafka_bootstrap, phase_a)
         ids_a = {r["event_id"] for r in phase_a}
         got = await collect(backend.kafka_bootstrap, [T.CLEAN_TOPICS["metric"]],
-                            lambda p: ids_a <= {r["event_id"] for _, r in p}, keep=mine, timeout=40)
+                            lambda p: ids_a <= {r["event_id"] for _, r in p}, keep=mine, timeout=120)
         assert ids_a <= {r["event_id"] for _, r in got}, "phase A not processed by the first worker"
 
         # The second worker joins while phase B is being produced.
@@ -106,7 +106,7 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
             await asyncio.sleep(0.4)
         ids_ab = ids_a | {r["event_id"] for r in phase_b}
         got = await collect(backend.kafka_bootstrap, [T.CLEAN_TOPICS["metric"]],
-                            lambda p: ids_ab <= {r["event_id"] for _, r in p}, keep=mine, timeout=40)
+                            lambda p: ids_ab <= {r["event_id"] for _, r in p}, keep=mine, timeout=120)
         assert ids_ab <= {r["event_id"] for _, r in got}, "phase B lost while the group rebalanced"
         await asyncio.sleep(1.5)  # changelog deltas and checkpoints of both workers are on the broker
 
@@ -116,7 +116,7 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
         await _send(backend.kafka_bootstrap, phase_c + phase_a)
         ids_all = ids_ab | {r["event_id"] for r in phase_c}
         got = await collect(backend.kafka_bootstrap, [T.CLEAN_TOPICS["metric"]],
-                            lambda p: ids_all <= {r["event_id"] for _, r in p}, keep=mine, timeout=45, settle=3.0)
+                            lambda p: ids_all <= {r["event_id"] for _, r in p}, keep=mine, timeout=120, settle=3.0)
         seen = [r["event_id"] for _, r in got]
         assert ids_all <= set(seen), f"records lost: {len(ids_all - set(seen))}"
         extra_a = sum(1 for e in seen if e in ids_a) - len(ids_a)
@@ -128,7 +128,7 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
                 t == T.OPPORTUNITIES and r.get("occurrences", 0) >= 2 for t, r in pairs)
 
         insights = await collect(backend.kafka_bootstrap, [T.INSIGHTS, T.OPPORTUNITIES], both_episodes,
-                                 keep=mine, timeout=30, settle=2.0)
+                                 keep=mine, timeout=120, settle=2.0)
         by_opp: dict[str, set[str]] = {}
         for topic, rec in insights:
             if topic == T.INSIGHTS and rec.get("affected_component") == "checkout":
@@ -144,7 +144,7 @@ async def test_second_worker_joins_then_first_is_killed(backend: Backend) -> Non
             assert opp["occurrences"] == len(by_opp[oid]), (oid, opp["occurrences"], len(by_opp[oid]))
         assert max(o["occurrences"] for o in opps.values()) >= 2
 
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # generous: the log line may trail on a busy machine
         rebuilt: dict[str, int] = {}
         while time.monotonic() < deadline:
             rebuilt = _rebuilt(w2.log_path.read_text(errors="replace")) if w2.log_path else {}
