@@ -141,7 +141,7 @@ async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None
     finally:
         await producer.stop()
     pairs = await collect(backend.kafka_bootstrap, [t.COMMANDS],
-                          until=lambda ps: sum(1 for _t, r in ps if r.get("tenant_id") == tenant) >= 2, timeout=20)
+                          until=lambda ps: sum(1 for _t, r in ps if r.get("tenant_id") == tenant) >= 2, timeout=60)
     cmds = [parse_command(orjson.dumps(r)) for _t, r in pairs if r.get("tenant_id") == tenant]
     trigger, approve = sorted(cmds, key=lambda c: c.kind != "trigger_cycle")
     assert isinstance(trigger, TriggerCycle) and isinstance(approve, Decision)

@@ -127,6 +127,6 @@ async def test_a_quiet_topic_still_gets_a_newly_watched_component_read_back(back
     await tap.start()
     try:
         _watch(views, tenant, "inventory")  # and no record arrives after this
-        assert await _values(tap, tenant, "inventory", 2, timeout=5.0) == [3.0, 4.0]
+        assert await _values(tap, tenant, "inventory", 2, timeout=20.0) == [3.0, 4.0]
     finally:
         await tap.stop()

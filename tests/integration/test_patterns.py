@@ -80,7 +80,7 @@ async def test_variants_of_one_timeout_make_one_pattern_and_one_recurring_insigh
     await produce(backend.kafka_bootstrap, T.RAW_TOPICS["log"], [envelope(more)], key=tenant.encode())
     pairs = await collect(backend.kafka_bootstrap, [T.INSIGHTS, T.PATTERNS],
                           lambda p: any(t == T.PATTERNS and r["total"] >= 14 for t, r in p), keep=mine,
-                          timeout=30, settle=1.5)
+                          timeout=90, settle=1.5)
     assert any(t == T.PATTERNS and r["total"] == 14 for t, r in pairs), "the 3 extra lines were not counted"
     assert len(_recurring(pairs)) == 1, "a recurring pattern must be reported once per window"
 
@@ -90,7 +90,7 @@ async def test_variants_of_one_timeout_make_one_pattern_and_one_recurring_insigh
     await produce(backend.kafka_bootstrap, T.RAW_TOPICS["log"], [envelope([other])], key=tenant.encode())
     pairs = await collect(backend.kafka_bootstrap, [T.INSIGHTS, T.PATTERNS],
                           lambda p: len({r["pattern_id"] for t, r in p if t == T.PATTERNS}) >= 2, keep=mine,
-                          timeout=30, settle=1.0)
+                          timeout=90, settle=1.0)
     pids = {r["pattern_id"] for t, r in pairs if t == T.PATTERNS}
     assert len(pids) == 2 and pid in pids, f"the different error did not get its own pattern: {pids}"
     new_ones = [r for t, r in pairs if t == T.INSIGHTS and r["evidence"].get("reason") == "new"]
@@ -110,6 +110,6 @@ async def test_info_lines_make_a_pattern_but_no_insight(backend: Backend, worker
     await produce(backend.kafka_bootstrap, T.RAW_TOPICS["log"], [envelope(lines)], key=tenant.encode())
     pairs = await collect(backend.kafka_bootstrap, [T.INSIGHTS, T.PATTERNS],
                           lambda p: any(t == T.PATTERNS and r["total"] >= 15 for t, r in p), keep=mine,
-                          timeout=30, settle=1.5)
+                          timeout=90, settle=1.5)
     assert any(t == T.PATTERNS and r["total"] == 15 for t, r in pairs), "the info lines were not counted"
     assert not [r for t, r in pairs if t == T.INSIGHTS], "info lines raised insights"
