@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import defaultdict
+from time import time as wall_clock
 from typing import Any
 
 import faust
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 
 from agents.healing.agent import healing
 from agents.opportunities.agent import context as opportunity_context
@@ -73,6 +76,7 @@ class ScoringState:
         self.budget_second = 0
         self.budget_used = 0
         self.users_sent: dict[tuple[str, str], float] = {}
+        _STATES.append(self)
 
     async def models(self, partition: int) -> PartitionModels:
         pm = self.partitions.get(partition)
@@ -187,6 +191,40 @@ async def send_users(state: ScoringState, points: list[LeanPoint]) -> None:
         await send_input(OpportunityInput(kind="users", input_id=f"u|{key[0]}|{key[1]}|{p['timestamp']}|{users}",
                                           tenant_id=key[0], component=key[1], users_per_hour=users,
                                           observed_at=float(p["timestamp"])))
+
+
+_STATES: list[ScoringState] = []  # every scoring state of this worker: checkpointed when partitions move
+REVOKE_CHECKPOINT_SECONDS = 10.0  # a rebalance does not wait longer for them (broker away: re-warm instead)
+
+
+async def checkpoint_revoked(revoked: set[Any], now: float) -> int:
+    """Before partitions move to another worker, the detectors that learned since their last checkpoint
+    are checkpointed and on the broker, so the new owner goes on where this one stopped instead of
+    re-warming up to CHECKPOINT_EVERY_POINTS points of each series. Returns how many were written."""
+    written = 0
+    for state in _STATES:
+        for partition in {tp.partition for tp in revoked if tp.topic == state.store.source_topic}:
+            pm = state.partitions.pop(partition, None)
+            if pm is None:
+                continue
+            due = {k: base64.b64encode(m.checkpoint(now)).decode() for k, m in pm.models.items() if m.since_cp > 0}
+            if not due:
+                continue
+            try:
+                futures = await state.store.append(partition, {"set": due})
+                await asyncio.wait_for(asyncio.gather(*futures), REVOKE_CHECKPOINT_SECONDS)
+                written += len(due)
+            except (OversizedDelta, KafkaError, TimeoutError) as exc:
+                log.warning("detectors of a revoked partition not checkpointed; they re-warm on the new owner",
+                            partition=partition, series=len(due), error=str(exc)[:200])
+    if written:
+        log.info("detectors checkpointed on revocation", series=written)
+    return written
+
+
+@A.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _checkpoint_on_revoke(sender: Any, revoked: set[Any], **_: Any) -> None:
+    await checkpoint_revoked(revoked, wall_clock())
 
 
 def _timestamp(p: LeanPoint) -> float:
