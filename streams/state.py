@@ -155,6 +155,15 @@ class ChangelogStore(Generic[S]):
         if too_big:
             raise OversizedDelta(self.name, too_big)
 
+    async def append(self, partition: int, delta: Any) -> list[Any]:
+        """Append a delta to the changelog without applying it in memory (state about to be handed over,
+        e.g. checkpoints written when a partition is revoked); returns the send futures."""
+        messages, too_big = split_delta(delta, self.max_message_bytes)
+        futures = [await self._send(data, partition) for data in messages]
+        if too_big:
+            raise OversizedDelta(self.name, too_big)
+        return futures
+
     async def _send(self, data: bytes, partition: int) -> Any:
         key = b"%d" % partition
         if self.app_producer is not None:
