@@ -183,7 +183,11 @@ async def test_one_worker_and_two_with_partition_moves_give_the_same_opportuniti
         a, b = one[oid]["impact_score"], two[oid]["impact_score"]
         assert one[oid]["affected_users_per_hour"] == two[oid]["affected_users_per_hour"], oid
         diffs[oid] = abs(a - b) / max(abs(a), 1e-9)
-        assert diffs[oid] <= 0.01, (oid, a, b, one[oid]["occurrences"], two[oid]["occurrences"])
+        fields = ("impact_score", "occurrences", "frequency_per_day", "performance_gain_percentage",
+                  "affected_users_per_hour", "confidence_score", "severity", "outcome_adjustment")
+        assert diffs[oid] <= 0.01, {f: (one[oid][f], two[oid][f]) for f in fields} | {
+            "evidence": ([e["insight_id"] for e in one[oid]["telemetry_evidence"]],
+                         [e["insight_id"] for e in two[oid]["telemetry_evidence"]])}
     # The outcomes were learned everywhere: the rolled-back one lowered its family's outcome adjustment.
     rolled = opportunity_id(*COMPONENTS[0], "latency")
     assert one[rolled]["outcome_adjustment"] == two[rolled]["outcome_adjustment"] < 1.0

@@ -103,3 +103,27 @@ def test_users_from_point() -> None:
                             "users") == 7.0
     assert users_from_point({"metric_name": "X", "value": 1.0, "dimensions": {"users": "many"}}, "ActiveUsers",
                             "users") is None
+
+
+def test_fold_gives_the_same_opportunity_whatever_order_insights_arrive_in() -> None:
+    from datetime import timedelta
+    from itertools import permutations
+
+    from agents.opportunities.logic.opportunities import OpportunityContext, fold_insight
+
+    base = insight()
+    ins = [base.model_copy(update={"insight_id": f"i{k}", "timestamp": NOW + timedelta(minutes=m),
+                                   "metrics": {"current": cur, "baseline": 100.0}, "description": f"d{k}"})
+           for k, (m, cur) in enumerate([(5, 300.0), (1, 130.0), (9, 110.0)])]
+    ins.append(base.model_copy(update={"insight_id": "alarm", "timestamp": NOW + timedelta(minutes=3),
+                                       "metrics": {}, "severity": "critical"}))
+    results = set()
+    for order in permutations(ins):
+        opp = None
+        for i in order:
+            opp = fold_insight(opp, i, NOW, OpportunityContext())
+        assert opp is not None
+        results.add((opp.impact_score, opp.performance_gain_percentage, opp.description, opp.severity,
+                     tuple(e.insight_id for e in opp.telemetry_evidence)))
+    assert len(results) == 1, results
+    assert next(iter(results))[1] == 10.0, "the gain of the latest insight by its own time"

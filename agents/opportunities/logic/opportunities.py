@@ -263,9 +263,11 @@ def fold_insight(
     """The opportunity after one more piece of evidence (a new one if existing is None).
 
     Idempotent per insight_id while it is in the bounded evidence list (replays do not double count).
-    Severity is the worst of the retained evidence, confidence the mean of the retained evidence
-    times the learned outcome factor, gain the latest measured deviation; a closed/resolved opportunity
-    that recurs is reopened.
+    Independent of the order insights arrive in (they come from several stages and, with several
+    workers, from several processes): the evidence kept is the latest `evidence_limit` by their own
+    time (ties by id), and "latest" below means latest by that order. Severity is the worst of the
+    retained evidence, confidence the mean of the retained evidence times the learned outcome factor,
+    gain the latest insight's measured deviation; a closed/resolved opportunity that recurs is reopened.
     """
     family = existing.problem_type if existing is not None else problem_family(insight)
     tenant = existing.tenant_id if existing is not None else insight.tenant_id
@@ -273,7 +275,9 @@ def fold_insight(
     if existing is not None and any(e.insight_id == insight.insight_id for e in existing.telemetry_evidence):
         return existing
     kind, change_type, effort, base_risk = CHANGE_KIND.get(family, _DEFAULT_KIND)
-    evidence = ([*existing.telemetry_evidence, insight] if existing else [insight])[-ctx.evidence_limit:]
+    evidence = sorted([*existing.telemetry_evidence, insight] if existing else [insight],
+                      key=_evidence_order)[-ctx.evidence_limit:]
+    latest = evidence[-1]
     tenants = sorted({*(existing.affected_tenants if existing else []), *insight.affected_tenants,
                       *([tenant] if tenant not in SYSTEM_TENANTS else [])})
     system = _system(tenant, tenants) or (existing is not None and existing.scope == "system")
@@ -285,24 +289,29 @@ def fold_insight(
     severity = max((e.severity for e in evidence), key=_SEV.__getitem__)
     changes: dict[str, object] = {**(existing.proposed_changes if existing else {}), "kind": kind}
     previous_penalty = penalty(changes.get("previous_outcomes"))
-    for key in ("category", "failing_target"):
-        if key in insight.evidence:
-            changes[key] = insight.evidence[key]
+    for e in evidence:
+        for key in ("category", "failing_target"):
+            if key in e.evidence:
+                changes[key] = e.evidence[key]
     opp = ImprovementOpportunity(
         opportunity_id=opportunity_id(tenant, component, family),
         title=f"{family.replace('_', ' ')} of {component}" + (" (system-wide)" if system else ""),
-        description=insight.description, severity=severity, confidence_score=round(confidence, 6),
+        description=latest.description, severity=severity, confidence_score=round(confidence, 6),
         effort_estimate=effort, risk_level=_risk(base_risk, system),  # type: ignore[arg-type]
         affected_components=sorted({component, *(existing.affected_components if existing else [])},
                                    key=lambda c: (c != component, c)),
         affected_tenants=tenants, tenant_id=tenant, problem_type=family, change_type=change_type,
         scope="system" if system else "tenant", requires_approval=system, telemetry_evidence=evidence,
-        proposed_changes=changes, performance_gain_percentage=round(gain_from_insight(insight, family), 6),
-        affected_users_per_hour=users_for(insight, tenant, component, ctx),
+        proposed_changes=changes, performance_gain_percentage=round(gain_from_insight(latest, family), 6),
+        affected_users_per_hour=users_for(latest, tenant, component, ctx),
         frequency_per_day=round(_frequency(occurrences, first, last, evidence), 6), occurrences=occurrences,
         first_seen=first, last_seen=last, status="open", outcome_adjustment=round(factor * previous_penalty, 6),
     )
     return rescore(opp)
+
+
+def _evidence_order(e: TelemetryInsight) -> tuple[datetime, str]:
+    return e.timestamp, e.insight_id
 
 
 def decay(opp: ImprovementOpportunity, now: datetime, ctx: OpportunityContext) -> ImprovementOpportunity:
