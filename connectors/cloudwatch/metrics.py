@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 MAX_QUERIES_PER_CALL = 500  # GetMetricData limit
 MAX_DATAPOINTS_PER_CALL = 100_800
 HIGH_RESOLUTION_RETENTION = 3 * 3600
+HISTORY_MAX_PERIODS = 2880
 
 
 _PERCENTILE_RE = re.compile(r"^(p|tm|wm|tc|ts|pr)[\d(]|^iqm$", re.IGNORECASE)
@@ -77,9 +78,11 @@ class MetricsSource:
         self.lag = int(settings.cloudwatch_metrics_lag_seconds)
         self.initial_lookback = int(initial_lookback_seconds or max(self.lag, self.period))
         self.max_periods_per_poll = max_periods_per_poll
-        # CloudWatch keeps sub-minute (high-resolution) datapoints for 3 hours only, and refuses periods under
-        # a minute for older ranges: with such a period, history reaches back 3 hours at most.
+        # At most HISTORY_MAX_PERIODS periods (2 days of 1-minute data): a detector needs a few hundred
+        # points, and each period costs the endpoint work. CloudWatch keeps sub-minute (high-resolution)
+        # datapoints for 3 hours only and refuses periods under a minute for older ranges.
         self.history_seconds = max(0, min(int(settings.cloudwatch_metrics_history_seconds),
+                                          HISTORY_MAX_PERIODS * self.period,
                                           HIGH_RESOLUTION_RETENTION if self.period < 60 else 1 << 40))
         self.history_calls = max(1, int(settings.cloudwatch_metrics_history_calls_per_poll))
         self.history_pending = 0
