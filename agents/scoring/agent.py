@@ -1,20 +1,17 @@
-"""Anomaly scoring agent: one online detector and trend tracker per series, checkpointed, → insights."""
+"""Anomaly scoring: one online detector and trend tracker per series, checkpointed, → insights (run by fused.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections import defaultdict
 from time import time as wall_clock
 from typing import Any
 
-import faust
 import orjson
 import structlog
 from aiokafka.errors import KafkaError
 
-from agents.healing.agent import healing
 from agents.opportunities.agent import context as opportunity_context
 from agents.opportunities.agent import send_input
 from agents.opportunities.logic.inputs import users_from_point
@@ -30,7 +27,7 @@ from streams.contract import DEADLETTER_ORIGINAL_CHARS
 from streams.metric_codec import LeanPoint, to_model, trusted_lean
 from streams.metrics import INSIGHTS_GENERATED, SCORING_POINTS
 from streams.records import DeadLetter, OpportunityInput, TelemetryInsight
-from streams.state import ChangelogStore, OversizedDelta, start_agent_store
+from streams.state import ChangelogStore, OversizedDelta
 
 log = structlog.get_logger(__name__)
 
@@ -267,7 +264,7 @@ def clean_points(value: bytes | None) -> tuple[list[LeanPoint], list[DeadLetter]
 
 
 
-_state: dict[str, ScoringState] = {}
+
 _choice: dict[str, DetectorChoice] = {}
 
 
@@ -278,32 +275,4 @@ def detector_choice() -> DetectorChoice:
         c = _choice["c"] = parse_detectors(A.settings.kaizen_detectors)
     return c
 
-
-@A.app.agent(A.clean_topics["metric"], name="anomaly-scoring")
-async def scoring(stream: faust.StreamT[bytes]) -> None:
-    state = _state.get("s")
-    if state is None:
-        store: ChangelogStore[dict[str, Any]] = await start_agent_store(
-            "detectors", A.clean_topics["metric"].get_topic_name())
-        state = _state["s"] = ScoringState(store)
-    async for event in stream.events():
-        points, dead = clean_points(event.value)
-        for dl in dead:
-            dl.partition, dl.offset = event.message.partition, event.message.offset
-            log.warning("clean metric record is no metric point; dead-lettered", reason=dl.reason,
-                        partition=dl.partition, offset=dl.offset)
-            await A.deadletter_topic.send(key=b"telemetry.metrics", value=dl.to_bytes())
-        try:
-            insights = await score_batch(state, event.message.partition, points, time.time())
-        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # no input may stop the agent
-            log.error("message not scorable; dead-lettered", error=f"{type(exc).__name__}: {exc}"[:300],
-                      partition=event.message.partition, offset=event.message.offset)
-            dl = dead_letter(f"not scorable: {type(exc).__name__}: {exc}"[:500],
-                             (event.value or b"").decode("utf-8", errors="backslashreplace"),
-                             source_topic=A.clean_topics["metric"].get_topic_name(),
-                             partition=event.message.partition, offset=event.message.offset)
-            await A.deadletter_topic.send(key=b"telemetry.metrics", value=dl.to_bytes())
-            continue
-        await emit_insights(insights)
-        await send_users(state, points)
-        await healing().observe(points)
+# The agents that run these (one hop from the raw topic) are in agents/scoring/fused.py.
