@@ -283,7 +283,7 @@ def produce_cmd(
 def cloudwatch_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
 ) -> None:
-    """Export kaizen's CloudWatch dashboard and alarm definitions (the seeds') as JSON."""
+    """Export kaizen's CloudWatch dashboard and alarm definitions (docs/observability.md) as JSON."""
     import orjson
 
     from kaizen.cloudwatch_export import export_definitions

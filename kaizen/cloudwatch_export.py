@@ -1,4 +1,4 @@
-"""The seeds' CloudWatch dashboard and alarm definitions for kaizen's own metrics, as CloudWatch JSON."""
+"""The CloudWatch dashboard and alarm definitions of kaizen's own metrics, as CloudWatch JSON."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ def _widget(title: str, metrics: list[list[str]], stat: str, period: int, y: int
 
 
 def export_definitions(settings: Settings) -> dict[str, Any]:
-    """Dashboard body (PutDashboard) and alarms (PutMetricAlarm kwargs) from the design seed and the
-    improvement-cycle manual: success rate, cycle duration, impact trend, generation latency,
+    """Dashboard body (PutDashboard) and alarms (PutMetricAlarm kwargs) (docs/observability.md): success rate, cycle duration, impact trend, generation latency,
     telemetry throughput, circuit breaker state, evolution level; alarms for failure rate,
     rollback rate, long cycles, breaker open > 5 min, generation > 60 s."""
     region = settings.aws_region

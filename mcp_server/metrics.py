@@ -1,4 +1,4 @@
-"""Prometheus metrics of the MCP server: tool calls, and the seed's self-building metrics from the read model."""
+"""Prometheus metrics of the MCP server: tool calls, and the self-building metrics from the read model."""
 
 from __future__ import annotations
 

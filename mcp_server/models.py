@@ -63,7 +63,7 @@ class BrokerHealth(BaseModel):
 
 
 class SelfBuildingMetrics(BaseModel):
-    """The design seed's self-building metrics, computed from the state topics."""
+    """The self-building metrics, computed from the state topics."""
 
     improvement_cycles_started: int = 0
     improvement_cycles_completed: int = 0

@@ -45,7 +45,7 @@ class Publisher:
         return rec
 
     async def register(self, base_url: str, status: str = "active") -> dict[str, Any]:
-        """The design seed's agent-registry record, published (compacted, keyed by agent_id) to REGISTRY."""
+        """The agent-registry record, published (compacted, keyed by agent_id) to REGISTRY."""
         info = {
             "agent_id": AGENT_ID, "name": "Self-Building Agent", "type": "system",
             "mcp_endpoint": f"{base_url}/mcp", "health_endpoint": f"{base_url}/health",

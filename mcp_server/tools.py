@@ -1,4 +1,4 @@
-"""The FastMCP server: the design seed's tools, the approval tools and state resources, audited per call."""
+"""The FastMCP server: kaizen's tools, the approval tools and state resources, audited per call."""
 
 from __future__ import annotations
 

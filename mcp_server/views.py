@@ -36,7 +36,7 @@ StateTopics: tuple[str, ...] = (
 
 
 def opportunity_rank_key(o: ImprovementOpportunity) -> tuple[Any, ...]:
-    """Seed prioritisation: critical severity first, impact score desc, lower risk, higher confidence."""
+    """Prioritisation (docs/formulas.md): critical severity first, impact score desc, lower risk, higher confidence."""
     return (0 if o.severity == "critical" else 1, -o.impact_score, RISK_RANK.get(o.risk_level, 1),
             -o.confidence_score, o.opportunity_id)
 

@@ -51,7 +51,7 @@ app = faust.App(
     topic_partitions=settings.kafka_topic_partitions,
     topic_replication_factor=settings.kafka_replication_factor,
     topic_allow_declare=True,
-    # Tansu: each JoinGroup round takes half the session timeout; keep it short (DESIGN.md).
+    # Tansu: each JoinGroup round takes half the session timeout; keep it short (docs/embedded-broker.md).
     broker_session_timeout=settings.kaizen_broker_session_timeout,
     broker_heartbeat_interval=max(0.5, settings.kaizen_broker_session_timeout / 6),
     broker_rebalance_timeout=max(10.0, settings.kaizen_broker_session_timeout * 2),

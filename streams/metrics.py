@@ -1,4 +1,4 @@
-"""kaizen's own Prometheus metrics (the seeds' self-building metrics), shared by every process."""
+"""kaizen's own Prometheus metrics (the self-building metrics), shared by every process."""
 
 from __future__ import annotations
 

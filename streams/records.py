@@ -1,4 +1,4 @@
-"""Every record kaizen reads or writes: the seeds' data models, validated at the boundary."""
+"""Every record kaizen reads or writes: the data models of docs/topics.md, validated at the boundary."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Record(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
-# Telemetry (design seed "Telemetry Data Model") — what producers write to telemetry.*.raw
+# Telemetry data model (docs/topics.md) — what producers write to telemetry.*.raw
 # --------------------------------------------------------------------------------------------
 
 
@@ -189,7 +189,7 @@ class DeadLetter(Record):
 
 
 # --------------------------------------------------------------------------------------------
-# Analysis (design seed "Enhanced LearningEngine")
+# Analysis: insights and opportunities (docs/formulas.md)
 # --------------------------------------------------------------------------------------------
 
 
@@ -269,7 +269,7 @@ class ImprovementEvent(Record):
 
 
 class ImprovementExecution(Record):
-    """The design seed's improvement-tracking model, folded from improvements.events."""
+    """The improvement-tracking model (docs/improvement-cycle.md), folded from improvements.events."""
 
     improvement_id: str
     opportunity: ImprovementOpportunity | None = None

@@ -2,7 +2,7 @@
 
 Why not Faust tables: on Tansu, ListOffsets(LATEST) reports the base offset of the last batch
 + 1, so Faust's recovery (read up to the high-water mark) silently restores fewer updates than
-the changelog holds (DESIGN.md). kaizen's stores instead read their changelog partition until
+the changelog holds (docs/embedded-broker.md). kaizen's stores instead read their changelog partition until
 two polls in a row come back empty, which is correct on Tansu and on a real Kafka alike.
 
 A store holds one state object per source partition. Every change is recorded as a delta that is

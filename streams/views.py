@@ -3,7 +3,7 @@
 Cycles need the global ranking of opportunities and the set of active improvements, whichever
 worker owns them; monitoring needs a component's recent metrics whichever worker scores them
 (agents/improvement/metrics_tap.py). Each worker therefore tails these topics itself (no consumer group), as
-DESIGN.md recommends instead of Faust's GlobalTable (faust-streaming #283).
+docs/embedded-broker.md recommends instead of Faust's GlobalTable (faust-streaming #283).
 """
 
 from __future__ import annotations

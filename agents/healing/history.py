@@ -46,7 +46,7 @@ def append_jsonl(lines: Iterable[bytes], path: Path) -> bool:
 
 
 def log_execution_metrics(metrics: ExecutionMetrics, path: Path) -> bool:
-    """Roadmap seed 1b.2: one JSON line per execution, appended and flushed at once; never raises."""
+    """One JSON line per execution, appended and flushed at once; never raises."""
     return append_jsonl([orjson.dumps(metrics.model_dump(mode="json"))], path)
 
 

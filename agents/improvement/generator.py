@@ -170,7 +170,7 @@ class CodeGenerator:
     async def generate_component(self, component_type: str, requirements: Mapping[str, Any],
                                  context: Mapping[str, Any] | None = None,
                                  tenant_id: str | None = None) -> GenerationResult:
-        """The design seed's generate_component, through the same path (templates when offline)."""
+        """generate_component, through the same path (templates when offline)."""
         prompt = build_component_prompt(component_type, requirements, context)
         return await self._files(prompt, tenant_id)
 

@@ -3,7 +3,7 @@
 Each record's value is JSON `{"value", "previous", "improvement_id", "action", "fingerprint"}`;
 `value` null means "absent" (an explicit record, not a tombstone, so readers see the rollback).
 Reads rebuild the view by reading the topic until `empty_polls` polls in a row come back empty —
-never up to the reported end offset, which Tansu gets wrong (DESIGN.md)."""
+never up to the reported end offset, which Tansu gets wrong (docs/embedded-broker.md)."""
 
 from __future__ import annotations
 

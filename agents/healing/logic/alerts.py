@@ -1,4 +1,4 @@
-"""The roadmap seed's alert table as rules over execution metrics, quota and vendor status (pure)."""
+"""The alert table (docs/healing.md) as rules over execution metrics, quota and vendor status (pure)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Alert(BaseModel):
 
 @dataclass(frozen=True)
 class AlertRules:
-    """Thresholds of the seed table (all configurable)."""
+    """Thresholds of the alert table (all configurable)."""
 
     min_success_rate: float = 0.95
     success_window: int = 20  # executions; the rate is judged once the window is full
@@ -51,7 +51,7 @@ class AlertRules:
     cooldown_seconds: float = 3600.0  # one alert per (kind, tenant, skill) per hour
 
 
-# kind -> (severity, channel, action), the seed's "Severity" and "Action" columns
+# kind -> (severity, channel, action), the table's "Severity" and "Action" columns
 _TABLE: dict[str, tuple[AlertSeverity, Channel, str]] = {
     "success_rate": ("critical", "realtime", "notify_investigate"),
     "consecutive_failures": ("critical", "realtime", "notify_investigate"),

@@ -1,4 +1,4 @@
-"""The roadmap seed's ExecutionMetrics: cost, free-tier quota, baselines, z-score anomaly, telemetry (pure)."""
+"""ExecutionMetrics (docs/healing.md): cost, free-tier quota, baselines, z-score anomaly, telemetry (pure)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ WarningLevel = Literal["GREEN", "YELLOW", "RED"]
 ANOMALY_THRESHOLD = 3.0
 NAMESPACE = "kaizen/ExecutionMetrics"
 
-# USD per 1000 tokens (input, output) and tier. The roadmap seed lists gpt-4 per token (0.00003/0.00006)
+# USD per 1000 tokens (input, output) and tier. Published list prices give gpt-4 per token (0.00003/0.00006)
 # and gpt-3.5-turbo per 1K (0.0005/0.0015); both are normalised here to the vendors' per-1K prices.
 PRICING_PER_1K: dict[str, tuple[float, float, CostTier]] = {
     "gpt-4": (0.03, 0.06, "Premium"),
@@ -53,7 +53,7 @@ PRICING_PER_1K: dict[str, tuple[float, float, CostTier]] = {
 
 
 class ExecutionMetrics(BaseModel):
-    """Metrics captured for every skill execution (roadmap seed 1b.1), plus kaizen's routing fields."""
+    """Metrics captured for every skill execution (docs/healing.md), plus kaizen's routing fields."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -163,7 +163,7 @@ def track_free_tier_quota(
 
 
 class Baseline(BaseModel):
-    """Per-skill baseline (roadmap seed 1b.6) with the spreads the anomaly z-scores need."""
+    """Per-skill baseline (docs/healing.md) with the spreads the anomaly z-scores need."""
 
     skill: str
     period_start: datetime
@@ -271,7 +271,7 @@ def latency_z(latency_ms: float, baseline: Baseline) -> tuple[float, float]:
 
 
 def detect_anomaly(execution: ExecutionMetrics, baseline: Baseline) -> AnomalyScore:
-    """max(|success z|, latency percentile z, |cost z|, |quota-rate z|); anomaly when > 3.0 (seed 2a.1)."""
+    """max(|success z|, latency percentile z, |cost z|, |quota-rate z|); anomaly when > 3.0 (docs/healing.md)."""
     success_z = _z(1.0 if execution.execution_succeeded else 0.0, baseline.success_rate,
                    baseline.success_std_dev, _MIN_SUCCESS_STD)
     lat_pct, lat_z = latency_z(float(execution.total_latency_ms), baseline)

@@ -39,7 +39,7 @@ Comparison = Literal["ge", "gt"]
 
 
 class TriggerSpec(BaseModel):
-    """One trigger of the seed table: the observation field it watches and its threshold."""
+    """One trigger of the default table (docs/healing.md): the observation field it watches and its threshold."""
 
     name: str
     type: TriggerType
@@ -52,7 +52,7 @@ class TriggerSpec(BaseModel):
 
 
 class ActionSpec(BaseModel):
-    """One corrective action of the seed table and the triggers it answers."""
+    """One corrective action of the default table (docs/healing.md) and the triggers it answers."""
 
     name: str
     type: str
@@ -63,8 +63,8 @@ class ActionSpec(BaseModel):
     enabled: bool = True
 
 
-# Seed table "Default Triggers". "300% increase" is read as current ≥ 3.0 × baseline tokens, like
-# duration_increase's "≥150% baseline" is current ≥ 1.5 × baseline duration (the seed's ">50%" increase).
+# Default triggers (docs/healing.md). "300% increase" is read as current ≥ 3.0 × baseline tokens, like
+# duration_increase's "≥150% baseline" is current ≥ 1.5 × baseline duration (a ">50%" increase).
 DEFAULT_TRIGGERS: tuple[TriggerSpec, ...] = (
     TriggerSpec(name="slow_tasks", type="bottleneck", field="duration_s", threshold=60.0,
                 target_agent="ChiefArchitectAgent", description="task duration ≥ 60 s"),
@@ -82,7 +82,7 @@ DEFAULT_TRIGGERS: tuple[TriggerSpec, ...] = (
                 target_agent="AuditorAgent", description="duration ≥ 150 % of baseline"),
 )
 
-# Seed table "Default Actions"; comprehensive_system_analysis answers several triggers at once.
+# Default actions (docs/healing.md); comprehensive_system_analysis answers several triggers at once.
 DEFAULT_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(name="analyze_slow_tasks", type="agent_handoff", priority="high",
                target_agent="ChiefArchitectAgent", triggers=["slow_tasks"], change_hint={"kind": "timeout"}),

@@ -15,7 +15,7 @@ NEW_SKILL_CHANGE_TYPES = frozenset({"code", "new_skill", "component"})
 
 @dataclass(frozen=True)
 class AutonomyGuardrails:
-    """The roadmap seed's bounds on autonomous changes, as written there."""
+    """The bounds on autonomous changes (docs/formulas.md)."""
 
     max_success_rate_reduction: float = 0.02  # don't reduce reliability > 2 %
     min_reliability_threshold: float = 0.95  # never go below 95 % success
@@ -101,6 +101,6 @@ def decide(
 
 
 def should_revert(consecutive_failures: int, guardrails: AutonomyGuardrails | None = None) -> bool:
-    """Roadmap 2c.3: revert automatically after this many consecutive failures."""
+    """docs/formulas.md: revert automatically after this many consecutive failures."""
     g = guardrails or AutonomyGuardrails()
     return consecutive_failures >= g.max_consecutive_failures_before_revert

@@ -81,7 +81,7 @@ def build_component_prompt(
     insights: Sequence[TelemetryInsight] = (),
     architecture: str = DEFAULT_ARCHITECTURE,
 ) -> str:
-    """The design seed's component-generation prompt (architecture, patterns, requirements, insights)."""
+    """The component-generation prompt (architecture, patterns, requirements, insights)."""
     ctx = dict(context or {})
     patterns = ctx.pop("existing_code", "") or "(no examples provided)"
     opts = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS

@@ -1,4 +1,4 @@
-"""Monitoring verdicts: baselines, the seed's degradation formula, keep/rollback decisions, reports."""
+"""Monitoring verdicts: baselines, the degradation formula (docs/formulas.md), keep/rollback decisions, reports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from streams.units import canonical, fraction
 
 Decision = Literal["keep", "rollback", "inconclusive", "continue"]
 
-# Metric names (CloudWatch and the seeds) mapped to the three signals the verdict watches.
+# Metric names (CloudWatch's and kaizen's) mapped to the three signals the verdict watches.
 LATENCY_METRICS = frozenset({"ResponseLatency", "Latency", "latency", "latency_ms", "Duration", "ResponseTime"})
 ERROR_RATE_METRICS = frozenset({"ErrorRate", "error_rate", "ErrorRatio"})
 THROUGHPUT_METRICS = frozenset({"RequestCount", "Invocations", "Throughput", "throughput", "Requests"})
@@ -89,7 +89,7 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def summarize(window: MetricWindow) -> dict[str, float]:
-    """The seed's baseline metrics (§5.1): latency p50/p95/p99, error rate and throughput."""
+    """The baseline metrics (docs/formulas.md): latency p50/p95/p99, error rate and throughput."""
     out: dict[str, float] = {"samples": float(window.size())}
     if window.latency:
         out.update(latency_p50=percentile(window.latency, 50), latency_p95=percentile(window.latency, 95),

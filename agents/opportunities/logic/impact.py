@@ -1,4 +1,4 @@
-"""The improvement-cycle seed's impact score, priority levels and prioritisation order (pure)."""
+"""The impact score, priority levels and prioritisation order (pure)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ __all__ = [
 
 Priority = Literal["critical", "high", "medium", "low"]
 
-# Seed "Prioritization Algorithm": severity multiplier, confidence adjustment, risk penalty.
+# docs/formulas.md, impact score: severity multiplier, confidence adjustment, risk penalty.
 SEVERITY_MULTIPLIERS: dict[str, float] = {"critical": 2.0, "high": 1.5, "medium": 1.0, "low": 0.5}
 RISK_PENALTIES: dict[str, float] = {"high": 0.5, "medium": 0.8, "low": 1.0}
 CONFIDENCE_THRESHOLD = 0.7
 LOW_CONFIDENCE_FACTOR = 0.5
-# Seed "Priority Levels": critical > 5000, high > 1000, medium > 100, else low.
+# docs/formulas.md, priority levels: critical > 5000, high > 1000, medium > 100, else low.
 PRIORITY_THRESHOLDS: tuple[tuple[float, Priority], ...] = ((5000.0, "critical"), (1000.0, "high"), (100.0, "medium"))
 
 _SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -81,7 +81,7 @@ _T = TypeVar("_T", bound=Rankable)
 
 
 def sort_key(opp: Rankable) -> tuple[int, float, int, float]:
-    """The seed's prioritisation rules as an ascending sort key.
+    """The prioritisation rules (docs/formulas.md) as an ascending sort key.
 
     1. critical severity first; 2. impact score descending; 3. low risk preferred;
     4. high confidence preferred. (Rule 5 — system-wide needs approval — is the
@@ -97,7 +97,7 @@ def sort_key(opp: Rankable) -> tuple[int, float, int, float]:
 
 
 def prioritize(opps: list[_T]) -> list[_T]:
-    """A new list in the seed's priority order (stable for equal keys)."""
+    """A new list in priority order (docs/formulas.md) (stable for equal keys)."""
     return sorted(opps, key=sort_key)
 
 

@@ -363,7 +363,7 @@ def record_outcome(
     return {**outcomes, key: new}
 
 
-# --- Caching and efficiency rules (improvement-cycle seed 2.3) ---------------------------------------
+# --- Caching and efficiency rules (docs/formulas.md) ---------------------------------------
 
 
 def _efficiency(problem: str, component: str, tenant_id: str, now: datetime, metrics: dict[str, float],

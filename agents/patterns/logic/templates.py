@@ -280,7 +280,7 @@ _CATEGORY_RULES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = (
 
 
 def categorize(message: str, template: str | None = None) -> str:
-    """The seeds' error category: timeout, database_connection, api_error, exception or other."""
+    """The error category: timeout, database_connection, api_error, exception or other."""
     text = message if template is None else f"{message} {template}"
     for name, patterns in _CATEGORY_RULES:
         if all(rx.search(text) for rx in patterns):

@@ -132,7 +132,7 @@ _RULE_PROBLEM = {"latency_increase": "latency", "error_rate_increase": "error_ra
 
 
 def trend_insight(p: MetricDataPoint, f: TrendFinding, model: SeriesModel, now: float) -> TelemetryInsight:
-    """A performance-degradation finding of the seeds' trend rules."""
+    """A performance-degradation finding of the trend rules (docs/formulas.md)."""
     kind = classify_metric(p.metric_name)
     problem = _RULE_PROBLEM.get(f.rule, kind if kind != "other" else "performance")
     return TelemetryInsight(

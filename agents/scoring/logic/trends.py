@@ -1,4 +1,4 @@
-"""The seeds' trend rules (baseline vs. recent window) as pure functions plus a small per-series tracker."""
+"""The trend rules (docs/formulas.md) (baseline vs. recent window) as pure functions plus a small per-series tracker."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ MetricKind = Literal["latency", "error_rate", "utilization", "throughput", "othe
 #   ratio:   values are fractions in [0, 1]                         -> increase of > 0.05 (5 points)
 #   count:   values are counts (Errors, 5XXError)                   -> relative increase of > 5 %
 # Percentage points for rates because a relative 5 % of a 0.1 % error rate (0.100 -> 0.105) is noise,
-# while a jump from 1 % to 6 % of failed requests is exactly the spike the seed means.
+# while a jump from 1 % to 6 % of failed requests is exactly the spike the rule means.
 ErrorUnit = Literal["percent", "ratio", "count"]
 
 # Order matters: the first matching group wins, errors first (so "5XXErrorCount" is an error metric).
@@ -56,11 +56,11 @@ class TrendParams:
     baseline_size: int = 60        # points in the baseline window (configurable per deployment)
     current_size: int = 10         # points in the recent window compared against the baseline
     min_baseline: int = 30         # rules stay silent until the baseline holds this many points
-    std_k: float = 2.0             # seeds: current > baseline + 2 * std -> degradation
-    latency_increase: float = 0.20     # seeds: latency increase > +20 %
-    error_increase: float = 5.0        # seeds: error rate spike > 5 % (see ErrorUnit for the unit)
-    utilization_max: float = 80.0      # seeds: resource utilisation > 80 %
-    throughput_drop: float = 0.30      # seeds: throughput drop > 30 % against baseline
+    std_k: float = 2.0             # docs/formulas.md: current > baseline + 2 * std -> degradation
+    latency_increase: float = 0.20     # docs/formulas.md: latency increase > +20 %
+    error_increase: float = 5.0        # docs/formulas.md: error rate spike > 5 % (see ErrorUnit for the unit)
+    utilization_max: float = 80.0      # docs/formulas.md: resource utilisation > 80 %
+    throughput_drop: float = 0.30      # docs/formulas.md: throughput drop > 30 % against baseline
     # One insight per incident: a rule must hold for `persist` consecutive points before it is reported
     # (a minimum duration: ordinary variation of real series crosses the thresholds for a point or two),
     # then the incident is reported once and re-arms only after no rule held for `clear` points.
@@ -109,7 +109,7 @@ def _severity(ratio: float) -> str:
 
 def is_degraded(baseline: Sequence[float], current: Sequence[float], std_k: float = 2.0,
                 higher_is_worse: bool = True) -> bool:
-    """Seeds' degradation formula: mean(current) > mean(baseline) + k * std(baseline) (mirrored if lower is worse)."""
+    """Degradation rule (docs/formulas.md): mean(current) > mean(baseline) + k * std(baseline) (mirrored if lower is worse)."""
     if not baseline or not current:
         return False
     bm, bs = window_stats(baseline)
@@ -119,7 +119,7 @@ def is_degraded(baseline: Sequence[float], current: Sequence[float], std_k: floa
 
 def evaluate_trend(baseline: Sequence[float], current: Sequence[float], kind: MetricKind,
                    params: TrendParams | None = None, error_unit: ErrorUnit = "percent") -> list[TrendFinding]:
-    """All seeds' rules that hold for this baseline / current pair (pure; no state, no time)."""
+    """All trend rules that hold for this baseline / current pair (pure; no state, no time)."""
     if len(baseline) < 1 or len(current) < 1:
         return []
     bm, bs = window_stats(baseline)
