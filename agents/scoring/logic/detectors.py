@@ -7,7 +7,7 @@ import hashlib
 import math
 import struct
 from array import array
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any
@@ -66,7 +66,7 @@ def _fingerprint(p: DetectorParams) -> bytes:
     return hashlib.blake2b(repr(astuple(p)).encode(), digest_size=8).digest()
 
 
-def point_of(x: Mapping[Hashable, Any], n: int) -> tuple[float, float]:
+def point_of(x: Mapping[Any, Any], n: int) -> tuple[float, float]:
     """(timestamp, value) of a River feature dict: `value` (or its only numeric feature) and `timestamp`
     (epoch seconds or datetime; without one, point n is taken as n minutes after the first)."""
     v = x.get("value")
@@ -119,10 +119,10 @@ class KaizenDetector(river_base.AnomalyDetector):
         return self._n
 
     # --- River API -------------------------------------------------------------------------------
-    def learn_one(self, x: dict[Hashable, Any]) -> None:
+    def learn_one(self, x: Mapping[Any, Any]) -> None:
         self.score_learn(*point_of(x, self._n))
 
-    def score_one(self, x: dict[Hashable, Any]) -> float:
+    def score_one(self, x: Mapping[Any, Any]) -> float:
         """The score `x` would get, learning nothing."""
         ts, v = point_of(x, self._n)
         if not -_HUGE < v < _HUGE or self._n < self.params.warmup:
