@@ -230,6 +230,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         scale_out = {"workers": 2, **two,
                      "points_per_s_per_worker": round(two.get("points_per_s", 0) / 2),
                      "speed_up_vs_one_worker": ratio(two.get("points_per_s", 0), pps)}
+    # Producers keying by tenant (envelopes of any series on any partition): most points pay one forward.
+    small = 100_000
+    with embedded_stack() as stack3:
+        asyncio.run(_create_topics(stack3))
+        tenant_keyed = _kaizen_worker(stack3, keyed_envelopes(metric_points(small, 1_000), PER_MESSAGE, keyed=False),
+                                      small, timeout)
     stages = metric_path_stages.run(quick)
     in_stages = stages["total_cpu_us_per_point"]
     worker_us = kaizen.get("worker_cpu_us_per_point")
@@ -245,6 +251,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio_to_bare_consumer": ratio(pps, bare["points_per_s"]),
         "ratio_to_faust_passthrough": ratio(pps, passthrough.get("points_per_s", 0)),
         "scale_out_two_workers": scale_out,
+        "kaizen_worker_tenant_keyed_100k": tenant_keyed,
         # where a point's CPU goes: the metric path's steps in process (benchmarks/metric_path_stages.py),
         # and the rest of the worker's CPU per point (Faust, aiokafka, sends, changelogs)
         "cpu_us_per_point_by_stage": {**stages["cpu_us_per_point"],
