@@ -134,7 +134,13 @@ class Lab:
                 rep = lc.reporters[s.name]
                 await rep.setup()
                 for a in s.alarms[:1]:  # the reporter evaluates one alarm per service
-                    await rep.put_alarm(a.name, a.metric, a.threshold, a.periods)
+                    # the alarm also names the service: an alarm's component comes from its dimensions
+                    tenant_only = rep.dimensions
+                    rep.dimensions = [*tenant_only, {"Name": "service", "Value": s.name}]
+                    try:
+                        await rep.put_alarm(a.name, a.metric, a.threshold, a.periods)
+                    finally:
+                        rep.dimensions = tenant_only
 
     async def workload(self) -> None:
         """Every second: every case's services, reported in as few calls as the APIs allow (one
@@ -293,6 +299,9 @@ class Lab:
         await self.producer.send_and_wait(t.COMMANDS, key=key.encode(), value=cmd.to_bytes())
 
     async def _approve(self, lc: LabCase, iid: str) -> None:
+        # Like a person reading the dashboard first: approve after BASELINE_WINDOW_SECONDS, so the baseline
+        # (that long before the deploy) is the service as it is now, not a mix with the minutes before.
+        await asyncio.sleep(self.settings.baseline_window_seconds)
         await self._send(Decision(command_id=f"lab-{uuid.uuid4().hex[:12]}", kind="approve", timestamp=utcnow(),
                                   actor=APPROVER, roles=["approver"], tenant_id=lc.case.tenant_id,
                                   improvement_id=iid, reason="lab: every change is approved; monitoring judges it"))
