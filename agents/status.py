@@ -41,6 +41,7 @@ def worker_detail() -> dict[str, Any]:
         "deadletters": dict(dedup.STATS["deadletters"]),
         "points_scored": scoring.STATS.get("points", 0),
         "series_cap_points": scoring.STATS.get("series_cap_points", 0),
+        "series_admitted": sum(len(pm.admission.admitted) for st in scoring._STATES for pm in st.partitions.values()),
         "checkpoints_too_large": scoring.STATS.get("checkpoints_too_large", 0),
         "broker_resets": list(_epoch["e"].resets) if "e" in _epoch else [],
         "insights_generated": scoring.STATS.get("insights", 0) + patterns.STATS.get("insights", 0)
