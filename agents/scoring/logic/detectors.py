@@ -137,13 +137,50 @@ class KaizenDetector(river_base.AnomalyDetector):
             # NaN/inf is a gap, not evidence; absurd magnitudes would overflow the squared statistics
             # and poison the state forever. Either way the point is skipped and the state left untouched.
             return 0.0
-        warm = self._n < self.params.warmup
-        s = self._signals(timestamp, x, True)
-        if warm:
+        # The hot path: _signals(learn=True) written out, as it runs once per point of every series (the
+        # pure score_one path shares _signals; tests/unit/test_detectors.py checks the two agree).
+        p = self.params
+        n = self._n
+        if x < self._vmin:
+            self._vmin = x
+        if x > self._vmax:
+            self._vmax = x
+        if self._width == 0.0 and n + 1 >= p.grid_at:
+            w = (self._vmax - self._vmin) / p.bins
+            self._width = w if w > 0.0 else max(abs(x) * 1e-3, 1e-9)
+            self._origin = self._vmin
+        s_lev = 0.0
+        if self._width > 0.0:
+            s_lev = self._lev.update(self._levels.novelty(math.floor((x - self._origin) / self._width), p.adjacent))
+        s_val = self._val.update(x)
+        s_sea = 0.0
+        prof, visits = self._prof, self._visits
+        slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % len(prof)
+        k = visits[slot]
+        if k >= p.season_min:
+            s_sea = self._sea.update(x - prof[slot])
+        if k == 0:
+            prof[slot] = x
+        else:
+            prof[slot] += p.season_alpha * (x - prof[slot])
+        if k < 65535:
+            visits[slot] = k + 1
+        self._n = n + 1
+        if n < p.warmup:
             self.surprise = 1.0    # no opinion yet: the trend rules alone decide (trends.py)
             return 0.0
-        self.surprise = s
-        return self._cal.step(s)
+        score = p.level_weight * s_lev
+        s_val *= p.val_weight
+        if s_val > score:
+            score = s_val
+        s_sea *= p.season_weight
+        if s_sea > score:
+            score = s_sea
+        if score > 1.0:
+            score = 1.0
+        self.surprise = score
+        prior = self._cal.recent.push(score)   # ScoreCalibrator.step, inlined
+        return score if score > prior else 0.0
 
     def score_many(self, points: Sequence[tuple[float, float]]) -> list[float]:
         """Batch path: same results as calling score_learn in a loop (the state is sequential)."""
