@@ -1,0 +1,114 @@
+"""The one-hop metric path through the real broker: owners, forwards once, dedup on the owner, clean-topic guard."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.scoring.logic.hops import HOP_HEADER, SCORED
+from streams import topics as T
+from streams.ownership import owner_partition
+from streams.records import metric_series_key
+from tests.conftest import Backend
+from tests.kafka_utils import envelope, start_kaizen
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def backend(own_backend: Any) -> Any:
+    """A broker of the module's own: its worker's new consumer group reads the topics from the beginning."""
+    return own_backend
+
+
+@pytest.fixture(scope="module")
+def worker(backend: Backend) -> Iterator[None]:
+    env = {**backend.env(), "KAIZEN_APP_ID": f"kz-path-{uuid.uuid4().hex[:6]}",
+           "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS)}
+    proc = start_kaizen(["worker"], env, "metric-path-worker")
+    try:
+        yield
+    finally:
+        proc.stop()
+
+
+def _points(tenant: str, series: int, per_series: int) -> list[dict[str, Any]]:
+    return [{"metric_name": "Latency", "value": 100.0 + i % 7, "unit": "Milliseconds",
+             "timestamp": 1_700_000_000 + 60 * (i // series), "tenant_id": tenant, "namespace": "Test/Path",
+             "dimensions": {"service": f"s{i % series}"}} for i in range(series * per_series)]
+
+
+def _series(p: dict[str, Any]) -> str:
+    return metric_series_key(p["tenant_id"], p["namespace"], p["metric_name"], "Average", p["dimensions"])
+
+
+async def _read(bootstrap: str, topic: str, tenant: str, until: Any, timeout: float = 45.0,
+                settle: float = 2.0) -> list[tuple[int, dict[str, Any], bytes | None]]:
+    """(partition, record, kaizen-hop header) of the tenant's records on `topic`, envelopes unpacked."""
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+                         enable_auto_commit=False)
+    await c.start()
+    out: list[tuple[int, dict[str, Any], bytes | None]] = []
+    deadline = time.monotonic() + timeout
+    settled: float | None = None
+    try:
+        while time.monotonic() < deadline and (settled is None or time.monotonic() < settled):
+            for tp, msgs in (await c.getmany(timeout_ms=300)).items():
+                for m in msgs:
+                    if not m.value or tenant.encode() not in m.value:
+                        continue
+                    body = orjson.loads(m.value)
+                    hop = dict(m.headers or ()).get(HOP_HEADER)
+                    for r in body.get("records", [body]) if isinstance(body, dict) else []:
+                        if r.get("tenant_id") == tenant or tenant in str(r.get("series", "")):
+                            out.append((tp.partition, r, hop))
+            if settled is None and until(out):
+                settled = time.monotonic() + settle
+    finally:
+        await c.stop()
+    return out
+
+
+async def test_points_on_every_partition_pass_once_on_their_owner(backend: Backend, worker: None) -> None:
+    """The same envelope written to every raw partition (3 of the 4 copies are off their owner): each
+    point reaches the clean topic exactly once, on its owner's partition, marked as scored."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    pts = _points(tenant, 12, 3)
+    p = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await p.start()
+    try:
+        for part in range(PARTITIONS):
+            await p.send_and_wait(T.RAW_TOPICS["metric"], envelope(pts), partition=part, key=tenant.encode())
+    finally:
+        await p.stop()
+    got = await _read(backend.kafka_bootstrap, T.CLEAN_TOPICS["metric"], tenant, lambda o: len(o) >= len(pts))
+    ids = [r["event_id"] for _, r, _ in got]
+    assert len(ids) == len(pts) and len(set(ids)) == len(pts), f"{len(ids)} clean records for {len(pts)} points"
+    assert all(part == owner_partition(r["series"], PARTITIONS) for part, r, _ in got), "a point off its owner"
+    assert all(hop == SCORED for _, _, hop in got)
+    scores = await _read(backend.kafka_bootstrap, T.SERIES, tenant,
+                         lambda o: {r["series"] for _, r, _ in o} >= {_series(x) for x in pts}, settle=0.5)
+    assert {r["series"] for _, r, _ in scores} >= {_series(x) for x in pts}, "a series was not scored"
+
+
+async def test_a_point_written_to_the_clean_topic_is_scored_not_duplicated(backend: Backend, worker: None) -> None:
+    """Another producer's record on the clean topic is checked, forwarded to its owner and scored there,
+    and not written to the clean topic a second time."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    pts = _points(tenant, 1, 2)
+    p = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(T.CLEAN_TOPICS["metric"], envelope(pts), partition=0)
+    finally:
+        await p.stop()
+    scores = await _read(backend.kafka_bootstrap, T.SERIES, tenant, lambda o: bool(o), settle=0.5)
+    assert scores and scores[0][1]["series"] == _series(pts[0]), "the hand-written point was not scored"
+    clean = await _read(backend.kafka_bootstrap, T.CLEAN_TOPICS["metric"], tenant, lambda o: len(o) >= 2, settle=3.0)
+    assert len(clean) == 2 and all(hop is None for _, _, hop in clean), "written to the clean topic again"

@@ -1,0 +1,30 @@
+"""Series ownership and hop headers of the one-hop metric path (agents/scoring/logic/hops.py)."""
+
+from __future__ import annotations
+
+import zlib
+
+from agents.scoring.logic.hops import FORWARDED, HOP_HEADER, hop_of, owner_partition, split_by_owner
+
+
+def test_owner_is_crc32_of_the_series_key_like_librdkafka() -> None:
+    key = "acme|AWS/ApiGateway|Latency|Average|service=checkout"
+    assert owner_partition(key, 4) == zlib.crc32(key.encode()) % 4
+    assert {owner_partition(f"t|ns|m|Average|s={i}", 4) for i in range(50)} == {0, 1, 2, 3}
+
+
+def test_split_keeps_order_and_groups_the_others_by_owner() -> None:
+    pts = [{"series": f"t|ns|m|Average|s={i}", "i": i} for i in range(40)]
+    owned, foreign = split_by_owner(pts, 2, 4)
+    assert [p["i"] for p in owned] == [p["i"] for p in pts if owner_partition(p["series"], 4) == 2]
+    assert 2 not in foreign
+    for owner, group in foreign.items():
+        assert all(owner_partition(p["series"], 4) == owner for p in group)
+        assert [p["i"] for p in group] == sorted(p["i"] for p in group)
+    assert len(owned) + sum(map(len, foreign.values())) == 40
+
+
+def test_hop_header_in_either_form() -> None:
+    assert hop_of(None) is None and hop_of([]) is None
+    assert hop_of([("other", b"x"), (HOP_HEADER, FORWARDED)]) == FORWARDED
+    assert hop_of({HOP_HEADER: FORWARDED}) == FORWARDED
