@@ -15,6 +15,7 @@ from kaizen.lab.runner import Lab, namespaces
 from kaizen.lab.schema import load_cases
 from kaizen.lab.scoring import score_case, totals
 from kaizen.lab.stack import lab_stack
+from streams.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ def test_three_cases_through_tansu_and_moto(tmp_path: Path, monkeypatch: pytest.
     finally:
         os.environ.clear()
         os.environ.update(env_before)
+        get_settings.cache_clear()  # the lab's settings must not leak into later tests
     scores = {s.name: s for s in (score_case(r) for r in records)}
     burst, leak, control = scores["it-error-burst"], scores["it-leak-behind-api"], scores["it-control"]
     # the fault's own error lines reach the pattern miner: detected on the right component

@@ -49,3 +49,15 @@ def test_steps_grow_with_the_measured_deviation() -> None:
     assert small.changes[0].new == 2048.0 and big.changes[0].new == 8192.0
     capped = plan(_opp("error_rate", performance_gain_percentage=100), {"max_retries": 4.0})
     assert capped.changes[0].new == 5.0  # never past the bound
+
+
+def test_steps_read_the_evidence_deviation() -> None:
+    evidence = [TelemetryInsight(insight_type="anomaly", severity="high", affected_component="api",
+                                 affected_tenants=["t"], tenant_id="t", description="ErrorRate anomalous",
+                                 timestamp=T0, confidence_score=0.9, recommended_action="",
+                                 metrics={"value": 8.1, "baseline": 0.2})]
+    opp = ImprovementOpportunity(opportunity_id="o", title="t", description="d", tenant_id="t",
+                                 problem_type="error_rate", affected_components=["api"], first_seen=T0,
+                                 last_seen=T0, telemetry_evidence=evidence, performance_gain_percentage=15)
+    assert extra_steps(opp) == 2
+    assert [(c.parameter, c.new) for c in plan(opp, {"max_retries": 0.0}).changes] == [("max_retries", 3.0)]

@@ -200,12 +200,23 @@ def _routing_changes(current: dict[str, Value], failing: str) -> list[ParameterC
     return changes
 
 
+def deviation_pct(opportunity: ImprovementOpportunity) -> float:
+    """The largest measured deviation behind the opportunity, in % of the baseline (capped at 100): its
+    expected gain, or any evidence's |current − baseline| / baseline."""
+    dev = opportunity.performance_gain_percentage
+    for insight in opportunity.telemetry_evidence:
+        cur, base = insight.metrics.get("current", insight.metrics.get("value")), insight.metrics.get("baseline")
+        if isinstance(cur, int | float) and isinstance(base, int | float) and base > 0:
+            dev = max(dev, abs(cur - base) / base * 100.0)
+    return min(100.0, dev)
+
+
 def extra_steps(opportunity: ImprovementOpportunity) -> int:
-    """Steps added to every numeric move: the measured deviation (the opportunity's expected gain, capped
-    at 100 %) sets how far one plan goes: under 50 % one step, 50 % or more two, 100 % (the metric at
-    least doubled) three. Every step stays within the parameter's bounds; monitoring judges the result."""
-    gain = opportunity.performance_gain_percentage
-    return (gain >= 50.0) + (gain >= 100.0)
+    """Steps added to every numeric move: the measured deviation sets how far one plan goes: under 50 % one
+    step, 50 % or more two, 100 % (the metric at least doubled or halved to nothing) three. Every step
+    stays within the parameter's bounds; monitoring judges the result."""
+    dev = deviation_pct(opportunity)
+    return (dev >= 50.0) + (dev >= 100.0)
 
 
 def plan(opportunity: ImprovementOpportunity, current: dict[str, Value], component: str | None = None) -> Plan:
