@@ -31,6 +31,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         if proc.returncode != 0 or not report.is_file():
             raise RuntimeError(f"kaizen lab run exited {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
         data = orjson.loads(report.read_bytes())
+    return summarize(data)
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    """A lab report's totals and per-case scores beside AIOpsLab's figures."""
     t = data["totals"]
     return {
         "cases": t["cases"], "fault_cases": t["fault_cases"], "mitigable_cases": t["mitigable_cases"],
