@@ -111,3 +111,13 @@ def test_clean_records_of_dedup_are_trusted_and_others_checked() -> None:
     assert lean is not None and trusted_lean(lean) is lean
     assert trusted_lean(MetricDataPoint.model_validate(_usual(2)).model_dump(mode="json")) == lean_metric(_usual(2))
     assert trusted_lean({"metric_name": "Latency"}) is None
+
+
+def test_history_flag_travels_on_both_paths_and_only_when_set() -> None:
+    """A point the connector read back at discovery keeps `history` through dedup; live points carry no key."""
+    hist = {**_usual(3), "history": True}
+    assert lean_metric(hist)["history"] is True  # type: ignore[index]
+    assert lean_from_model(MetricDataPoint.model_validate(hist))["history"] is True
+    assert "history" not in lean_metric(_usual(3))  # type: ignore[operator]
+    assert "history" not in lean_from_model(MetricDataPoint.model_validate(_usual(3)))
+    assert "history" not in lean_metric({**_usual(3), "history": "yes"})  # type: ignore[operator]
