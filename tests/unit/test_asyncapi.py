@@ -92,3 +92,9 @@ def test_asyncapi_cli_validates_the_document(tmp_path: Path) -> None:
     bad = subprocess.run([str(CLI), "validate", str(tmp_path / "broken.yaml")], capture_output=True, text=True,
                          env=env, timeout=180)
     assert bad.returncode != 0, "the CLI accepted a broken document: the check above proves nothing"
+    # Consumers in other languages generate their types from it (README, Topics): the records come out.
+    gen = subprocess.run([str(CLI), "generate", "models", "typescript", str(DOC), "-o", str(tmp_path / "ts")],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert gen.returncode == 0, gen.stdout + gen.stderr
+    made = {p.stem for p in (tmp_path / "ts").glob("*.ts")}
+    assert {"ImprovementEvent", "TelemetryInsight", "ImprovementOpportunity", "MetricDataPoint"} <= made, made
