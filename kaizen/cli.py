@@ -219,7 +219,9 @@ def bench(
     try:
         run_all(quick=quick, output=output, names=names)
     except KeyError as exc:
-        _fail(f"unknown benchmark {exc}", "see `kaizen bench --help` for the names")
+        from benchmarks.runner import BENCHMARKS
+
+        _fail(f"unknown benchmark {exc}", f"use some of: {', '.join(BENCHMARKS)}")
 
 
 @app.command()

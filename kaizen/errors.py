@@ -88,6 +88,8 @@ def explain(exc: BaseException) -> UserError | None:
     if isinstance(exc, OSError) and exc.filename and exc.errno in (errno.ENOENT, errno.EACCES, errno.EROFS,
                                                                       errno.ENOTDIR, errno.EISDIR):
         return UserError(f"{exc.filename}: {exc.strerror}", "check the path exists and is writable by you")
+    if isinstance(exc, FileNotFoundError):  # raised with a message of its own (e.g. benchmark data)
+        return UserError(str(exc), "put the files there or point the variable it names elsewhere")
     if isinstance(exc, ExternalError):
         what, _, todo = str(exc).partition("; ")
         return UserError(what, todo or f"see the logs under {error_log_path().parent}")
