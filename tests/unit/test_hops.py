@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from agents.scoring.logic.hops import FORWARDED, HOP_HEADER, hop_of, owner_partition, split_by_owner
 
@@ -14,7 +15,7 @@ def test_owner_is_crc32_of_the_series_key_like_librdkafka() -> None:
 
 
 def test_split_keeps_order_and_groups_the_others_by_owner() -> None:
-    pts = [{"series": f"t|ns|m|Average|s={i}", "i": i} for i in range(40)]
+    pts: list[dict[str, Any]] = [{"series": f"t|ns|m|Average|s={i}", "i": i} for i in range(40)]
     owned, foreign = split_by_owner(pts, 2, 4)
     assert [p["i"] for p in owned] == [p["i"] for p in pts if owner_partition(p["series"], 4) == 2]
     assert 2 not in foreign
