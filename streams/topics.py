@@ -52,10 +52,14 @@ _RETENTION = {"retention.ms": "604800000"}  # set explicitly: Tansu's DescribeCo
 _COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(RAW_TOPICS["metric"], "tenant_id", r.MetricDataPoint, config=_RETENTION),
+    # metrics: written to the partition owning their series (crc32(series key) % partitions) they are scored in
+    # one hop; keyed by tenant they are forwarded once to that partition (docs/throughput.md)
+    TopicSpec(RAW_TOPICS["metric"], "tenant_id, or the partition owning the series", r.MetricDataPoint,
+              config=_RETENTION),
     TopicSpec(RAW_TOPICS["log"], "tenant_id", r.LogEvent, config=_RETENTION),
     TopicSpec(RAW_TOPICS["event"], "tenant_id", r.CloudWatchEvent, config=_RETENTION),
-    TopicSpec(CLEAN_TOPICS["metric"], "series key", r.MetricDataPoint, config=_RETENTION),
+    # written by metric-path after dedup, one envelope per raw message, header kaizen-hop: scored
+    TopicSpec(CLEAN_TOPICS["metric"], "none (the partition owning the series)", r.MetricDataPoint, config=_RETENTION),
     TopicSpec(CLEAN_TOPICS["log"], "tenant_id|log_group", r.LogEvent, config=_RETENTION),
     TopicSpec(CLEAN_TOPICS["event"], "tenant_id", r.CloudWatchEvent, config=_RETENTION),
     TopicSpec(DEADLETTER, "source topic", r.DeadLetter, config=_RETENTION),
