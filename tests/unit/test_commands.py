@@ -31,7 +31,8 @@ BASE = {"command_id": "c-1", "timestamp": NOW.isoformat(), "actor": "alice", "ro
 
 
 def raw(**fields: Any) -> bytes:
-    return orjson.dumps({**BASE, **fields})
+    # Stamped now, not at import: a suite that runs for minutes must not make these commands stale.
+    return orjson.dumps({**BASE, "timestamp": datetime.now(UTC).isoformat(), **fields})
 
 
 def test_every_kind_parses_to_its_type_and_round_trips() -> None:
