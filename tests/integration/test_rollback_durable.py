@@ -148,6 +148,13 @@ def _assert_back_to_previous(ssm: Any, tenant: str) -> None:
             assert _get(ssm, f"{base}/{name}") is None, f"{name} did not exist before: must be deleted"
 
 
+def _canary_live(ssm: Any, tenant: str, name: str, before: str) -> str:
+    """The canary value kaizen applied (the planner sizes it from the evidence): present and changed."""
+    value = _get(ssm, f"/kaizen/{tenant}/api/canary/{name}")
+    assert value is not None and value != before, f"canary/{name} is not live: {value!r}"
+    return value
+
+
 def _status_of(evs: list[dict[str, Any]], status: str) -> list[dict[str, Any]]:
     return [e for e in evs if e["status"] == status]
 
@@ -163,12 +170,12 @@ async def test_aws_unreachable_during_canary_of_a_degrading_change_still_rolled_
         await _start_improvement(backend, tenant)
         evs = await _events(backend, tenant, _has("monitoring"), timeout=60)
         assert _status_of(evs, "monitoring"), [e["status"] for e in evs]
-        assert _get(ssm, f"/kaizen/{tenant}/api/canary/concurrency") == "12"  # the canary is live
+        live = _canary_live(ssm, tenant, "concurrency", before="8")  # the canary is live
         await gate.close()  # AWS gone for 5 s while the degrading canary is watched
         gone = asyncio.get_running_loop().time()
         down = await _events(backend, tenant, _has("rolling_back"), timeout=4.5)
         await asyncio.sleep(max(0.0, 5.0 - (asyncio.get_running_loop().time() - gone)))
-        assert _get(ssm, f"/kaizen/{tenant}/api/canary/concurrency") == "12", "nothing could be undone while down"
+        assert _get(ssm, f"/kaizen/{tenant}/api/canary/concurrency") == live, "nothing could be undone while down"
         await gate.open()
         evs = await _events(backend, tenant, _terminal, timeout=60)
     finally:
@@ -191,6 +198,7 @@ async def test_worker_sigkilled_mid_rollback_successor_finishes_it(
         service_factory(tenant, "api", "bad")
         await _start_improvement(backend, tenant)
         await _events(backend, tenant, _has("monitoring"), timeout=60)
+        live = _canary_live(ssm, tenant, "concurrency", before="8")
         await gate.close()  # the rollback cannot finish: it is retrying when the worker dies
         evs = await _events(backend, tenant, _has("rolling_back"), timeout=30)
         assert _status_of(evs, "rolling_back")
@@ -199,7 +207,7 @@ async def test_worker_sigkilled_mid_rollback_successor_finishes_it(
         w1.proc.wait(10)
     finally:
         w1.stop()
-    assert _get(ssm, f"/kaizen/{tenant}/api/canary/concurrency") == "12", "the rollback was not in the middle"
+    assert _get(ssm, f"/kaizen/{tenant}/api/canary/concurrency") == live, "the rollback was not in the middle"
     await gate.open()
     w2 = start_kaizen(["worker"], env, "rb-kill-w2")
     try:
@@ -307,7 +315,7 @@ async def test_broker_restarted_empty_changes_still_applied_are_rolled_back(
     try:
         await _start_improvement(own, tenant)
         await _events(own, tenant, _has("monitoring"), timeout=60)
-        assert _get(ssm, f"/kaizen/{tenant}/api/canary/cache_size") == "2048"
+        _canary_live(ssm, tenant, "cache_size", before="1024")
         stop.set()
         await asyncio.gather(svc, return_exceptions=True)
         os.kill(w1.pid, signal.SIGKILL)

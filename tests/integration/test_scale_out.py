@@ -166,11 +166,20 @@ async def test_improvement_survives_scale_out_and_kill_one_deployment(backend: B
     ssm = _ssm(backend)
     tenant = f"scale-{uuid.uuid4().hex[:6]}"
     ssm.put_parameter(Name=f"/kaizen/{tenant}/api/cache_size", Value="1024", Type="String", Overwrite=True)
-    env = {**cycle_env, "MONITORING_DURATION_SECONDS": "12", "KAIZEN_BROKER_SESSION_TIMEOUT": "2"}
+    # Two workers joining on a busy machine can rebalance for longer than the usual 30 s command age:
+    # the cycle's trigger must not be skipped as stale meanwhile.
+    env = {**cycle_env, "MONITORING_DURATION_SECONDS": "12", "KAIZEN_BROKER_SESSION_TIMEOUT": "2",
+           "KAIZEN_COMMAND_MAX_AGE_SECONDS": "180"}
     workers = [start_kaizen(["worker"], env, "scale-cycle-w1")]
     try:
         service_factory(tenant, "api", "good")
         workers.append(start_kaizen(["worker"], env, "scale-cycle-w2"))  # joins while the service reports
+        # The group is settled when both members logged an assignment: trigger the cycle after that.
+        deadline = asyncio.get_running_loop().time() + 120
+        while asyncio.get_running_loop().time() < deadline and not all(
+                w.log_path and w.log_path.exists() and "partitions assigned" in w.log_path.read_text(errors="replace")
+                for w in workers):
+            await asyncio.sleep(0.5)
         imp = await _to_approval(backend, tenant, "api")
         await _send_cmd(backend, T.COMMANDS, imp, _cmd("approve", "bob", ["approver"], tenant, imp))
         await _events(backend, tenant, _has("monitoring"))
