@@ -1,4 +1,4 @@
-"""The one settings object: every environment name of the seeds, under its exact name."""
+"""The one settings object: every environment name kaizen honours, under its exact name."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     """kaizen configuration.
 
-    Field names are the lower-case form of the environment variables written in the seeds
+    Field names are the lower-case form of the environment variables documented in the README
     (pydantic-settings matches them case-insensitively), so `MAX_CONCURRENT_IMPROVEMENTS`
     sets `max_concurrent_improvements`. A `.env` file in the working directory is read too.
     """
@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     kaizen_log_json: str = "auto"  # true | false | auto (JSON unless the output is a terminal)
     kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader
 
-    # --- AWS / CloudWatch (seed: design document, improvement-cycle manual) ------------------
+    # --- AWS / CloudWatch (README: AWS and CloudWatch connectors) ---------------------------
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_endpoint_url: str | None = None  # the AWS SDK's own name; unset + no credentials => moto
     cloudwatch_namespace: str = "MeetMind/MCPUIHub"
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     cloudwatch_breaker_recovery_seconds: float = 60.0
     cloudwatch_fallback_dir: Path = Path(".kaizen/fallback")
 
-    # --- Improvement cycle (seed: improvement-cycle manual) -----------------------------------
+    # --- Improvement cycle (docs/improvement-cycle.md) -----------------------------------------
     improvement_cycle_interval_hours: float = 24
     improvement_cycle_start_time: str = "02:00"
     max_concurrent_improvements: int = 3
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     self_building_mcp_api_key: str | None = None
     self_building_mcp_tokens_file: Path | None = None
 
-    # --- Feature flags (seed: design document) -------------------------------------------------
+    # --- Feature flags (README: feature flags) ----------------------------------------------------
     enable_self_building: bool = True
     enable_cloudwatch_streaming: bool = True
     enable_autonomous_improvements: bool = False
