@@ -29,7 +29,7 @@ from streams.state import ensure_topic
 PARTITIONS = 4
 LOAD_POINTS_PER_S = 2_000
 LOAD_SERIES = 1_000
-WARM_POINTS = 45  # the seeds' trend rules need a 30-point baseline + 10-point window
+WARM_POINTS = 45  # the trend rules need a 30-point baseline + 10-point window
 TARGET_P99_S = 1.0
 
 
