@@ -146,7 +146,7 @@ async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delt
         await store.record(partition, delta)
 
 
-def _persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
+def persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
                            sends: list[Awaitable[Any]]) -> None:
     task = asyncio.ensure_future(persist_after(store, partition, delta, sends))
     _pending.add(task)
@@ -165,7 +165,7 @@ def _make_agent(kind: str) -> None:
             groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
             sends = await send_clean(kind, groups, msg.partition, msg.offset)
             if delta is not None:
-                _persist_in_background(store, msg.partition, delta, sends)
+                persist_in_background(store, msg.partition, delta, sends)
 
     A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
 

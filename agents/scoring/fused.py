@@ -10,17 +10,15 @@ checked and forwarded to their owner like any other point. Design and figures: d
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import faust
 import structlog
-from aiokafka.errors import KafkaError
 
 from agents.healing.agent import healing
-from agents.ingest.agent import LIMITS, send_dead_letter, start_dedup_store
+from agents.ingest.agent import LIMITS, persist_in_background, send_dead_letter, start_dedup_store
 from agents.ingest.agent import STATS as INGEST_STATS
 from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
 from agents.routing import insight_partition
@@ -36,7 +34,6 @@ from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 
-_pending: set[asyncio.Task[None]] = set()
 
 
 class Stores:
@@ -117,24 +114,6 @@ async def emit(insights: list[TelemetryInsight]) -> list[Awaitable[Any]]:
     return sends
 
 
-async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
-                        sends: list[Awaitable[Any]]) -> None:
-    """Changelog a dedup delta only once the clean points and insights it admitted are on the broker.
-
-    Written before them, a worker killed in between would come back knowing ids whose effects never
-    left it, and drop their redelivery: lost. Written after, a crash in between re-admits them (at
-    least once; insights are keyed by a deterministic id). Faust flushes the outputs before it commits
-    the raw offset, so the raw message is redelivered in that case.
-    """
-    try:
-        await asyncio.gather(*sends)
-    except KafkaError as exc:
-        log.error("outputs not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
-        return
-    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
-        await store.record(partition, delta)
-
-
 async def process(st: Stores, value: bytes | None, headers: Any, partition: int, offset: int, now: float) -> None:
     """One message of the raw metric topic, end to end."""
     hop = hop_of(headers)
@@ -174,10 +153,8 @@ async def process(st: Stores, value: bytes | None, headers: Any, partition: int,
     sends += await emit(insights)
     await send_users(st.scoring, fresh)
     await healing().observe(fresh)
-    if delta is not None:
-        task = asyncio.ensure_future(persist_after(st.dedup, partition, delta, sends))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+    if delta is not None:  # changelogged once the points and insights it admitted are on the broker
+        persist_in_background(st.dedup, partition, delta, sends)
 
 
 @A.app.agent(A.raw_topics["metric"], name="metric-path")
