@@ -8,7 +8,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 # Only what the distribution needs (no tests, venvs or local data in the image).
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
+COPY kaizen ./kaizen
 COPY streams ./streams
 COPY agents ./agents
 COPY connectors ./connectors
