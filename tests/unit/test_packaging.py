@@ -66,3 +66,11 @@ def test_the_check_fails_on_a_missing_file() -> None:
     """The comparison itself can fail: a wheel without the dashboard is reported."""
     expected = ["mcp_server/dashboard/app.js", "streams/records.py"]
     assert missing_from({"streams/records.py"}, expected) == ["mcp_server/dashboard/app.js"]
+
+
+def test_the_image_copies_every_package_and_the_readme() -> None:
+    """The Dockerfile lists what it copies: a package left out would be missing from the image."""
+    copied = {part.rstrip("/") for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") for part in line.split()[1:-1]}
+    missing = [p for p in (*PACKAGES, "pyproject.toml", "README.md") if p not in copied]
+    assert not missing, f"Dockerfile does not copy {missing}"
