@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from kaizen.embedded import ManagedProcess, port_in_use, start_tansu
 from mcp_server.auth import Principal
@@ -47,14 +48,23 @@ def _points(tenant: str, tag: str, n: int) -> list[dict[str, Any]]:
              "dimensions": {"service": f"svc-{i % 5}"}, "event_id": f"{tenant}-{tag}-{i}"} for i in range(n)]
 
 
-async def _status(bootstrap: str, pid: str) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await p.start()
-    try:
-        rec = StatusReport(process_id=pid, role="demo", timestamp=datetime.now(UTC), detail={"marker": True})
-        await p.send_and_wait(T.STATUS, rec.to_bytes(), key=pid.encode())
-    finally:
-        await p.stop()
+async def _status(bootstrap: str, pid: str, timeout: float = 20.0) -> None:
+    """Write a marker status record; right after a reset the topic may still be being re-created (the
+    broker answers UnknownError meanwhile), so the write is retried like any producer would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await p.start()
+        try:
+            rec = StatusReport(process_id=pid, role="demo", timestamp=datetime.now(UTC), detail={"marker": True})
+            await p.send_and_wait(T.STATUS, rec.to_bytes(), key=pid.encode())
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await p.stop()
 
 
 DEADLINE = 30.0  # seconds; the figures themselves are printed and stated in the README
