@@ -47,6 +47,8 @@ def worker_detail() -> dict[str, Any]:
         "insights_generated": scoring.STATS.get("insights", 0) + patterns.STATS.get("insights", 0)
         + events.STATS.get("alarms", 0),
         "log_lines": patterns.STATS.get("lines", 0),
+        "pattern_cap_lines": patterns.STATS.get("pattern_cap_lines", 0),
+        "patterns_live": sum(len(pp.counter.entries) for pp in patterns._parts.values()),
         "opportunity_updates": opportunities.STATS.get("updates", 0),
         "improvement_events": dict(improvements.STATS),
         "cycles_running": len(cycle._cycles),

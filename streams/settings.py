@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     opportunity_decay_hours: float = 6.0
     pattern_window_seconds: int = 3600
     pattern_recurring_threshold: int = 10
+    pattern_max_templates_per_tenant: int = 5_000  # live patterns per tenant (spread over the partitions)
+    pattern_max_templates: int = 50_000  # live patterns of all tenants: bounds a worker's memory (README)
     trend_baseline_points: int = 60
     trend_current_points: int = 5
     notifications_webhook_url: str | None = None
@@ -142,7 +144,7 @@ class Settings(BaseSettings):
 
     # Ranges: a value outside fails at start naming its variable, instead of a worker dying later on it.
     @field_validator("kafka_topic_partitions", "kafka_replication_factor", "max_concurrent_improvements",
-                     "monitoring_min_samples")
+                     "monitoring_min_samples", "pattern_max_templates_per_tenant", "pattern_max_templates")
     @classmethod
     def _at_least_one(cls, v: int) -> int:
         if v < 1:

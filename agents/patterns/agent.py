@@ -12,11 +12,14 @@ import faust
 import orjson
 import structlog
 
+from agents.patterns.logic.admission import PatternCap, admit_line
 from agents.patterns.logic.patterns import PatternCounter, PatternEntry, pattern_insight
 from agents.patterns.logic.templates import PatternMiner
 from agents.routing import insight_partition
 from streams import app as A
-from streams.metrics import INSIGHTS_GENERATED
+from streams.codec import dead_letter, encode_envelope, split_encoded
+from streams.contract import DEADLETTER_ORIGINAL_CHARS
+from streams.metrics import DEADLETTERS, INSIGHTS_GENERATED
 from streams.records import LogEvent
 from streams.runtime import survives_broker_outage
 from streams.state import ChangelogStore, start_agent_store
@@ -37,6 +40,10 @@ class PartitionPatterns:
         self.miner = PatternMiner.from_state(base64.b64decode(cp)) if cp else PatternMiner()
         self.counter = PatternCounter.from_book(book, A.settings.pattern_window_seconds,
                                                 A.settings.pattern_recurring_threshold)
+        for entry in self.counter.entries.values():  # patterns counted after the miner's last checkpoint
+            self.miner.adopt(entry.pattern_id, entry.template, entry.category)
+        self.cap = PatternCap.share(A.settings.pattern_max_templates_per_tenant, A.settings.pattern_max_templates,
+                                    A.settings.kafka_topic_partitions)
         self.miner_dirty = False
         self.miner_cp_at = time.monotonic()
         self.published: dict[str, float] = {}
@@ -63,8 +70,12 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
     updates: dict[str, Any] = {}
     urgent: set[str] = set()
     sent = 0
+    over: list[LogEvent] = []
     for ev in events:
-        match = pp.miner.add(ev.message)
+        match = admit_line(pp.miner, pp.counter, pp.cap, ev)
+        if match is None:
+            over.append(ev)
+            continue
         if match.is_new:
             pp.miner_dirty = True
         entry, findings = pp.counter.observe(ev, match, now)
@@ -89,9 +100,37 @@ async def handle_logs(partition: int, events: list[LogEvent], now: float) -> int
         pp.miner_cp_at = time.monotonic()
     if updates:
         await store.record(partition, {"set": updates, "del": pp.counter.expired_keys()})
-    STATS["lines"] += len(events)
+    if over:
+        await dead_letter_over_cap(partition, pp.cap, over)
+    STATS["lines"] += len(events) - len(over)
     STATS["insights"] += sent
     return sent
+
+
+async def dead_letter_over_cap(partition: int, cap: PatternCap, over: list[LogEvent]) -> None:
+    """Lines that would open a pattern beyond their tenant's cap: dead-lettered (reason "pattern cap"), each
+    dead letter's original an envelope of whole lines that fits uncut (a line too large for that alone is
+    dead-lettered alone, its original cut)."""
+    by_tenant: dict[str, list[LogEvent]] = defaultdict(list)
+    for ev in over:
+        by_tenant[ev.tenant_id].append(ev)
+    topic = A.clean_topics["log"].get_topic_name()
+    s = A.settings
+    for tenant, lines in by_tenant.items():
+        reason = (f"pattern cap: tenant {tenant[:80]} is at PATTERN_MAX_TEMPLATES_PER_TENANT "
+                  f"({s.pattern_max_templates_per_tenant}, {cap.per_tenant} in this partition) or the partition at "
+                  f"its share of PATTERN_MAX_TEMPLATES ({s.pattern_max_templates}, {cap.total}); lines of new "
+                  f"patterns are not counted")
+        chunks, alone = split_encoded(lines, encode_envelope, DEADLETTER_ORIGINAL_CHARS // 2)
+        chunks += [encode_envelope([ev]) for ev in alone]
+        for chunk in chunks:
+            dl = dead_letter(reason, chunk.decode(), source_topic=topic, partition=partition)
+            await A.deadletter_topic.send(key=topic.encode(), value=dl.to_bytes())
+        DEADLETTERS.labels("pattern_cap").inc(len(chunks))
+        STATS["pattern_cap_lines"] += len(lines)
+        STATS["pattern_cap_deadletters"] += len(chunks)
+    log.warning("log lines beyond the pattern cap dead-lettered", partition=partition, lines=len(over),
+                tenants=len(by_tenant))
 
 
 async def publish_entry(pp: PartitionPatterns, key: str, now: float) -> None:

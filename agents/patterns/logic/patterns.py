@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,11 @@ from streams.records import LogEvent, TelemetryInsight
 
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL", "SEVERE", "ALERT", "EMERGENCY"})
 ENTRY_PREFIX = "p|"
+
+
+def entry_key(tenant_id: str, log_group: str, pattern_id: str) -> str:
+    """The key of a pattern's entry in one (tenant, log group): its state, its changelog key."""
+    return f"{ENTRY_PREFIX}{tenant_id}|{log_group}|{pattern_id}"
 
 
 def is_error(severity: str) -> bool:
@@ -47,6 +53,7 @@ class PatternCounter:
         self.window = float(window_seconds)
         self.threshold = threshold
         self.entries: dict[str, PatternEntry] = {}
+        self.per_tenant: Counter[str] = Counter()  # live entries of each tenant (the pattern cap counts them)
         self._expired: list[str] = []
 
     @classmethod
@@ -55,13 +62,14 @@ class PatternCounter:
         for k, v in book.items():
             if k.startswith(ENTRY_PREFIX) and isinstance(v, dict):
                 c.entries[k] = PatternEntry(**v)
+                c.per_tenant[c.entries[k].tenant_id] += 1
         return c
 
     def observe(self, ev: LogEvent, match: PatternMatch, now: float) -> tuple[PatternEntry, list[str]]:
         """Count one line; returns its entry and the insight reasons it raises ("new", "recurring")."""
         ts = ev.timestamp.timestamp()
         win = ts - ts % self.window
-        key = f"{ENTRY_PREFIX}{ev.tenant_id}|{ev.log_group}|{match.pattern_id}"
+        key = entry_key(ev.tenant_id, ev.log_group, match.pattern_id)
         e = self.entries.get(key)
         reasons: list[str] = []
         error = is_error(ev.severity)
@@ -71,6 +79,7 @@ class PatternCounter:
                              total=0, first_seen=ts, last_seen=ts, sample=ev.message[:500],
                              severity=ev.severity.upper())
             self.entries[key] = e
+            self.per_tenant[ev.tenant_id] += 1
             if error:
                 reasons.append("new")
         if win > e.window_start:
@@ -96,7 +105,10 @@ class PatternCounter:
         if len(self.entries) < 10_000:
             return
         for k in [k for k, e in self.entries.items() if e.last_seen < horizon]:
-            del self.entries[k]
+            gone = self.entries.pop(k)
+            self.per_tenant[gone.tenant_id] -= 1
+            if self.per_tenant[gone.tenant_id] <= 0:
+                del self.per_tenant[gone.tenant_id]
             self._expired.append(k)
 
     def expired_keys(self) -> list[str]:

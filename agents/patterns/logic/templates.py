@@ -191,6 +191,18 @@ class PatternMiner:
             self._index(cluster)
         return self._result(cluster, False)
 
+    def adopt(self, pattern_id: str, template: str, category: str) -> None:
+        """Learn a pattern the counts know but this miner does not (its checkpoint is a few seconds behind
+        them after a crash): a cluster of that id and template, so the pattern's next lines find it again."""
+        if pattern_id in self._clusters or not template.strip():
+            return
+        tokens = template.split()
+        node, path = self._insert_leaf(tokens)
+        cluster = _Cluster(pattern_id, tokens, path, 1, category, len(self._clusters))
+        self._clusters[pattern_id] = cluster
+        node.clusters.append(cluster)
+        self._index(cluster)
+
     def match(self, message: str) -> PatternMatch | None:
         tokens = self._tokens(message)
         node = self._search_leaf(tokens)
