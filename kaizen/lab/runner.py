@@ -1,11 +1,14 @@
-"""Runs cases side by side through the real loop: workload to moto, follow the topics, play operator and approver."""
+"""Runs cases side by side through the real loop: workload to moto, follow the topics, play operator and approver.
+
+`kaizen lab run` and `kaizen demo` both run their cases here: the demo with its own steering (MCP as two
+principals), stopping each case SETTLE seconds after its first verdict and serving on until Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,17 +20,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from agents.opportunities.logic.impact import sort_key
 from kaizen.demo.workload.reporter import SSM_PREFIX, ServiceReporter, split_parameters
 from kaizen.demo.workload.service import Tick
+from kaizen.demo.workload.steering import Steering
 from kaizen.lab.model import metric_of
 from kaizen.lab.schema import Case, Knob
 from kaizen.lab.scoring import CaseRecord, ImprovementRecord
 from kaizen.lab.sim import CaseSim
 from streams import topics as t
-from streams.commands import Decision, TriggerCycle
-from streams.records import ImprovementOpportunity, utcnow
+from streams.records import ImprovementOpportunity
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
+VERDICTS = {"completed": "keep", "rolled_back": "rollback"}
 TERMINAL = {"completed", "rolled_back", "failed", "rejected", "conflict"}  # conflict: left as someone else set it
 OPERATOR, APPROVER = "lab-operator", "lab-approver"
 SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is shared by every case)
@@ -50,6 +54,7 @@ class LabTiming:
     first_cycle_after: float = 10.0
     between_cycles: float = 5.0
     cycle_needs: float = 90.0  # planning, 60 s of canary and full monitoring, and a margin
+    stop_after_verdict: float | None = None  # the demo: a case ends this long after its first verdict
 
 
 class LabError(RuntimeError):
@@ -82,17 +87,35 @@ class LabCase:
     opportunities: dict[str, ImprovementOpportunity] = field(default_factory=dict)
     approved: set[str] = field(default_factory=set)
     done: bool = False
+    # what a person watching sees, per improvement: seconds after the onset of each step, who approved,
+    # the verdict and its figures (the demo's narration and report)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_insight: str = ""
+    first_opportunity: tuple[float, str] | None = None
+    telemetry_lag: list[float] = field(default_factory=list)  # metric time → clean topic (track_lag)
+
+    def first_verdict(self) -> ImprovementRecord | None:
+        """The first improvement after the onset that monitoring judged (kept or rolled back)."""
+        judged = [i for i in self.improvements.values() if i.status in VERDICTS and i.verdict_at is not None]
+        return min(judged, key=lambda i: i.verdict_at or 0.0) if judged else None
 
 
 class Lab:
     """All cases in one stack: one workload loop, one follower, one operator per case."""
 
     def __init__(self, settings: Settings, cases: list[Case], say: Callable[[str], None],
-                 timing: LabTiming | None = None) -> None:
+                 timing: LabTiming | None = None, steering: Callable[[AIOKafkaProducer], Steering] | None = None,
+                 track_lag: bool = False) -> None:
+        """`steering` makes the operator's and approver's steering once the producer runs (default: Commands
+        on the broker as lab-operator / lab-approver); `track_lag` also reads the clean metric topic to
+        measure each tenant's telemetry lag (the demo reports it)."""
         import boto3
 
         self.settings, self.say = settings, say
         self.timing = timing or LabTiming()
+        self.make_steering = steering or (lambda producer: Steering(producer, None, None, None, OPERATOR, APPROVER))
+        self.steering: Steering | None = None
+        self.track_lag = track_lag
         kw: dict[str, Any] = {"region_name": settings.aws_region}
         if settings.aws_endpoint_url:
             kw["endpoint_url"] = settings.aws_endpoint_url
@@ -116,6 +139,7 @@ class Lab:
             self.cases[c.name] = lc
             self.by_tenant[c.tenant_id] = lc
         self.t0 = 0.0
+        self.t0_wall = now()
         self.producer: AIOKafkaProducer | None = None
         self.workload_errors = 0
         self.ticks = 0
@@ -208,7 +232,10 @@ class Lab:
 
     # --- following the loop -----------------------------------------------------------------------
     async def follow(self) -> None:
-        consumer = AIOKafkaConsumer(*TRACKED, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        """The one follower of the loop's topics (insights, opportunities, improvement events; with
+        `track_lag` the clean metrics too), from the beginning, until cancelled."""
+        topics = (*TRACKED, t.CLEAN_TOPICS["metric"]) if self.track_lag else TRACKED
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.settings.kafka_bootstrap_servers,
                                     group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         try:
@@ -216,10 +243,31 @@ class Lab:
                 batches = await consumer.getmany(timeout_ms=500, max_records=2000)
                 for tp, msgs in batches.items():
                     for m in msgs:
-                        if m.value is not None:
+                        if m.value is None:
+                            continue
+                        if tp.topic == t.CLEAN_TOPICS["metric"]:
+                            self.observe_lag(m.value, m.timestamp)
+                        else:
                             self.observe(tp.topic, m.value)
         finally:
             await consumer.stop()
+
+    def observe_lag(self, value: bytes, published_ms: int | None) -> None:
+        """Telemetry lag of the cases' Latency points: their time → the worker publishing them clean."""
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return
+        at = datetime.fromtimestamp(published_ms / 1000.0, UTC) if published_ms else now()
+        for it in data.get("records", [data]) if isinstance(data, dict) else []:
+            lc = self.by_tenant.get(str(it.get("tenant_id", ""))) if isinstance(it, dict) else None
+            if lc is None or it.get("metric_name") != "Latency" or "variant" in (it.get("dimensions") or {}):
+                continue
+            try:
+                ts = datetime.fromisoformat(str(it["timestamp"]).replace("Z", "+00:00"))
+            except (KeyError, ValueError):
+                continue
+            lc.telemetry_lag.append((at - ts).total_seconds())
 
     def observe(self, topic: str, value: bytes) -> None:
         try:
@@ -236,14 +284,18 @@ class Lab:
             comp = str(data.get("affected_component", ""))
             lc.record.insights.append((rel, comp, str(data.get("problem_type") or data.get("insight_type"))))
             if rel >= 0 and len([i for i in lc.record.insights if i[0] >= 0]) == 1:
-                self.say(f"{lc.case.name} +{rel:.0f}s first insight on {comp}: {data.get('insight_type')} "
-                         f"{str(data.get('description', ''))[:70]}")
+                lc.first_insight = f"{data.get('insight_type')} on {comp}: {str(data.get('description', ''))[:70]}"
+                self.say(f"{lc.case.name} +{rel:.0f}s first insight {lc.first_insight}")
         elif topic == t.OPPORTUNITIES:
             try:
                 opp = ImprovementOpportunity.model_validate(data)
             except ValueError:
                 return
             lc.opportunities[opp.opportunity_id] = opp
+            if rel >= 0 and lc.first_opportunity is None and opp.status == "open":
+                lc.first_opportunity = (rel, f"{opp.priority} {opp.problem_type} on "
+                                             f"{','.join(opp.affected_components)}: {opp.title[:60]}")
+                self.say(f"{lc.case.name} +{rel:.0f}s opportunity {lc.first_opportunity[1]}")
         elif topic == t.IMPROVEMENT_EVENTS:
             self._improvement(lc, data, rel)
 
@@ -262,15 +314,32 @@ class Lab:
                 lc.record.top_component, lc.record.top_problem = imp.component, imp.problem_type
             self.say(f"{lc.case.name} +{rel:.0f}s improvement {iid} on {imp.component} ({imp.problem_type})")
         imp.status = status
+        steps = lc.steps.setdefault(iid, {"started": rel})
+        steps.setdefault(status, rel)
         if status == "validating" and isinstance(body.get("plan"), dict):
             imp.changes = [c for c in body["plan"].get("changes", []) if isinstance(c, dict)]
         if status == "awaiting_approval" and iid not in lc.approved:
             lc.approved.add(iid)
+            self.say(f"{lc.case.name} +{rel:.0f}s {iid} awaits approval")
             asyncio.get_running_loop().create_task(self._approve(lc, iid))
+        if status in ("deploying", "monitoring"):
+            if "approved" not in steps:
+                steps["approved"], steps["approved_by"] = rel, "automatic (guardrails)"
+            deployment = body.get("deployment")
+            deployment = deployment if isinstance(deployment, dict) else {}
+            if isinstance(body.get("baseline"), dict) and body["baseline"]:
+                steps["baseline"] = dict(body["baseline"])
+            if deployment.get("stage"):
+                steps.setdefault(f"stage_{deployment['stage']}", rel)
         if status in ("completed", "rolled_back", "failed"):
             imp.verdict_at = rel
             if status == "completed":
                 self._counterfactual(lc, imp)
+            if status in VERDICTS:
+                steps["verdict"] = str(body.get("verdict") or VERDICTS[status])
+                steps["reason"] = str(data.get("reason", ""))[:300]
+                if isinstance(body.get("degradation"), int | float):
+                    steps["degradation"] = float(body["degradation"])
             plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in imp.changes)
             self.say(f"{lc.case.name} +{rel:.0f}s {iid} {status} [{plan}] {str(data.get('reason', ''))[:80]}")
 
@@ -293,18 +362,17 @@ class Lab:
         imp.without_change = {m: round(metric_of(without, m), 4) for m in ("latency", "error_rate", "throughput")}
 
     # --- the operator and the approver -----------------------------------------------------------
-    async def _send(self, cmd: TriggerCycle | Decision) -> None:
-        assert self.producer is not None
-        key = (cmd.improvement_id if isinstance(cmd, Decision) else cmd.tenant_id) or ""
-        await self.producer.send_and_wait(t.COMMANDS, key=key.encode(), value=cmd.to_bytes())
-
     async def _approve(self, lc: LabCase, iid: str) -> None:
         # Like a person reading the dashboard first: approve after BASELINE_WINDOW_SECONDS, so the baseline
         # (that long before the deploy) is the service as it is now, not a mix with the minutes before.
         await asyncio.sleep(self.settings.baseline_window_seconds)
-        await self._send(Decision(command_id=f"lab-{uuid.uuid4().hex[:12]}", kind="approve", timestamp=utcnow(),
-                                  actor=APPROVER, roles=["approver"], tenant_id=lc.case.tenant_id,
-                                  improvement_id=iid, reason="lab: every change is approved; monitoring judges it"))
+        assert self.steering is not None
+        rel = round(self.rel(lc), 1)
+        who = await self.steering.approve(iid, lc.case.tenant_id,
+                                          f"{lc.case.name}: every change is approved; monitoring judges it")
+        steps = lc.steps.setdefault(iid, {})
+        steps["approved"], steps["approved_by"] = rel, who
+        self.say(f"{lc.case.name} +{rel:.0f}s {iid} approved by {who}")
 
     def fresh_opportunity(self, lc: LabCase, since: datetime) -> ImprovementOpportunity | None:
         """The tenant's top open opportunity with evidence newer than `since` (the loop's ranking)."""
@@ -315,16 +383,21 @@ class Lab:
         """The same operator for every case (faults and controls alike): from the onset on, whenever an open
         opportunity has new evidence since the last cycle and no improvement of the tenant is under way,
         trigger a cycle for the tenant (one improvement) and let it run to its verdict; any improvement
-        awaiting approval is approved (see `observe`)."""
-        c, tm = lc.case, self.timing
+        awaiting approval is approved (see `observe`). The case's `operator` section may leave the first
+        cycle to the critical alarm, or focus the cycles on one problem type of the oracle's component."""
+        c, tm, op = lc.case, self.timing, lc.case.operator
         await asyncio.sleep(max(0.0, c.onset - self.elapsed()))
         if c.fault is not None:
             self.say(f"{c.name} fault injected on {c.fault.service}: {c.fault.kind} {c.fault.label}".rstrip())
+        if op.trigger == "alarm":
+            self.say(f"{c.name} waiting for the critical alarm's emergency cycle (the operator steps in after "
+                     f"{op.alarm_wait_seconds:.0f}s)")
         since = now()
         await asyncio.sleep(max(0.0, c.onset + tm.first_cycle_after - self.elapsed()))
-        while self.rel(lc) < c.observe_seconds - tm.cycle_needs:
+        while self.rel(lc) < c.observe_seconds - tm.cycle_needs and not self._finished(lc):
             busy = any(i.status not in TERMINAL for i in lc.improvements.values())
-            if busy or self.fresh_opportunity(lc, since) is None:
+            held = op.trigger == "alarm" and self.rel(lc) < op.alarm_wait_seconds
+            if busy or held or self.fresh_opportunity(lc, since) is None:
                 await asyncio.sleep(1.0)  # one change at a time per tenant (the loop may start its own)
                 continue
             since = now()
@@ -332,17 +405,37 @@ class Lab:
             cid = f"cycle-lab-{c.tenant_id}-{lc.cycles}-{uuid.uuid4().hex[:6]}"
             lc.cycle_ids.append(cid)
             known = set(lc.improvements)
-            await self._send(TriggerCycle(command_id=f"lab-{uuid.uuid4().hex[:12]}", timestamp=utcnow(),
-                                          actor=OPERATOR, roles=["operator"], tenant_id=c.tenant_id, cycle_id=cid,
-                                          analysis_window_hours=1, max_improvements=1))
+            assert self.steering is not None
+            how = await self.steering.trigger(c.tenant_id, c.oracle.component if op.focus else None, op.focus,
+                                              cycle_id=cid)
+            self.say(f"{c.name} +{self.rel(lc):.0f}s cycle triggered ({how})")
             started = await self._wait(lambda k=known: set(lc.improvements) - k, 20.0)  # type: ignore[misc]
             if started:
                 new = next(iter(set(lc.improvements) - known))
                 await self._wait(lambda n=new: lc.improvements[n].status in TERMINAL,  # type: ignore[misc]
                                  max(10.0, c.observe_seconds - self.rel(lc)))
             await asyncio.sleep(tm.between_cycles)
-        await asyncio.sleep(max(0.0, c.observe_seconds - self.rel(lc)))
+        if tm.stop_after_verdict is not None:
+            await self._wait(lambda: self._finished(lc), max(0.0, c.observe_seconds - self.rel(lc)))
+            if lc.first_verdict() is not None:
+                await asyncio.sleep(tm.stop_after_verdict)  # the figures the verdict leaves behind
+        await asyncio.sleep(max(0.0, c.observe_seconds - self.rel(lc)) if tm.stop_after_verdict is None else 0.0)
+        lc.record.end = min(lc.record.end, self.rel(lc))
         lc.done = True
+
+    def _finished(self, lc: LabCase) -> bool:
+        """With `stop_after_verdict`: the case has its first verdict."""
+        return self.timing.stop_after_verdict is not None and lc.first_verdict() is not None
+
+    @staticmethod
+    def _check(tasks: list[asyncio.Task[Any]], dead: Callable[[], str | None] | None) -> None:
+        """Raise what a task of the run died of, or LabError when a stack process stopped."""
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        why = dead() if dead is not None else None
+        if why:
+            raise LabError(f"a process of the stack stopped: {why}")
 
     async def _wait(self, ready: Callable[[], Any], timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -354,34 +447,43 @@ class Lab:
         return True
 
     async def run(self, progress: Callable[[Lab], None] | None = None,
-                  dead: Callable[[], str | None] | None = None) -> list[CaseRecord]:
+                  dead: Callable[[], str | None] | None = None,
+                  ready: Callable[[Lab], Awaitable[None]] | None = None,
+                  done: Callable[[list[CaseRecord]], None] | None = None) -> list[CaseRecord]:
         """Set up, run every case to the end of its observation, return the records. `dead` names a stack
-        process that stopped: the run ends with LabError then (scores of a dead loop mean nothing)."""
+        process that stopped: the run ends with LabError then (scores of a dead loop mean nothing).
+        `ready` is awaited once the services are set up, before the clock starts (the demo waits for the
+        MCP server there); with `done`, it is called with the records when every case ended and the workload
+        goes on serving until the run is cancelled (the demo's Ctrl-C)."""
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks=1)
         await self.producer.start()
+        self.steering = self.make_steering(self.producer)
         tasks: list[asyncio.Task[Any]] = []
         try:
             await self.setup()
+            if ready is not None:
+                await ready(self)
             self.t0 = asyncio.get_running_loop().time()
+            self.t0_wall = now()
             tasks = [asyncio.create_task(self.workload(), name="workload"),
                      asyncio.create_task(self.follow(), name="follow")]
             ops = [asyncio.create_task(self.operate(lc), name=lc.case.name) for lc in self.cases.values()]
             tasks += ops
             last = 0.0
+            records = [lc.record for lc in self.cases.values()]
             while not all(o.done() for o in ops):
-                for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-                why = dead() if dead is not None else None
-                if why:
-                    raise LabError(f"a process of the stack stopped: {why}")
+                self._check(tasks, dead)
                 if progress is not None and self.elapsed() - last >= 15.0:
                     last = self.elapsed()
                     progress(self)
                 await asyncio.sleep(0.5)
-            for lc in self.cases.values():
-                lc.record.end = min(lc.record.end, self.rel(lc))
-            return [lc.record for lc in self.cases.values()]
+            self._check(tasks, dead)
+            if done is not None:
+                done(records)
+                while True:  # the workload and the follower serve on
+                    self._check(tasks, dead)
+                    await asyncio.sleep(0.5)
+            return records
         finally:
             for task in tasks:
                 task.cancel()

@@ -185,6 +185,28 @@ class Oracle(_Strict):
         return self
 
 
+class Operator(_Strict):
+    """How the lab's operator starts cycles for the case (default: a manual cycle whenever an opportunity has
+    new evidence, from 10 s after the onset on)."""
+
+    trigger: Literal["manual", "alarm"] = Field(
+        "manual", description="alarm: the first cycle is left to the loop's emergency cycle on the critical "
+                              "alarm's ALARM transition; the operator steps in only after `alarm_wait_seconds`")
+    alarm_wait_seconds: float = Field(90.0, ge=0, description="trigger alarm: seconds after the onset before the "
+                                                              "operator triggers cycles itself")
+    focus: str | None = Field(None, pattern=r"^[a-z_:]{1,60}$",
+                              description="the operator's cycles focus on the oracle component's opportunities of "
+                                          "this problem type (e.g. database_connection): the loop is told where "
+                                          "to look, so such a case does not measure localization")
+
+
+class Expect(_Strict):
+    """What the case is expected to end with: the verdict of its first improvement (`kaizen demo` checks it)."""
+
+    verdict: Literal["keep", "rollback"] = Field(description="keep: the fix is kept; rollback: the change the "
+                                                             "loop makes hurts and monitoring rolls it back")
+
+
 class Case(_Strict):
     """One fault case: services of one tenant, their workload, the fault and the oracle."""
 
@@ -199,6 +221,8 @@ class Case(_Strict):
     oracle: Oracle
     observe_seconds: float = Field(240.0, ge=60, description="seconds after onset the case is watched")
     onset_seconds: float = Field(60.0, ge=20, description="no-fault controls: when the 'fault-free onset' is")
+    operator: Operator = Operator()
+    expect: Expect | None = None
 
     @field_validator("name")
     @classmethod
@@ -228,7 +252,22 @@ class Case(_Strict):
         for change in self.oracle.fix:
             if target is not None and change.knob not in target.knobs:
                 raise ValueError(f"oracle.fix: knob {change.knob!r} is not a knob of {target.name}")
+        self._operator_and_expect(target)
         return self
+
+    def _operator_and_expect(self, target: Service | None) -> None:
+        op = self.operator
+        if op.focus is not None and target is None:
+            raise ValueError("operator.focus: needs the oracle's component (a fault case)")
+        if op.trigger == "alarm":
+            if target is None or not any(a.critical for a in target.alarms[:1]):
+                raise ValueError("operator.trigger: alarm needs a critical alarm as the first alarm of the "
+                                 "oracle's component")
+        if self.expect is not None:
+            if self.expect.verdict == "keep" and not self.oracle.fixable:
+                raise ValueError("expect.verdict: keep needs a fault a knob fixes (oracle.fixable: true)")
+            if self.expect.verdict == "rollback" and not self.oracle.fault:
+                raise ValueError("expect.verdict: rollback needs a fault (oracle.fault: true)")
 
     @property
     def tenant_id(self) -> str:
@@ -298,6 +337,11 @@ def load_case(path: Path) -> Case:
 
 def library_dir() -> Path:
     return Path(__file__).parent / "cases"
+
+
+def demo_dir() -> Path:
+    """The demo's scenarios (`kaizen demo`): cases of their own, not part of the default library."""
+    return library_dir() / "demo"
 
 
 def load_cases(paths: list[Path]) -> list[Case]:

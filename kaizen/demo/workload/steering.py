@@ -66,9 +66,11 @@ class Steering:
         await self.producer.send_and_wait(COMMANDS, key=key.encode(), value=cmd.to_bytes())
         return cmd.command_id
 
-    async def trigger(self, tenant: str, component: str | None = None, problem_type: str | None = None) -> str:
+    async def trigger(self, tenant: str, component: str | None = None, problem_type: str | None = None,
+                      cycle_id: str | None = None) -> str:
         """A manual cycle for one tenant, last hour, one improvement, optionally focused on a component's
-        problem type; returns a short description."""
+        problem type; returns a short description. `cycle_id` names the cycle of a command (the MCP server
+        names its own)."""
         focus = {"component": component, "problem_type": problem_type} if component and problem_type else {}
         shown = f" focused on {component}/{problem_type}" if focus else ""
         if self.via == "mcp" and self.operator_token:
@@ -80,9 +82,9 @@ class Steering:
             except (ToolError, httpx.HTTPError, OSError, RuntimeError) as exc:
                 log.warning("MCP trigger failed; using the commands topic", error=str(exc)[:200])
         cid = await self._command(TriggerCycle(
-            command_id=f"demo-{uuid.uuid4().hex[:12]}", timestamp=utcnow(), actor=self.operator, roles=["operator"],
-            tenant_id=tenant, analysis_window_hours=1, max_improvements=1, component=component if focus else None,
-            problem_type=problem_type if focus else None))
+            command_id=f"{self.operator}-{uuid.uuid4().hex[:12]}", timestamp=utcnow(), actor=self.operator,
+            roles=["operator"], tenant_id=tenant, cycle_id=cycle_id, analysis_window_hours=1, max_improvements=1,
+            component=component if focus else None, problem_type=problem_type if focus else None))
         return f"command trigger_cycle {cid}{shown}"
 
     async def approve(self, improvement_id: str, tenant: str, reason: str) -> str:
@@ -99,7 +101,7 @@ class Steering:
                 except (httpx.HTTPError, OSError, RuntimeError) as exc:
                     log.warning("MCP approve failed; using the commands topic", error=str(exc)[:200])
                     break
-        await self._command(Decision(command_id=f"demo-{uuid.uuid4().hex[:12]}", kind="approve", timestamp=utcnow(),
-                                     actor=self.approver, roles=["approver"], tenant_id=tenant,
+        await self._command(Decision(command_id=f"{self.approver}-{uuid.uuid4().hex[:12]}", kind="approve",
+                                     timestamp=utcnow(), actor=self.approver, roles=["approver"], tenant_id=tenant,
                                      improvement_id=improvement_id, reason=reason))
         return f"{self.approver} via command"
