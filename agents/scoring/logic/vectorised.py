@@ -407,7 +407,8 @@ class DetectorColumns:
 
     def _novelty(self, r: np.ndarray, x: np.ndarray, width: np.ndarray) -> np.ndarray:
         """PatternCounter.novelty of each row's level bin (counting it), per row of the level table."""
-        key = np.floor((x - self.origin[r]) / width)
+        with np.errstate(over="ignore"):
+            key = np.floor((x - self.origin[r]) / width)
         if not np.isfinite(key).all():
             raise OverflowError("cannot convert float infinity to integer")  # as math.floor would
         mod = self._tbits
