@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from math import erfc, log10
 from typing import Any
 
 import numpy as np
 
 from agents.scoring.logic import detectors as _det
-from agents.scoring.logic.detector_parts import _Z_MIN2, Likelihood, RecentMax
+from agents.scoring.logic.detector_parts import _SQRT2, _Z_MIN2, Likelihood, RecentMax
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, DetectorParams, KaizenDetector
 
 __all__ = ["MIN_ROUND", "DetectorColumns"]
@@ -60,7 +61,7 @@ def _ring_sum(rows: np.ndarray) -> np.ndarray:
 class _LikelihoodColumns:
     """`Likelihood` (detector_parts.py) of every series: ring, position, count, EW mean and variance."""
 
-    __slots__ = ("ring", "pos", "n", "mean", "var", "size", "alpha", "quiet", "two_sided", "min_var", "tail")
+    __slots__ = ("ring", "pos", "n", "mean", "var", "size", "alpha", "quiet", "two_sided", "min_var", "decades")
 
     def __init__(self, cap: int, template: Likelihood) -> None:
         self.size = template.size
@@ -68,7 +69,7 @@ class _LikelihoodColumns:
         self.quiet = template.quiet
         self.two_sided = template.two_sided
         self.min_var = template.min_var
-        self.tail = template._tail       # configuration only: the erfc/log10 tail of the rare deviations
+        self.decades = template.decades
         self.ring = np.zeros((cap, self.size), _F64)
         self.pos = np.zeros(cap, _I64)
         self.n = np.zeros(cap, _I64)
@@ -110,11 +111,29 @@ class _LikelihoodColumns:
         ve = np.where(v > self.min_var, v, self.min_var)
         cand &= (ve <= 1e-18) | (d * d >= _Z_MIN2 * ve)
         out = np.zeros(len(r), _F64)
-        if cand.any():
-            tail = self.tail
-            for i in np.flatnonzero(cand).tolist():
-                out[i] = tail(float(d[i]), float(m[i]), float(v[i]))
+        idx = np.flatnonzero(cand)
+        if idx.size:
+            out[idx] = self._tail(d[idx], m[idx], ve[idx])
         return out
+
+    def _tail(self, d: np.ndarray, m: np.ndarray, ve: np.ndarray) -> np.ndarray:
+        """Likelihood._tail of deviations past the gate: the arithmetic in numpy, erfc and log10 by Python's
+        math per element (numpy's own log10 may differ in the last bit)."""
+        flat = ve <= 1e-18
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = d / np.sqrt(ve)
+        if flat.any():
+            # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
+            am = np.abs(m[flat])
+            z[flat] = d[flat] / np.where(am > 1e-6, am * 1e-3, 1e-9)
+        if self.two_sided:
+            p = np.array([erfc(u) for u in (np.abs(z) / _SQRT2).tolist()])
+        else:
+            p = 0.5 * np.array([erfc(u) for u in (z / _SQRT2).tolist()])
+        lg = np.array([log10(q) if q > 0.0 else 0.0 for q in p.tolist()])
+        sc = -lg / self.decades
+        sc = np.where(sc > 1.0, 1.0, np.where(sc > 0.0, sc, 0.0))
+        return np.where(p <= 0.0, 1.0, sc)
 
     def pack(self, slot: int) -> bytes:
         return Likelihood._HEAD.pack(int(self.pos[slot]), int(self.n[slot]), float(self.mean[slot]),
@@ -165,6 +184,7 @@ class DetectorColumns:
         self.cal_top = np.zeros(cap, _F64)
         self.cal_age = np.zeros(cap, _I64)
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
+        self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
 
     _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "levels", "prof", "visits", "cal_ring", "cal_pos",
                    "cal_top", "cal_age", "surprise")
@@ -295,16 +315,20 @@ class DetectorColumns:
         surprise = np.zeros(total, _F64)
         if total == 0:
             return scores, surprise
-        if total == 1 or len(np.unique(s)) == total:
-            order = np.arange(total)
+        mark = self._mark
+        if len(mark) < self._cap:
+            mark = self._mark = np.zeros(self._cap, _I64)
+        seq = np.arange(total)
+        mark[s] = seq
+        if (mark[s] == seq).all():                   # one point per slot: a single round
+            order = seq
             rank = np.zeros(total, _I64)
         else:
             order = np.lexsort((t, s))               # by slot, then time; stable
             ss = s[order]
             first = np.ones(total, bool)
             first[1:] = ss[1:] != ss[:-1]
-            idx = np.arange(total)
-            rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
+            rank = seq - np.maximum.accumulate(np.where(first, seq, 0))
         counts = np.bincount(rank)
         rounds = len(counts)
         vec_rounds = rounds
@@ -443,12 +467,13 @@ class DetectorColumns:
         age = np.where(ge, 0, self.cal_age[r] + 1)
         top = np.where(ge, stored, prior)
         expired = np.flatnonzero(age >= size)
-        for i in expired.tolist():   # the max was just overwritten: rescan that row once
-            ring = self.cal_ring[r[i]]
-            best = ring.max()
-            back = (int(pos[i]) - np.arange(size)) % size
-            top[i] = float(best)
-            age[i] = int(np.argmax(ring[back] == best))
+        if expired.size:   # the max was just overwritten: rescan those rows, find their max's newest copy
+            rings = self.cal_ring[r[expired]]
+            best = rings.max(axis=1)
+            back = (pos[expired][:, None] - np.arange(size)) % size
+            newest = np.take_along_axis(rings, back, axis=1) == best[:, None]
+            top[expired] = best.astype(_F64)
+            age[expired] = np.argmax(newest, axis=1)
         self.cal_top[r] = top
         self.cal_age[r] = age
         return prior
