@@ -3,16 +3,18 @@
 The per-point path (`streams.codec.decode_metrics_lean`) checks each record field by field and then
 each contract rule (~6 µs a point here). An envelope of the usual shape — every record a JSON object
 whose fields have the plain types the model takes as they are, nothing breaking a limit — passes the
-same checks column by column: the types of a column at once (`set(map(type, col))`), values and
-timestamps as numpy arrays (finite, plausible), identifier lengths by one `max(map(len, col))`. What
-is left per point is what cannot be vectorised: the dimensions, the series key, the derived event id
-and the lean dict itself. Any envelope that fails a column check goes through the per-point path
+same checks column by column: an identifier column's distinct values at once (one `set(col)`; their
+types and lengths are then checked on those few), values and timestamps as numpy arrays (finite,
+plausible). What is left per point is what cannot be vectorised: the dimensions, the series key
+(its prefix built once when the envelope's records share tenant, namespace, metric and statistic),
+the derived event id (the repr of each distinct time and value computed once) and the lean dict. Any envelope that fails a column check goes through the per-point path
 whole, so a bad record still gets its own dead letter with its reason, and the result is always the
 per-point path's (tests/unit/test_metric_columns.py compares both on generated envelopes).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,11 +23,13 @@ import numpy as np
 from streams.codec import Decoded, _items, decode_metrics_lean
 from streams.contract import Limits
 from streams.metric_codec import LeanPoint, _seconds
-from streams.records import metric_component, metric_event_id, metric_series_key
+from streams.records import COMPONENT_DIMENSIONS, metric_component
 from streams.units import canonical
 
 _MISSING: dict[str, str] = {}
 _SECONDS_LIMIT = 2e10  # as streams/metric_codec.py: larger numbers are milliseconds for the model
+_COMPONENT_DIMENSIONS = frozenset(COMPONENT_DIMENSIONS)
+_DERIVED_ID_LENGTH = 26  # "m-" and 24 hex digits (streams.records.metric_event_id)
 STATS = {"columnar": 0, "per_point": 0}
 
 
@@ -43,8 +47,16 @@ def decode_metric_columns(raw: bytes | None, *, topic: str, partition: int = -1,
     return decode_metrics_lean(raw, topic=topic, partition=partition, offset=offset, now=now, limits=limits)
 
 
-def _all_str(col: list[Any]) -> bool:
-    return set(map(type, col)) == {str}
+def _distinct_str(col: list[Any]) -> set[str] | None:
+    """The distinct values of a column if every one is a string (one C-level set build: identifier
+    columns hold a few distinct values, whose types and lengths are then checked), else None."""
+    try:
+        distinct = set(col)
+    except TypeError:  # an unhashable value (a list, an object): no string
+        return None
+    if set(map(type, distinct)) != {str}:  # (no other JSON type equals a string, so none hides in the set)
+        return None
+    return distinct
 
 
 def _timestamps(col: list[Any], now: float, lim: Limits) -> list[float] | None:
@@ -87,10 +99,15 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     spaces = [it.get("namespace", "") for it in items]
     stats = [it.get("statistic", "Average") for it in items]
     eids = [it.get("event_id", "") for it in items]
-    if not all(map(_all_str, (names, tenants, units, spaces, stats, eids))) or "" in names or "" in tenants:
+    maybe = [_distinct_str(c) for c in (names, tenants, spaces, stats, units, eids)]
+    distinct = [u for u in maybe if u is not None]
+    if len(distinct) < len(maybe):
+        return None
+    u_names, u_tenants, u_spaces, u_stats = distinct[:4]
+    if "" in u_names or "" in u_tenants:
         return None
     most = lim.max_identifier_length
-    if max(max(map(len, c)) for c in (names, tenants, spaces, stats, eids, units)) > most or most < 7:
+    if max(max(map(len, u)) for u in distinct) > most or most < 7:
         return None  # (7: the canonical unit "Percent" must fit too)
     values = [it.get("value") for it in items]
     if not set(map(type, values)) <= {int, float}:
@@ -105,23 +122,74 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     if ts is None:
         return None
     fvalues: list[float] = varr.tolist()
-    max_dims, max_val = lim.max_dimensions, lim.max_dimension_value_length
+    prefix = None  # the series key's prefix, when every record shares tenant, namespace, metric and statistic
+    if len(u_tenants) == len(u_spaces) == len(u_names) == len(u_stats) == 1:
+        prefix = f"{tenants[0]}|{spaces[0]}|{names[0]}|{stats[0]}|"
+    return _points(items, names, tenants, units, spaces, stats, eids, fvalues, ts, lim, prefix)
+
+
+def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: list[str], spaces: list[str],
+            stats: list[str], eids: list[str], fvalues: list[float], ts: list[float], lim: Limits,
+            prefix: str | None) -> list[LeanPoint] | None:
+    """The per-point part: dimensions checked, series key, component, derived event id, the lean dict.
+
+    Per envelope, what repeats is computed once: the series key's prefix per (tenant, namespace,
+    metric, statistic), the repr of each distinct time and value (the costliest part of a derived id),
+    whether a (metric, unit) pair is converted. Same strings as metric_series_key, metric_component and
+    metric_event_id (streams/records.py), which the per-point path calls.
+    """
+    most, max_dims, max_val = lim.max_identifier_length, lim.max_dimensions, lim.max_dimension_value_length
+    id_may_be_long = most < _DERIVED_ID_LENGTH
     convert: dict[tuple[str, str], bool] = {}
+    prefixes: dict[tuple[str, str, str, str], str] = {}
+    reprs: dict[float, str] = {}
+    blake = hashlib.blake2b
+    comp_dims = _COMPONENT_DIMENSIONS
     out: list[LeanPoint] = []
+    append = out.append
     for it, name, tenant, unit, ns, stat, eid, v, t in zip(items, names, tenants, units, spaces, stats, eids,
                                                            fvalues, ts, strict=True):
         dims = it.get("dimensions", _MISSING)
         if dims is _MISSING:
             dims = {}
-        elif type(dims) is not dict or len(dims) > max_dims:
+        elif type(dims) is not dict:
             return None
-        for k, dv in dims.items():
+        n = len(dims)
+        if n > max_dims:
+            return None
+        if n == 1:
+            for k, dv in dims.items():  # noqa: B007 - the one pair
+                pass
             if type(dv) is not str or len(k) > most or len(dv) > max_val:
                 return None
-        series = metric_series_key(tenant, ns, name, stat, dims)
+            tail = f"{k}={dv}"
+            component = dv if k in comp_dims else (ns or name)
+        elif n == 0:
+            tail = ""
+            component = ns or name
+        else:
+            for k, dv in dims.items():
+                if type(dv) is not str or len(k) > most or len(dv) > max_val:
+                    return None
+            tail = ",".join([f"{k}={dims[k]}" for k in sorted(dims)])
+            component = metric_component(dims, ns, name)
+        if prefix is not None:
+            series = prefix + tail
+        else:
+            pk = (tenant, ns, name, stat)
+            head = prefixes.get(pk)
+            if head is None:
+                head = prefixes[pk] = f"{tenant}|{ns}|{name}|{stat}|"
+            series = head + tail
         if not eid:
-            eid = metric_event_id(series, t, v)
-            if len(eid) > most:
+            tr = reprs.get(t)
+            if tr is None or t == 0.0:  # (0.0 and -0.0 are one key, two reprs)
+                tr = reprs[t] = repr(t)
+            vr = reprs.get(v)
+            if vr is None or v == 0.0:
+                vr = reprs[v] = repr(v)
+            eid = "m-" + blake(f"{series}|{tr}|{vr}".encode(), digest_size=12).hexdigest()
+            if id_may_be_long and len(eid) > most:
                 return None
         pair = (name, unit)
         conv = convert.get(pair)
@@ -131,8 +199,8 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
             v, unit = canonical(name, v, unit)
         lean: LeanPoint = {"metric_name": name, "value": v, "unit": unit, "dimensions": dims, "timestamp": t,
                            "tenant_id": tenant, "namespace": ns, "statistic": stat, "event_id": eid,
-                           "series": series, "component": metric_component(dims, ns, name)}
+                           "series": series, "component": component}
         if it.get("history") is True:
             lean["history"] = True
-        out.append(lean)
+        append(lean)
     return out

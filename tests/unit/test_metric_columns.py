@@ -81,3 +81,37 @@ def test_the_usual_envelope_takes_the_columnar_path() -> None:
     assert not _same(orjson.dumps({"records": recs}))
     bad = decode_metric_columns(orjson.dumps({"records": recs}), topic="t", now=NOW, limits=LIMITS)
     assert len(bad.records) == 49 and len(bad.dead) == 1 and bad.dead[0].index_in_batch == 7
+
+
+def test_ids_of_zero_values_keep_their_sign() -> None:
+    """Derived ids hash the repr of time and value; 0.0 and -0.0 are one dict key but two reprs."""
+    recs = [{"metric_name": "Latency", "value": v, "timestamp": int(NOW) - 60, "tenant_id": "acme",
+             "dimensions": {"service": "a"}} for v in (0.0, -0.0, 0, 0.0, -0.0)]
+    assert _same(orjson.dumps({"records": recs}))
+    ids = [p["event_id"] for p in decode_metric_columns(orjson.dumps({"records": recs}), topic="t", now=NOW,
+                                                        limits=LIMITS).records]
+    assert ids[0] != ids[1] and ids[0] == ids[2] == ids[3] and ids[1] == ids[4]
+
+
+def test_mixed_series_prefixes_and_dimension_limits() -> None:
+    """Envelopes mixing tenants, namespaces and statistics (no shared series-key prefix), several or no
+    dimensions, and limits that refuse a single dimension."""
+    recs = [{"metric_name": ["Latency", "ErrorRate"][i % 2], "value": i * 0.1, "timestamp": int(NOW) - i,
+             "tenant_id": ["acme", "t-1", "t-2"][i % 3], "namespace": ["AWS/X", ""][i % 2],
+             "statistic": ["Average", "p99", "Sum"][i % 3],
+             "dimensions": [{}, {"service": "a"}, {"b": "x", "a": "y"}, {"ServiceName": "s", "k": "v"}][i % 4]}
+            for i in range(24)]
+    raw = orjson.dumps({"records": recs})
+    assert _same(raw)
+    for lim in (Limits(max_dimensions=0), Limits(max_dimensions=1), Limits(max_identifier_length=20)):
+        fast = decode_metric_columns(raw, topic="t", now=NOW, limits=lim)
+        ref = decode_metrics_lean(raw, topic="t", now=NOW, limits=lim)
+        assert orjson.dumps(fast.records) == orjson.dumps(ref.records)
+        assert [d.reason for d in fast.dead] == [d.reason for d in ref.dead]
+
+
+def test_unhashable_identifier_values_are_dead_lettered_alike() -> None:
+    recs = [{"metric_name": "Latency", "value": 1.0, "timestamp": int(NOW), "tenant_id": "acme"},
+            {"metric_name": ["Latency"], "value": 1.0, "timestamp": int(NOW), "tenant_id": "acme"},
+            {"metric_name": "Latency", "value": 1.0, "timestamp": int(NOW), "tenant_id": {"a": 1}}]
+    assert not _same(orjson.dumps({"records": recs}))
