@@ -1,306 +1,265 @@
-"""`kaizen demo`: start the stack, run the workload and scenarios, show their timelines live, write the report."""
+"""`kaizen demo`: the demo's four scenarios are fault-lab cases (kaizen/lab/cases/demo/) run through the lab's
+engine — its simulator, runner, follower, operator and scoring — on the demo's stack, steered through MCP as
+two principals; it narrates each step, prints each scenario's verdict with its figures, writes the report
+and serves on until Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-from datetime import UTC, datetime
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
-from kaizen.demo.env import (
-    APPROVER_TOKEN_ENV,
-    OPERATOR_TOKEN_ENV,
-    connectors_available,
-    run_connectors_here,
-)
-from kaizen.demo.scenarios import Scenario, Timeline, TimelineTracker, select, ts_of
-from kaizen.demo.workload.reporter import ServiceReporter
-from kaizen.demo.workload.service import SimulatedService
+from kaizen.demo.env import APPROVER_TOKEN_ENV, OPERATOR_TOKEN_ENV, connectors_available, run_connectors_here
 from kaizen.demo.workload.steering import Steering
+from kaizen.lab.runner import VERDICTS, Lab, LabCase, LabTiming, namespaces
+from kaizen.lab.schema import Case, demo_dir, load_cases
+from kaizen.lab.scoring import CaseRecord, score_case, window
 from kaizen.output import stdout_console
-from streams import topics as t
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-WARMUP_SECONDS = float(os.environ.get("KAIZEN_DEMO_WARMUP_SECONDS", "45"))  # detectors need a baseline
-TIMEOUT_SECONDS = float(os.environ.get("KAIZEN_DEMO_TIMEOUT_SECONDS", "420"))
+SCENARIOS = ("latency-regression", "bad-change", "error-burst", "alarm")  # the order they are shown in
+ALL = "all"
 SETTLE_SECONDS = 10.0  # after a verdict: long enough to measure the latency it leaves behind
-RETRIGGER_SECONDS = 20.0
-MIN_FAULT_AGE_SECONDS = 16.0  # deploy lands ≈ BASELINE_WINDOW_SECONDS after the fault
-TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS, t.CLEAN_TOPICS["metric"])
+FIGURE_WINDOW = 10.0  # the figures are means over this many seconds of the model's (noise-free) values
+STATUS_EVERY = 30.0
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def _env_seconds(name: str) -> float | None:
+    raw = os.environ.get(name)
+    return float(raw) if raw else None
 
 
-def _rel(tl: Timeline, ts: datetime | None) -> str:
-    if ts is None or tl.fault_injected_at is None:
-        return ""
-    return f"+{(ts - tl.fault_injected_at).total_seconds():.0f}s"
+def select(name: str) -> list[Case]:
+    """The demo's cases named (a scenario or 'all'), paced by KAIZEN_DEMO_WARMUP_SECONDS (the onset) and
+    KAIZEN_DEMO_TIMEOUT_SECONDS (onset + observation) when set; ValueError with the valid names otherwise."""
+    cases = {c.name: c for c in load_cases([demo_dir()])}
+    order = [n for n in SCENARIOS if n in cases] + sorted(set(cases) - set(SCENARIOS))
+    if name != ALL and name not in cases:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(order)} or {ALL}")
+    chosen = [cases[n] for n in order] if name == ALL else [cases[name]]
+    return [paced(c, _env_seconds("KAIZEN_DEMO_WARMUP_SECONDS"), _env_seconds("KAIZEN_DEMO_TIMEOUT_SECONDS"))
+            for c in chosen]
 
 
-def render(tracker: TimelineTracker, started: datetime) -> Table:
-    """The live table: one row per scenario, times relative to its fault injection."""
-    age = (now() - started).total_seconds()
-    table = Table(title=f"kaizen closed-loop demo — {age:.0f}s", title_justify="left")
-    for col in ("scenario", "tenant/service", "stage", "anomaly", "opportunity", "approved", "deployed",
-                "verdict", "latency ms before → after"):
+def paced(case: Case, warmup: float | None, timeout: float | None) -> Case:
+    """The case with its fault's onset at `warmup` and its observation ending at `timeout` (when given)."""
+    if warmup is not None and case.fault is not None:
+        case = case.model_copy(update={"fault": case.fault.model_copy(update={"onset_seconds": warmup})})
+    if timeout is not None:
+        case = case.model_copy(update={"observe_seconds": max(60.0, timeout - case.onset)})
+    return case
+
+
+# --- what a scenario ended with ----------------------------------------------------------------------
+def _mean(series: list[tuple[float, float, float, float]], metric: str, start: float | None,
+          end: float | None) -> float | None:
+    if start is None or end is None or end <= start:
+        return None
+    v = window(series, metric, start, end)
+    return None if v is None else round(v, 2)
+
+
+def outcome(lab: Lab, lc: LabCase) -> dict[str, Any]:
+    """One scenario's timeline and figures (times as ISO timestamps; the figures are the model's values on
+    the oracle's component) and its lab score."""
+    c, rec = lc.case, lc.record
+    onset_wall = lab.t0_wall + timedelta(seconds=c.onset)
+
+    def at(rel: float | None) -> str | None:
+        return None if rel is None else (onset_wall + timedelta(seconds=rel)).isoformat()
+
+    comp = c.oracle.component or c.services[0].name
+    series = rec.series.get(comp, [])
+    imp = lc.verdict() or (max(lc.improvements.values(), key=lambda i: i.started_at)
+                                 if lc.improvements else None)
+    st: dict[str, Any] = lc.steps.get(imp.improvement_id, {}) if imp else {}
+    deployed = min((v for k, v in st.items() if k in ("deploying", "monitoring")), default=None)
+    verdict_at = st.get("completed", st.get("rolled_back"))
+    end = series[-1][0] + 1.0 if series else None
+    before_end = deployed if deployed is not None else verdict_at
+    after_start = max(verdict_at, end - FIGURE_WINDOW) if verdict_at is not None and end is not None else None
+    fig = {
+        "latency_healthy_ms": _mean(series, "latency", -FIGURE_WINDOW, 0.0),
+        "latency_before_ms": _mean(series, "latency", (before_end or 0) - FIGURE_WINDOW, before_end),
+        "latency_during_change_ms": _mean(series, "latency", st.get("stage_full"), verdict_at),
+        "latency_after_ms": _mean(series, "latency", after_start, end),
+        "error_rate_before_pct": _mean(series, "error_rate", (before_end or 0) - FIGURE_WINDOW, before_end),
+        "error_rate_after_pct": _mean(series, "error_rate", after_start, end),
+    }
+    b, a = fig["latency_before_ms"], fig["latency_after_ms"]
+    fig["latency_change_pct"] = round((a - b) / b * 100, 1) if a is not None and b else None
+    lags = sorted(lc.telemetry_lag)
+    verdict = st.get("verdict")
+    expected = c.expect.verdict if c.expect else None
+    return {
+        "scenario": c.name, "tenant_id": c.tenant_id, "component": comp, "description": c.description.strip(),
+        "fault": c.fault.label if c.fault else None, "expected_verdict": expected,
+        "fault_injected_at": onset_wall.isoformat(),
+        "first_anomaly_at": at(next((i[0] for i in rec.insights if i[0] >= 0), None)),
+        "first_anomaly": lc.first_insight,
+        "opportunity_at": at(lc.first_opportunity[0] if lc.first_opportunity else None),
+        "opportunity": lc.first_opportunity[1] if lc.first_opportunity else "",
+        "improvement_id": imp.improvement_id if imp else None, "improvement_status": imp.status if imp else None,
+        "changes": imp.changes if imp else [],
+        "approval_at": at(st.get("approved")), "approval": st.get("approved_by"),
+        "deployed_at": at(deployed), "full_deployed_at": at(st.get("stage_full")),
+        "verdict_at": at(verdict_at), "verdict": verdict, "degradation": st.get("degradation"),
+        "verdict_reason": st.get("reason", ""), "baseline": st.get("baseline", {}),
+        "rollback_at": at(st.get("rolled_back")),
+        **fig,
+        "telemetry_lag_seconds": {"p50": round(lags[len(lags) // 2], 2), "max": round(lags[-1], 2),
+                                  "points": len(lags)} if lags else None,
+        "met_expectation": (verdict == expected) if verdict and expected else None,
+        "improvements": [{"improvement_id": i.improvement_id, "status": i.status, "changes": i.changes,
+                          "started_s": i.started_at, "verdict_s": i.verdict_at} for i in lc.improvements.values()],
+        "score": score_case(rec).as_dict(),
+    }
+
+
+def _n(v: Any, unit: str = "") -> str:
+    return "-" if v is None else f"{v:g}{unit}"
+
+
+def _plan(changes: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in changes)
+
+
+def print_outcomes(console: Console, outcomes: list[dict[str, Any]]) -> None:
+    """One line per scenario (its verdict and figures), then the table."""
+    shown = {"keep": "kept", "rollback": "rolled back"}
+    for o in outcomes:
+        if o["verdict"] is None:
+            console.print(f"{o['scenario']}: no verdict ({o['improvement_status'] or 'no improvement'})",
+                          markup=False, highlight=False)
+            continue
+        ok = "as expected" if o["met_expectation"] else f"EXPECTED {shown.get(o['expected_verdict'] or '', '-')}"
+        console.print(f"{o['scenario']}: {shown.get(o['verdict'], o['verdict'])} ({ok}) [{_plan(o['changes'])}]; "
+                      f"latency {_n(o['latency_before_ms'])} ms before → {_n(o['latency_after_ms'])} ms after "
+                      f"({_n(o['latency_change_pct'], ' %')}); error rate {_n(o['error_rate_before_pct'])} % → "
+                      f"{_n(o['error_rate_after_pct'])} %", markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="kaizen closed-loop demo (seconds after each fault; figures: the model's values)",
+                  title_justify="left")
+    for col in ("scenario", "tenant/service", "insight", "opportunity", "approved", "deployed", "verdict",
+                "expected", "latency ms before → after", "errors % before → after"):
         table.add_column(col)
-    for tl in tracker.timelines.values():
-        f = tl.figures()
-        lat = "" if f["latency_before_ms"] is None else f"{f['latency_before_ms']:.1f}"
-        if f["latency_after_ms"] is not None and tl.verdict:
-            lat += f" → {f['latency_after_ms']:.1f}"
-        verdict = f"{tl.verdict} {_rel(tl, tl.verdict_at)}" if tl.verdict else ""
-        if tl.verdict:
-            verdict = ("[green]" if tl.verdict == tl.expected_verdict else "[red]") + verdict
-        table.add_row(tl.scenario, f"{tl.tenant_id}/{tl.component}", tl.stage, _rel(tl, tl.first_anomaly_at),
-                      _rel(tl, tl.opportunity_at), _rel(tl, tl.approval_at), _rel(tl, tl.deployed_at), verdict, lat)
-    return table
+
+    def rel(o: dict[str, Any], key: str) -> str:
+        a, b = o.get(key), o["fault_injected_at"]
+        return "" if not a else f"+{(datetime.fromisoformat(a) - datetime.fromisoformat(b)).total_seconds():.0f}"
+
+    for o in outcomes:
+        verdict = shown.get(o["verdict"] or "", "-")
+        if o["verdict"]:
+            verdict = ("[green]" if o["met_expectation"] else "[red]") + verdict + f" {rel(o, 'verdict_at')}"
+        table.add_row(o["scenario"], f"{o['tenant_id']}/{o['component']}", rel(o, "first_anomaly_at"),
+                      rel(o, "opportunity_at"), rel(o, "approval_at"), rel(o, "deployed_at"), verdict,
+                      shown.get(o["expected_verdict"] or "", "-"),
+                      f"{_n(o['latency_before_ms'])} → {_n(o['latency_after_ms'])}",
+                      f"{_n(o['error_rate_before_pct'])} → {_n(o['error_rate_after_pct'])}")
+    console.print(table)
 
 
-class Demo:
-    """The workload (one simulated service per scenario), the timeline tracker and the scenario drivers."""
-
-    def __init__(self, settings: Settings, scenarios: list[Scenario], console: Console) -> None:
-        import boto3
-
-        self.settings = settings
-        self.scenarios = scenarios
-        self.console = console
-        self.tracker = TimelineTracker(scenarios)
-        kw: dict[str, Any] = {"region_name": settings.aws_region}
-        if settings.aws_endpoint_url:
-            kw["endpoint_url"] = settings.aws_endpoint_url
-        cw, logs, ssm = boto3.client("cloudwatch", **kw), boto3.client("logs", **kw), boto3.client("ssm", **kw)
-        self.services: dict[str, tuple[SimulatedService, ServiceReporter]] = {}
-        for s in scenarios:
-            svc = SimulatedService(s.profile, seed=s.seed, canary_fraction=settings.canary_fraction)
-            rep = ServiceReporter(svc, cw, logs, ssm, namespace=settings.cloudwatch_namespace.split(",")[0].strip(),
-                                  tenant_dimension=settings.cloudwatch_tenant_dimension)
-            self.services[s.name] = (svc, rep)
-        self.started = now()
-        self.changed = asyncio.Event()
-        self.workload_errors = 0
-
-    def say(self, tl: Timeline, message: str) -> None:
-        self.console.print(f"[bold]{tl.scenario}[/bold] {_rel(tl, now()) or ''} {escape(message)}")
-
-    # --- the workload --------------------------------------------------------------------------------
-    async def setup(self) -> None:
-        for s in self.scenarios:
-            _svc, rep = self.services[s.name]
-            await rep.setup()
-            if s.alarm:
-                await rep.put_alarm(s.alarm.name, s.alarm.metric_name, s.alarm.threshold, s.alarm.evaluation_periods)
-
-    async def workload(self) -> None:
-        """Every second: read parameters from SSM, serve a second of traffic, report it."""
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            ts = now().replace(microsecond=0)
-            results = await asyncio.gather(*(self._tick(name, ts) for name in self.services), return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    if not isinstance(r, Exception):
-                        raise r
-                    self.workload_errors += 1
-                    log.warning("workload tick failed", error=str(r)[:200])
-            next_at += 1.0
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-
-    async def _tick(self, name: str, ts: datetime) -> None:
-        svc, rep = self.services[name]
-        await rep.read_parameters()
-        tick = svc.tick(ts)
-        await rep.report(tick)
-        tl = self.tracker.timelines[name]
-        tl.latency.append((ts, tick.latency_ms))
-        tl.error_rate.append((ts, tick.error_rate_pct))
-        if tick.canary_latency_ms is not None:
-            tl.canary_latency.append((ts, tick.canary_latency_ms))
-
-    # --- following the loop --------------------------------------------------------------------------
-    async def follow(self) -> None:
-        """Read insights, opportunities and improvement events from the beginning, forever."""
-        consumer = AIOKafkaConsumer(*TRACKED, bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-                for tp, msgs in batches.items():
-                    for m in msgs:
-                        if m.value is None:
-                            continue
-                        if tp.topic == t.CLEAN_TOPICS["metric"]:
-                            self.tracker.observe_metrics(m.value, ts_of(m.timestamp, now()))
-                            continue
-                        tl = self.tracker.observe(tp.topic, m.value, ts_of(m.timestamp, now()))
-                        if tl is not None:
-                            self.changed.set()
-        finally:
-            await consumer.stop()
-
-    async def until(self, tl: Timeline, ready: Any, timeout: float) -> bool:
-        """Wait until `ready(tl)` holds (re-checked on every tracked change), at most `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not ready(tl):
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
-        return True
-
-    # --- one scenario -----------------------------------------------------------------------------------
-    async def drive(self, s: Scenario, steering: Steering) -> None:
-        tl = self.tracker.timelines[s.name]
-        svc, _rep = self.services[s.name]
-        await asyncio.sleep(max(0.0, WARMUP_SECONDS - (now() - self.started).total_seconds()))
-        svc.inject(s.fault)
-        tl.fault_injected_at, tl.stage = now(), "fault injected"
-        self.say(tl, f"fault injected: {s.fault_label}")
-        if not await self.until(tl, lambda x: x.first_anomaly_at is not None, 120):
-            tl.error = "no insight within 120 s of the fault"
-        else:
-            self.say(tl, f"first insight — {tl.first_anomaly}")
-        if await self.until(tl, lambda x: x.opportunity_at is not None, 90):
-            self.say(tl, f"opportunity — {tl.opportunity}")
-        # Like an operator reading the dashboard: trigger once the faulted state is established, so the
-        # cycle's baseline (BASELINE_WINDOW_SECONDS before deploy) is the faulted service, not the healthy one.
-        await asyncio.sleep(max(0.0, MIN_FAULT_AGE_SECONDS - (now() - tl.fault_injected_at).total_seconds()))
-        for attempt in range(6):
-            if s.trigger == "manual" or attempt > 0:
-                tl.cycle_triggered_at = tl.cycle_triggered_at or now()
-                how = await steering.trigger(s.profile.tenant_id, s.profile.component if s.focus_problem else None,
-                                             s.focus_problem)
-                self.say(tl, f"cycle triggered ({how})")
-            else:
-                self.say(tl, "waiting for the critical alarm's emergency cycle")
-            wait = RETRIGGER_SECONDS if s.trigger == "manual" or attempt > 0 else 90.0
-            if not await self.until(tl, lambda x: x.improvement_id is not None
-                                    and x.improvement_status not in ("failed", "rejected"), wait):
-                continue
-            if not await self.until(tl, lambda x: x.improvement_status in (
-                    "awaiting_approval", "deploying", "monitoring", "completed", "rolled_back", "failed"), 60):
-                continue
-            if tl.improvement_status == "awaiting_approval" and tl.improvement_id:
-                self.say(tl, f"improvement {tl.improvement_id} awaits approval")
-                asked = now()  # the decision's time; the call returns after the worker may have acted on it
-                who = await steering.approve(tl.improvement_id, s.profile.tenant_id,
-                                             f"demo: approve the {s.name} fix")
-                self.tracker.mark_approved(s.name, asked, who)
-                self.say(tl, f"approved by {who}")
-            if await self.until(tl, lambda x: x.verdict is not None or x.improvement_status in ("failed", "rejected"),
-                                180) and tl.verdict is not None:
-                break
-        if tl.verdict is None:
-            return
-        plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in tl.changes)
-        self.say(tl, f"verdict {tl.verdict} (expected {tl.expected_verdict}) of [{plan}]; "
-                     f"degradation {tl.degradation if tl.degradation is None else round(tl.degradation, 3)}")
-        if float(tl.baseline.get("samples", 0.0)) < 3:
-            self.say(tl, f"[warning] the cycle judged against a baseline of {tl.baseline.get('samples', 0)} samples")
-        await asyncio.sleep(SETTLE_SECONDS)
-        tl.done_at, tl.stage = now(), f"done: {tl.verdict}"
-        f = tl.figures()
-        self.say(tl, f"latency {f['latency_before_ms']} ms before → {f['latency_after_ms']} ms after "
-                     f"({f['latency_change_pct']} %); error rate {f['error_rate_before_pct']} % → "
-                     f"{f['error_rate_after_pct']} %")
-        self.changed.set()
+def stage(lc: LabCase) -> str:
+    """Where a scenario is, in a word or two."""
+    if lc.done:
+        verdict = lc.verdict()
+        return f"done: {VERDICTS[verdict.status]}" if verdict else "done: no verdict"
+    if not lc.improvements:
+        return "opportunity" if lc.first_opportunity else ("anomaly detected" if lc.first_insight else "watching")
+    latest = max(lc.improvements.values(), key=lambda i: i.started_at)
+    return latest.status.replace("_", " ")
 
 
-def write_report(tracker: TimelineTracker, path: Path | None, extra: dict[str, Any]) -> None:
+def write_report(path: Path | None, outcomes: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     if path is None:
         return
-    data = {**tracker.report(), **extra, "written_at": now().isoformat()}
+    data = {"scenarios": {o["scenario"]: o for o in outcomes}, **extra,
+            "written_at": datetime.now().astimezone().isoformat()}
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
-async def run_scenarios(settings: Settings, scenarios: list[Scenario], report: Path | None, exit_after_cycle: bool,
-                        console: Console, live: bool) -> int:
-    """Run the workload and drivers; return 0 when every scenario reached its verdict (exit_after_cycle),
-    1 on timeout; without exit_after_cycle keep serving until cancelled (SIGINT/SIGTERM)."""
-    demo = Demo(settings, scenarios, console)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks=1)
-    await producer.start()
+async def run_scenarios(settings: Settings, cases: list[Case], report: Path | None, exit_after_cycle: bool,
+                        console: Console) -> int:
+    """Run the cases through the lab's engine; return 0 when every scenario reached its verdict, 1 otherwise.
+    Without exit_after_cycle the workload keeps serving after the verdicts until cancelled (SIGINT/SIGTERM)."""
+    started = time.monotonic()
+
+    def say(msg: str) -> None:
+        console.print(f"[{time.monotonic() - started:4.0f}s] {msg}", markup=False, highlight=False, soft_wrap=True)
+
     mcp_url = f"http://{settings.self_building_mcp_host}:{settings.self_building_mcp_port}/mcp"
-    steering = Steering(producer, mcp_url, os.environ.get(OPERATOR_TOKEN_ENV), os.environ.get(APPROVER_TOKEN_ENV))
-    tasks: list[asyncio.Task[Any]] = []
+
+    def steering(producer: AIOKafkaProducer) -> Steering:
+        return Steering(producer, mcp_url, os.environ.get(OPERATOR_TOKEN_ENV), os.environ.get(APPROVER_TOKEN_ENV))
+
+    lab = Lab(settings, cases, say, LabTiming(stop_after_verdict=SETTLE_SECONDS), steering=steering, track_lag=True)
+    read = {n.strip() for n in settings.cloudwatch_namespace.split(",")}
+    unread = [n for n in namespaces(cases) if n not in read]
+    if unread:
+        say(f"warning: the services report to the namespaces {', '.join(unread)}, which CLOUDWATCH_NAMESPACE "
+            f"({settings.cloudwatch_namespace}) leaves out: the connectors will not read them")
+
+    async def ready(lab: Lab) -> None:
+        onset = min(c.onset for c in cases)
+        say(f"workload: {sum(len(c.services) for c in cases)} services of {len(cases)} scenarios reporting every "
+            f"second to {settings.aws_endpoint_url}; faults in {onset:.0f}s")
+        assert lab.steering is not None
+        await lab.steering.wait_for_mcp()
+        say(f"steering through: {lab.steering.via}")
+
+    last = 0.0
+
+    def progress(lab: Lab) -> None:
+        nonlocal last
+        if lab.elapsed() - last >= STATUS_EVERY:
+            last = lab.elapsed()
+            say("status: " + "; ".join(f"{lc.case.name} {stage(lc)}" for lc in lab.cases.values()))
+
     rc = 0
-    try:
-        await demo.setup()
-        tasks = [asyncio.create_task(demo.workload(), name="workload"),
-                 asyncio.create_task(demo.follow(), name="follow")]
-        if not connectors_available():
-            console.print("`kaizen connect` is not in this build: the demo polls CloudWatch itself")
-            tasks.append(asyncio.create_task(run_connectors_here(settings), name="connectors"))
-        console.print(f"workload: {len(scenarios)} services reporting every second to {settings.aws_endpoint_url}; "
-                      f"faults in {WARMUP_SECONDS:.0f}s")
-        await steering.wait_for_mcp()
-        console.print(f"steering through: {steering.via}")
-        drivers = [asyncio.create_task(demo.drive(s, steering), name=s.name) for s in scenarios]
-        tasks += drivers
-        live_ctx = Live(render(demo.tracker, demo.started), console=console, refresh_per_second=2) if live \
-            else contextlib.nullcontext()
-        with live_ctx as lv:
-            done_at: float | None = None
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + TIMEOUT_SECONDS
-            while True:
-                if lv is not None:
-                    lv.update(render(demo.tracker, demo.started))
-                for task in tasks[:3]:
-                    if task.done() and task.get_name() in ("workload", "follow", "connectors"):
-                        task.result()  # the workload or the follower died: raise its error
-                if all(d.done() for d in drivers) and done_at is None:
-                    done_at = loop.time()
-                    write_report(demo.tracker, report, {"steering": steering.via})
-                    missing = [tl.scenario for tl in demo.tracker.timelines.values() if tl.verdict is None]
-                    if missing:
-                        console.print(f"[red]no verdict for {', '.join(missing)}[/red]")
-                        rc = 1
-                    if exit_after_cycle:
-                        break
-                    console.print("all scenarios done; the workload keeps serving (Ctrl-C to stop)")
-                if exit_after_cycle and loop.time() > deadline:
-                    stuck = {tl.scenario: tl.stage for tl in demo.tracker.timelines.values() if tl.done_at is None}
-                    console.print(f"[red]timeout after {TIMEOUT_SECONDS:.0f}s; not done: {stuck}[/red]")
-                    rc = 1
-                    break
-                await asyncio.sleep(0.5)
+
+    def finish(records: list[CaseRecord]) -> None:
+        nonlocal rc
+        outcomes = [outcome(lab, lc) for lc in lab.cases.values()]
+        print_outcomes(console, outcomes)
+        write_report(report, outcomes, {"steering": lab.steering.via if lab.steering else None})
         if report:
-            write_report(demo.tracker, report, {"steering": steering.via})
-            console.print(f"report: {report}")
-        console.print(render(demo.tracker, demo.started))
+            say(f"report: {report}")
+        missing = [o["scenario"] for o in outcomes if o["verdict"] is None]
+        if missing:
+            say(f"no verdict for {', '.join(missing)}")
+            rc = 1
+        if not exit_after_cycle:
+            say("all scenarios done; the workload keeps serving (Ctrl-C to stop)")
+
+    extra: list[asyncio.Task[Any]] = []
+    if not connectors_available():
+        say("`kaizen connect` is not in this build: the demo polls CloudWatch itself")
+        extra.append(asyncio.create_task(run_connectors_here(settings), name="connectors"))
+    try:
+        if exit_after_cycle:
+            finish(await lab.run(progress, ready=ready))
+        else:
+            await lab.run(progress, ready=ready, done=finish)
     finally:
         # A SIGTERM now (kaizen run stopping its children after Ctrl-C) must not cut the cleanup short;
         # _serve restores the handler afterwards.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if report and rc == 0:
-            write_report(demo.tracker, report, {"steering": steering.via})
-        for task in tasks:
+        for task in extra:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await producer.stop()
+        await asyncio.gather(*extra, return_exceptions=True)
     return rc
 
 
@@ -310,7 +269,7 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     console = stdout_console()  # piped (or under `kaizen run | tee`): whole table rows, no cut cells
     try:
-        scenarios = select(scenario)
+        cases = select(scenario)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -319,22 +278,22 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
 
         settings = get_settings()
         report = report or settings.kaizen_data_dir / "demo-report.json"
-        return _serve(settings, scenarios, report, exit_after_cycle, console, live=console.is_terminal)
+        return _serve(settings, cases, report, exit_after_cycle, console)
     from kaizen.demo.env import demo_stack
 
     with demo_stack(console) as settings:
-        return _serve(settings, scenarios, report, exit_after_cycle, console, live=console.is_terminal)
+        return _serve(settings, cases, report, exit_after_cycle, console)
 
 
-def _serve(settings: Settings, scenarios: list[Scenario], report: Path | None, exit_after_cycle: bool,
-           console: Console, live: bool) -> int:
+def _serve(settings: Settings, cases: list[Case], report: Path | None, exit_after_cycle: bool,
+           console: Console) -> int:
     """asyncio.run with SIGTERM treated like Ctrl-C, so every `finally` runs and nothing is left behind."""
     def _term(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, _term)
     try:
-        return asyncio.run(run_scenarios(settings, scenarios, report, exit_after_cycle, console, live))
+        return asyncio.run(run_scenarios(settings, cases, report, exit_after_cycle, console))
     except KeyboardInterrupt:
         console.print("stopped")
         return 0

@@ -21,7 +21,6 @@ from streams.settings import Settings
 # Defaults only: anything already set in the environment wins.
 DEMO_ENV: dict[str, str] = {
     "KAIZEN_DATA_DIR": ".kaizen/demo",
-    "CLOUDWATCH_NAMESPACE": "Kaizen/Demo",
     "CLOUDWATCH_STREAM_INTERVAL_SECONDS": "1",
     "CLOUDWATCH_METRICS_PERIOD": "1",  # high-resolution metrics (StorageResolution=1); moto serves 1 s periods
     "CLOUDWATCH_METRICS_LAG_SECONDS": "5",
@@ -47,9 +46,20 @@ OPERATOR = "demo-operator"
 APPROVER = "demo-approver"
 
 
+def demo_namespaces() -> str:
+    """The namespaces the demo's services report to (one per service, as in the lab), comma-separated."""
+    from kaizen.lab.runner import namespaces
+    from kaizen.lab.schema import demo_dir, load_cases
+
+    return ",".join(namespaces(load_cases([demo_dir()])))
+
+
 def apply_demo_env(env: MutableMapping[str, str]) -> dict[str, str]:
-    """Set the demo defaults that are not already set; returns what was set."""
+    """Set the demo defaults that are not already set (CLOUDWATCH_NAMESPACE: the demo services'
+    namespaces); returns what was set."""
     applied = {k: v for k, v in DEMO_ENV.items() if k not in env}
+    if "CLOUDWATCH_NAMESPACE" not in env:
+        applied["CLOUDWATCH_NAMESPACE"] = demo_namespaces()
     env.update(applied)
     return applied
 

@@ -23,7 +23,7 @@ from kaizen.demo.workload.service import Tick
 from kaizen.demo.workload.steering import Steering
 from kaizen.lab.model import metric_of
 from kaizen.lab.schema import Case, Knob
-from kaizen.lab.scoring import CaseRecord, ImprovementRecord
+from kaizen.lab.scoring import PRE_WINDOW, CaseRecord, ImprovementRecord, window
 from kaizen.lab.sim import CaseSim
 from streams import topics as t
 from streams.records import ImprovementOpportunity
@@ -32,6 +32,7 @@ from streams.settings import Settings
 log = structlog.get_logger(__name__)
 TRACKED = (t.INSIGHTS, t.OPPORTUNITIES, t.IMPROVEMENT_EVENTS)
 VERDICTS = {"completed": "keep", "rolled_back": "rollback"}
+SETTLE_SHARE = 0.25  # a kept change settles a case when it takes back this share of the fault's deviation
 TERMINAL = {"completed", "rolled_back", "failed", "rejected", "conflict"}  # conflict: left as someone else set it
 OPERATOR, APPROVER = "lab-operator", "lab-approver"
 SSM_EVERY_TICKS = 2  # knobs are read back from SSM every N seconds (moto is shared by every case)
@@ -54,7 +55,7 @@ class LabTiming:
     first_cycle_after: float = 10.0
     between_cycles: float = 5.0
     cycle_needs: float = 90.0  # planning, 60 s of canary and full monitoring, and a margin
-    stop_after_verdict: float | None = None  # the demo: a case ends this long after its first verdict
+    stop_after_verdict: float | None = None  # the demo: a case ends this long after a verdict that settles it
 
 
 class LabError(RuntimeError):
@@ -94,10 +95,16 @@ class LabCase:
     first_opportunity: tuple[float, str] | None = None
     telemetry_lag: list[float] = field(default_factory=list)  # metric time → clean topic (track_lag)
 
-    def first_verdict(self) -> ImprovementRecord | None:
-        """The first improvement after the onset that monitoring judged (kept or rolled back)."""
-        judged = [i for i in self.improvements.values() if i.status in VERDICTS and i.verdict_at is not None]
-        return min(judged, key=lambda i: i.verdict_at or 0.0) if judged else None
+    def verdict(self) -> ImprovementRecord | None:
+        """The improvement whose verdict settled the case (see `Lab.settles`), else the latest one monitoring
+        judged (kept or rolled back); None before any verdict."""
+        judged = sorted((i for i in self.improvements.values() if i.status in VERDICTS and i.verdict_at is not None),
+                        key=lambda i: i.verdict_at or 0.0)
+        settled = [i for i in judged if self.steps.get(i.improvement_id, {}).get("settles")]
+        return settled[0] if settled else (judged[-1] if judged else None)
+
+    def settled(self) -> bool:
+        return any(s.get("settles") for s in self.steps.values())
 
 
 class Lab:
@@ -335,6 +342,7 @@ class Lab:
             imp.verdict_at = rel
             if status == "completed":
                 self._counterfactual(lc, imp)
+            steps["settles"] = self.settles(lc, imp)
             if status in VERDICTS:
                 steps["verdict"] = str(body.get("verdict") or VERDICTS[status])
                 steps["reason"] = str(data.get("reason", ""))[:300]
@@ -342,6 +350,28 @@ class Lab:
                     steps["degradation"] = float(body["degradation"])
             plan = ", ".join(f"{c.get('parameter')} {c.get('old')}→{c.get('new')}" for c in imp.changes)
             self.say(f"{lc.case.name} +{rel:.0f}s {iid} {status} [{plan}] {str(data.get('reason', ''))[:80]}")
+
+    @staticmethod
+    def settles(lc: LabCase, imp: ImprovementRecord) -> bool:
+        """Whether a verdict settles the case (the demo's end of a scenario): a rollback (the change hurt and
+        is undone), or a kept change that took back at least SETTLE_SHARE of what the fault did to the
+        oracle's metric (the model at the verdict with and without the change, against the pre-fault level);
+        on a no-fault control any verdict. A kept change that helps too little leaves the case open: the
+        operator goes on."""
+        if imp.status == "rolled_back":
+            return True
+        o = lc.case.oracle
+        if imp.status != "completed" or not o.fault:
+            return imp.status == "completed"
+        if o.metric is None or imp.component != o.component:
+            return False
+        pre = window(lc.record.series.get(o.component, []), o.metric, -PRE_WINDOW, 0.0)
+        with_change, without = imp.with_change.get(o.metric), imp.without_change.get(o.metric)
+        if pre is None or with_change is None or without is None:
+            return False
+        sign = -1.0 if o.metric == "throughput" else 1.0  # the metric's bad direction
+        deviation, gain = sign * (without - pre), sign * (without - with_change)
+        return deviation > 0 and gain >= SETTLE_SHARE * deviation
 
     def _counterfactual(self, lc: LabCase, imp: ImprovementRecord) -> None:
         """The component's expected metrics now, with the kept change and without it."""
@@ -417,15 +447,15 @@ class Lab:
             await asyncio.sleep(tm.between_cycles)
         if tm.stop_after_verdict is not None:
             await self._wait(lambda: self._finished(lc), max(0.0, c.observe_seconds - self.rel(lc)))
-            if lc.first_verdict() is not None:
+            if lc.settled():
                 await asyncio.sleep(tm.stop_after_verdict)  # the figures the verdict leaves behind
         await asyncio.sleep(max(0.0, c.observe_seconds - self.rel(lc)) if tm.stop_after_verdict is None else 0.0)
         lc.record.end = min(lc.record.end, self.rel(lc))
         lc.done = True
 
     def _finished(self, lc: LabCase) -> bool:
-        """With `stop_after_verdict`: the case has its first verdict."""
-        return self.timing.stop_after_verdict is not None and lc.first_verdict() is not None
+        """With `stop_after_verdict`: a verdict settled the case."""
+        return self.timing.stop_after_verdict is not None and lc.settled()
 
     @staticmethod
     def _check(tasks: list[asyncio.Task[Any]], dead: Callable[[], str | None] | None) -> None:

@@ -9,22 +9,24 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import orjson
 from aiokafka import AIOKafkaProducer
-from rich.console import Console
 
 from connectors.cloudwatch.mapping import alarm_event, dims_to_dict
-from kaizen.demo.cli import Demo
-from kaizen.demo.scenarios import SCENARIOS
+from kaizen.demo.cli import outcome, select
 from kaizen.demo.workload.reporter import ServiceReporter
-from kaizen.demo.workload.service import Faults, ServiceProfile, SimulatedService
+from kaizen.lab.runner import Lab, LabTiming, _Bound
+from kaizen.lab.sim import CaseSim
 from streams import topics as t
 from streams.settings import Settings
 from tests.conftest import Backend
 
 
-def _reporter(tenant: str) -> ServiceReporter:
-    svc = SimulatedService(ServiceProfile(tenant, "checkout"), seed=3, canary_fraction=0.1)
-    return ServiceReporter(svc, boto3.client("cloudwatch"), boto3.client("logs"), boto3.client("ssm"),
-                           namespace=f"Test/{tenant}")
+def _reporter(tenant: str) -> tuple[ServiceReporter, CaseSim]:
+    """The latency-regression scenario's checkout, under another tenant, reported like the demo does."""
+    case = select("latency-regression")[0].model_copy(update={"tenant": tenant})
+    sim = CaseSim(case, canary_fraction=0.1)
+    rep = ServiceReporter(_Bound(sim, tenant, "checkout"), boto3.client("cloudwatch"), boto3.client("logs"),
+                          boto3.client("ssm"), namespace=f"Test/{tenant}", parameters=dict(case.services[0].knobs))
+    return rep, sim
 
 
 def _average(cw: object, rep: ServiceReporter, metric: str, start: datetime, extra: list[dict[str, str]]
@@ -39,7 +41,7 @@ def _average(cw: object, rep: ServiceReporter, metric: str, start: datetime, ext
 
 async def test_reporter_sends_metrics_logs_and_reads_ssm_with_canary(aws_env: Backend) -> None:
     tenant = "t" + uuid.uuid4().hex[:8]
-    rep = _reporter(tenant)
+    rep, sim = _reporter(tenant)
     await rep.setup()
     await rep.setup()  # idempotent: existing log group, stream and parameters are kept
     ssm = boto3.client("ssm")
@@ -49,20 +51,19 @@ async def test_reporter_sends_metrics_logs_and_reads_ssm_with_canary(aws_env: Ba
                       Overwrite=True)
     full, canary = await rep.read_parameters()
     assert full["cache_ttl_seconds"] == 120.0 and canary == {"cache_size": 4096.0}
-    assert rep.service.parameters["cache_ttl_seconds"] == 120.0
-    rep.service.inject(Faults(working_set_factor=4.0))
+    assert sim.knobs["checkout"].full["cache_ttl_seconds"] == 120.0
 
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
-    ticks = [rep.service.tick(start + timedelta(seconds=i)) for i in range(5)]
+    faulted = sim.case.onset + 5  # the working set has grown: the canary's bigger cache serves faster
+    ticks = [sim.tick(start + timedelta(seconds=i), faulted + i)["checkout"][0] for i in range(5)]
     for tick in ticks:
         await rep.report(tick)
 
     cw = boto3.client("cloudwatch")
     latency = _average(cw, rep, "Latency", start, [])
-    assert latency == [round(x.latency_ms, 6) for x in ticks] or all(
-        abs(a - b.latency_ms) < 1e-6 for a, b in zip(latency, ticks, strict=True))
+    assert all(abs(a - b.latency_ms) < 1e-6 for a, b in zip(latency, ticks, strict=True))
     canary_latency = _average(cw, rep, "Latency", start, [{"Name": "variant", "Value": "canary"}])
-    assert len(canary_latency) == 5 and sum(canary_latency) < sum(latency)  # the bigger cache serves faster
+    assert len(canary_latency) == 5 and sum(canary_latency) < sum(latency)
     assert len(_average(cw, rep, "ErrorRate", start, [])) == 5
     assert _average(cw, rep, "RequestCount", start, []) == [float(x.requests) for x in ticks]
     names = {m["MetricName"] for m in cw.list_metrics(Namespace=rep.namespace)["Metrics"]}
@@ -74,7 +75,7 @@ async def test_reporter_sends_metrics_logs_and_reads_ssm_with_canary(aws_env: Ba
 
 async def test_alarm_transitions_are_critical_for_the_connector(aws_env: Backend) -> None:
     tenant = "t" + uuid.uuid4().hex[:8]
-    rep = _reporter(tenant)
+    rep, _sim = _reporter(tenant)
     name = f"{tenant}-checkout-critical-latency"
     await rep.put_alarm(name, "Latency", threshold=30.0, periods=3)
     cw = boto3.client("cloudwatch")
@@ -93,11 +94,13 @@ async def test_alarm_transitions_are_critical_for_the_connector(aws_env: Backend
 
 
 async def test_demo_follows_the_loop_on_the_broker(backend: Backend) -> None:
+    """The demo's scenario through the lab's one follower: the loop's records on the broker → its outcome."""
     settings = Settings(kafka_bootstrap_servers=backend.kafka_bootstrap, aws_endpoint_url=backend.aws_endpoint)
-    demo = Demo(settings, [SCENARIOS["latency-regression"]], Console(quiet=True))
-    tl = demo.tracker.timelines["latency-regression"]
-    tl.fault_injected_at = datetime.now(UTC) - timedelta(seconds=1)
-    follower = asyncio.create_task(demo.follow())
+    case = select("latency-regression")[0]
+    lab = Lab(settings, [case], lambda _m: None, LabTiming(stop_after_verdict=10.0))
+    lab.t0 = asyncio.get_running_loop().time() - case.onset - 1  # the fault was injected a second ago
+    lc = lab.cases[case.name]
+    follower = asyncio.create_task(lab.follow())
     iid = "imp-" + uuid.uuid4().hex[:8]
     producer = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
     await producer.start()
@@ -106,22 +109,23 @@ async def test_demo_follows_the_loop_on_the_broker(backend: Backend) -> None:
         await producer.send_and_wait(topic, orjson.dumps({"tenant_id": "acme", **value}), key=b"acme")
 
     try:
-        await send(t.INSIGHTS, {"insight_type": "performance_degradation", "description": "latency increase"})
-        await send(t.OPPORTUNITIES, {"status": "open", "priority": "high", "problem_type": "latency", "title": "x"})
-        for status, data in (("pending", {}), ("awaiting_approval", {}),
+        await send(t.INSIGHTS, {"insight_type": "performance_degradation", "affected_component": "checkout",
+                                "description": "latency increase"})
+        for status, data in (("pending", {"opportunity": {"affected_components": ["checkout"],
+                                                          "problem_type": "latency"}}),
                              ("monitoring", {"deployment": {"stage": "canary"}}),
                              ("monitoring", {"deployment": {"stage": "full"}}),
-                             ("completed", {"verdict": "keep", "degradation": 0.0})):
+                             ("rolled_back", {"verdict": "rollback", "degradation": 0.3})):
             await send(t.IMPROVEMENT_EVENTS, {"improvement_id": iid, "status": status, "data": data})
-        assert await demo.until(tl, lambda x: x.verdict is not None, 20.0), tl
+        assert await lab._wait(lambda: lc.verdict() is not None, 60.0), lc.steps
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await producer.stop()
-    r = demo.tracker.report()["scenarios"]["latency-regression"]
-    assert r["improvement_id"] == iid and r["verdict"] == "keep" and r["met_expectation"] is True
-    assert r["first_anomaly_at"] <= r["opportunity_at"] <= r["deployed_at"] <= r["verdict_at"]
-    assert r["rollback_at"] is None and r["approval"] == "automatic (guardrails)"
+    r = outcome(lab, lc)
+    assert r["improvement_id"] == iid and r["verdict"] == "rollback" and r["met_expectation"] is False
+    assert r["first_anomaly_at"] <= r["deployed_at"] <= r["full_deployed_at"] <= r["verdict_at"] == r["rollback_at"]
+    assert r["approval"] == "automatic (guardrails)" and lab._finished(lc)
 
 
 async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None:

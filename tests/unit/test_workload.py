@@ -1,7 +1,9 @@
-"""The demo workload model, the scenarios against the real playbooks, and the timeline tracker."""
+"""The demo's scenarios as lab cases: against the lab's model and the real playbooks; the demo's outcome of a
+scenario folded by the lab's runner from the loop's events."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -9,89 +11,117 @@ import pytest
 
 from agents.improvement.logic.playbooks import plan
 from agents.patterns.logic.templates import categorize
+from kaizen.demo.cli import SCENARIOS, outcome, paced, select
 from kaizen.demo.env import DEMO_ENV, apply_demo_env
-from kaizen.demo.scenarios import SCENARIOS, Scenario, TimelineTracker, select
 from kaizen.demo.workload.reporter import parse_value, split_parameters
-from kaizen.demo.workload.service import DEFAULT_PARAMETERS, Faults, SimulatedService, evaluate
+from kaizen.lab.model import Outcome
+from kaizen.lab.runner import Lab, LabTiming
+from kaizen.lab.schema import Case, CaseError, demo_dir, library_dir, load_cases, parse_case
+from kaizen.lab.sim import CaseSim
 from streams import topics as t
 from streams.records import ImprovementOpportunity
+from streams.settings import Settings
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-PROBLEM = {"error-burst": "database_connection"}
 
 
-def _fixed(s: Scenario) -> dict[str, float | bool]:
-    """The parameters after the planner's playbook for the scenario's opportunity."""
-    opp = ImprovementOpportunity(opportunity_id="o", title="t", description="d", tenant_id=s.profile.tenant_id,
-                                 problem_type=PROBLEM.get(s.name, "latency"), first_seen=T0, last_seen=T0,
-                                 affected_components=[s.profile.component])
-    p = plan(opp, dict(DEFAULT_PARAMETERS), s.profile.component)
+def _case(name: str) -> Case:
+    return next(c for c in load_cases([demo_dir()]) if c.name == name)
+
+
+def _at(case: Case, knobs: dict[str, float | bool] | None, faulted: bool) -> Outcome:
+    """The oracle component's noise-free outcome, healthy or faulted, with knobs changed (None: as shipped)."""
+    comp = case.oracle.component
+    assert comp is not None
+    t_ = case.onset + 30 if faulted else case.onset - 5
+    return CaseSim(case).outcomes(t_, {comp: knobs or {}})[comp][0]
+
+
+def _fixed(case: Case) -> dict[str, float | bool]:
+    """The knobs after the planner's playbook for the case's opportunity (its focus, else latency)."""
+    comp = case.oracle.component
+    assert comp is not None
+    opp = ImprovementOpportunity(opportunity_id="o", title="t", description="d", tenant_id=case.tenant_id,
+                                 problem_type=case.operator.focus or "latency", first_seen=T0, last_seen=T0,
+                                 affected_components=[comp])
+    knobs = dict(case.service(comp).knobs)
+    p = plan(opp, knobs, comp)
     assert p.changes, "the playbook must change something"
-    return {**DEFAULT_PARAMETERS, **{c.parameter: c.new for c in p.changes if not isinstance(c.new, str)}}
+    return {**knobs, **{c.parameter: c.new for c in p.changes if not isinstance(c.new, str)}}
 
 
-def test_same_seed_same_ticks() -> None:
-    prof = SCENARIOS["latency-regression"].profile
-    a, b = SimulatedService(prof, seed=5), SimulatedService(prof, seed=5)
-    ta = [a.tick(T0 + timedelta(seconds=i)) for i in range(20)]
-    tb = [b.tick(T0 + timedelta(seconds=i)) for i in range(20)]
-    assert ta == tb
-    c = SimulatedService(prof, seed=6)
-    assert [c.tick(T0 + timedelta(seconds=i)) for i in range(20)] != ta
+def test_the_demo_scenarios_are_cases_of_their_own() -> None:
+    assert [c.name for c in select("all")] == list(SCENARIOS)
+    assert select("bad-change")[0].expect is not None and select("bad-change")[0].expect.verdict == "rollback"
+    assert {c.name: c.expect.verdict for c in select("all") if c.expect} == {
+        "latency-regression": "keep", "bad-change": "rollback", "error-burst": "keep", "alarm": "keep"}
+    with pytest.raises(ValueError, match="latency-regression"):
+        select("nope")
+    assert len({c.tenant_id for c in select("all")}) == 4
+    # not part of the library `kaizen lab run` scores by default
+    assert not {c.name for c in load_cases([library_dir()])} & set(SCENARIOS)
 
 
-def test_latency_regression_fault_is_fixed_by_the_latency_playbook() -> None:
-    s = SCENARIOS["latency-regression"]
-    healthy = evaluate(s.profile, DEFAULT_PARAMETERS, Faults())
-    faulty = evaluate(s.profile, DEFAULT_PARAMETERS, s.fault)
-    fixed = evaluate(s.profile, _fixed(s), s.fault)
+def test_pacing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _case("alarm")
+    assert (c.onset, c.observe_seconds) == (45, 375)
+    p = paced(c, 30.0, 300.0)
+    assert (p.onset, p.observe_seconds, p.operator.trigger) == (30.0, 270.0, "alarm")
+    monkeypatch.setenv("KAIZEN_DEMO_WARMUP_SECONDS", "25")
+    assert select("alarm")[0].onset == 25.0
+
+
+def test_latency_regression_is_fixed_by_the_latency_playbook() -> None:
+    c = _case("latency-regression")
+    healthy, faulty, fixed = _at(c, None, False), _at(c, None, True), _at(c, _fixed(c), True)
     assert faulty.latency_ms > 2 * healthy.latency_ms
     assert fixed.latency_ms < 0.75 * faulty.latency_ms
     assert fixed.error_rate <= faulty.error_rate + 1e-9
 
 
 def test_bad_change_makes_latency_worse_by_more_than_a_quarter() -> None:
-    s = SCENARIOS["bad-change"]
-    faulty = evaluate(s.profile, DEFAULT_PARAMETERS, s.fault)
-    changed = evaluate(s.profile, _fixed(s), s.fault)
-    assert changed.latency_ms > 1.25 * faulty.latency_ms
-    assert changed.contention > 1.2
+    """The change that hurts comes from the case itself: search runs at its contention point and exposes
+    pool_size and concurrency, which the latency playbook widens."""
+    c = _case("bad-change")
+    changed = _fixed(c)
+    assert changed["pool_size"] > 10 or changed["concurrency"] > 8
+    assert _at(c, changed, True).latency_ms > 1.25 * _at(c, None, True).latency_ms
 
 
 def test_error_burst_is_database_errors_fixed_by_a_larger_pool() -> None:
-    s = SCENARIOS["error-burst"]
-    faulty = evaluate(s.profile, DEFAULT_PARAMETERS, s.fault)
-    fixed = evaluate(s.profile, _fixed(s), s.fault)
+    c = _case("error-burst")
+    faulty, fixed = _at(c, None, True), _at(c, _fixed(c), True)
     assert faulty.error_rate > 0.05
     assert fixed.error_rate < 0.01
-    svc = SimulatedService(s.profile, seed=s.seed)
-    svc.inject(s.fault)
-    errors = [ln for i in range(30) for ln in svc.tick(T0 + timedelta(seconds=i)).logs if ln.level == "ERROR"]
+    sim = CaseSim(c)
+    ticks = [sim.tick(T0 + timedelta(seconds=i), c.onset + 10 + i)["billing"][0] for i in range(30)]
+    errors = [ln for tk in ticks for ln in tk.logs if ln.level == "ERROR"]
     assert len(errors) > 30  # well over the recurring threshold (10 per window) within half a minute
-    db = [ln for ln in errors if categorize(ln.message) == "database_connection"]
-    assert len(db) >= 0.9 * len(errors)  # the rest: the service's background 5xx
+    assert sum(categorize(ln.message) == "database_connection" for ln in errors) >= 0.9 * len(errors)
 
 
 def test_alarm_fault_crosses_the_threshold_and_the_fix_clears_it() -> None:
-    s = SCENARIOS["alarm"]
-    assert s.alarm is not None and "critical" in s.alarm.name
-    assert evaluate(s.profile, DEFAULT_PARAMETERS, Faults()).latency_ms < s.alarm.threshold
-    assert evaluate(s.profile, DEFAULT_PARAMETERS, s.fault).latency_ms > s.alarm.threshold
-    assert evaluate(s.profile, _fixed(s), s.fault).latency_ms < s.alarm.threshold
+    c = _case("alarm")
+    alarm = c.service("payments").alarms[0]
+    assert alarm.critical and "critical" in alarm.name and c.operator.trigger == "alarm"
+    assert _at(c, None, False).latency_ms < alarm.threshold < _at(c, None, True).latency_ms
+    assert _at(c, _fixed(c), True).latency_ms < alarm.threshold
 
 
-def test_canary_traffic_is_measured_on_its_own() -> None:
-    s = SCENARIOS["bad-change"]
-    svc = SimulatedService(s.profile, seed=1, canary_fraction=0.1)
-    svc.inject(s.fault)
-    assert svc.tick(T0).canary_latency_ms is None
-    fixed = _fixed(s)
-    svc.configure({}, {k: v for k, v in fixed.items() if v != DEFAULT_PARAMETERS[k]})
-    ticks = [svc.tick(T0 + timedelta(seconds=i)) for i in range(20)]
-    main = sum(x.latency_ms for x in ticks) / 20
-    canary = sum(x.canary_latency_ms or 0.0 for x in ticks) / 20
-    assert canary > 1.25 * main
-    assert all(x.canary_share == 0.1 for x in ticks)
+def test_operator_and_expect_are_validated() -> None:
+    base = {"name": "x", "services": [{"name": "a", "knobs": {"pool_size": 10}}],
+            "fault": {"kind": "backend_slowdown", "service": "a", "factor": 2},
+            "oracle": {"fault": True, "component": "a", "metric": "latency"}}
+    assert parse_case({**base, "expect": {"verdict": "rollback"}, "operator": {"focus": "latency"}}).operator.focus
+    for extra, field in (({"operator": {"trigger": "alarm"}}, "operator.trigger: alarm needs a critical alarm"),
+                         ({"expect": {"verdict": "keep"}}, "expect.verdict: keep needs a fault a knob fixes"),
+                         ({"operator": {"trigger": "later"}}, "operator.trigger"),
+                         ({"expect": {"verdict": "rollback", "when": 3}}, "expect.when")):
+        with pytest.raises(CaseError, match=field.replace(".", r"\.")):
+            parse_case({**base, **extra}, "x.yaml")
+    control = {"name": "c", "services": [{"name": "a"}], "oracle": {"fault": False}}
+    with pytest.raises(CaseError, match="operator.focus: needs the oracle's component"):
+        parse_case({**control, "operator": {"focus": "latency"}})
 
 
 def test_ssm_parameters_split_into_full_and_canary() -> None:
@@ -106,61 +136,61 @@ def test_ssm_parameters_split_into_full_and_canary() -> None:
     assert parse_value("false") is False and parse_value("x") is None
 
 
-def test_select_scenarios() -> None:
-    assert [s.name for s in select("all")] == list(SCENARIOS)
-    assert select("bad-change")[0].expected_verdict == "rollback"
-    with pytest.raises(ValueError, match="latency-regression"):
-        select("nope")
-    assert len({s.profile.tenant_id for s in SCENARIOS.values()}) == len(SCENARIOS)
-
-
 def test_demo_env_only_fills_gaps() -> None:
     env = {"MONITORING_DURATION_SECONDS": "99"}
     applied = apply_demo_env(env)
     assert env["MONITORING_DURATION_SECONDS"] == "99" and "MONITORING_DURATION_SECONDS" not in applied
     assert env["CLOUDWATCH_METRICS_PERIOD"] == DEMO_ENV["CLOUDWATCH_METRICS_PERIOD"] == "1"
+    # the connectors read the namespaces the demo's services report to (one per service, as in the lab)
+    assert env["CLOUDWATCH_NAMESPACE"] == "billing,checkout,payments,search"
+    assert apply_demo_env({"CLOUDWATCH_NAMESPACE": "Mine"}).get("CLOUDWATCH_NAMESPACE") is None
 
 
-def _ev(iid: str, status: str, tenant: str = "globex", **data: object) -> bytes:
-    return orjson.dumps({"improvement_id": iid, "status": status, "tenant_id": tenant, "data": data})
+def _ev(iid: str, status: str, **data: object) -> bytes:
+    return orjson.dumps({"improvement_id": iid, "status": status, "tenant_id": "globex", "data": data})
 
 
-def test_timeline_tracker_folds_a_rolled_back_improvement() -> None:
-    tr = TimelineTracker([SCENARIOS["bad-change"]])
-    tl = tr.timelines["bad-change"]
-    ins = orjson.dumps({"tenant_id": "globex", "insight_type": "anomaly", "description": "Latency up"})
-    assert tr.observe(t.INSIGHTS, ins, T0) is None  # before the fault: not part of the scenario
-    tl.fault_injected_at = T0
-    for i in range(40):
-        tl.latency.append((T0 - timedelta(seconds=10) + timedelta(seconds=i), 100.0 if i < 10 else 130.0))
-    at = [T0 + timedelta(seconds=s) for s in range(0, 40, 2)]
-    assert tr.observe(t.INSIGHTS, ins, at[1]) is tl
-    tr.observe(t.INSIGHTS, ins, at[2])
-    tr.observe(t.OPPORTUNITIES, orjson.dumps({"tenant_id": "globex", "status": "open", "priority": "high",
-                                              "problem_type": "latency", "title": "x"}), at[3])
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", "pending"), at[4])
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-2", "pending"), at[4])  # another improvement: ignored
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", "validating", plan={"changes": [
-        {"parameter": "pool_size", "old": 10, "new": 15}]}), at[5])
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", "awaiting_approval"), at[6])
-    tr.mark_approved("bad-change", at[7], "demo-approver")
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", "monitoring", deployment={"stage": "canary"}), at[8])
-    tr.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", "rolled_back", verdict="rollback", degradation=0.4), at[9])
-    r = tr.report()["scenarios"]["bad-change"]
-    assert r["improvement_id"] == "imp-1"
-    assert r["first_anomaly_at"] == at[1].isoformat()
-    assert r["opportunity_at"] == at[3].isoformat()
-    assert r["approval_at"] == at[7].isoformat() and r["approval"] == "demo-approver"
-    assert r["deployed_at"] == at[8].isoformat()
-    assert r["verdict"] == "rollback" and r["rollback_at"] == at[9].isoformat() and r["degradation"] == 0.4
-    assert r["met_expectation"] is True
-    assert r["changes"] == [{"parameter": "pool_size", "old": 10, "new": 15}]
-    assert r["latency_healthy_ms"] == 100.0 and r["latency_before_ms"] == 130.0
-    assert r["full_deployed_at"] is None  # rolled back during the canary stage
-    tr.observe_metrics(orjson.dumps({"records": [
+async def test_the_runner_folds_a_rolled_back_improvement_into_the_demo_outcome() -> None:
+    case = _case("bad-change")
+    lab = Lab(Settings(aws_region="us-east-1"), [case], lambda _m: None, LabTiming(stop_after_verdict=10.0))
+    lc = lab.cases["bad-change"]
+    loop = asyncio.get_running_loop()
+
+    def at(rel: float) -> None:  # the lab's clock: `rel` seconds after the onset
+        lab.t0 = loop.time() - case.onset - rel
+
+    for i in range(-20, 40):
+        lc.record.series.setdefault("search", []).append((float(i), 100.0 if i < 0 else 130.0, 0.2, 150.0))
+    at(-5)
+    lab.observe(t.INSIGHTS, orjson.dumps({"tenant_id": "globex", "insight_type": "anomaly",
+                                          "affected_component": "search", "description": "Latency up"}))
+    assert lc.first_insight == ""  # before the onset: not the scenario's first insight
+    at(2)
+    lab.observe(t.INSIGHTS, orjson.dumps({"tenant_id": "globex", "insight_type": "anomaly",
+                                          "affected_component": "search", "description": "Latency up"}))
+    for rel, status, data in ((10, "pending", {"opportunity": {"affected_components": ["search"],
+                                                               "problem_type": "latency"}}),
+                              (11, "validating", {"plan": {"changes": [
+                                  {"parameter": "pool_size", "old": 10, "new": 15}]}}),
+                              (14, "monitoring", {"deployment": {"stage": "canary"},
+                                                  "baseline": {"samples": 20.0}}),
+                              (30, "rolled_back", {"verdict": "rollback", "degradation": 0.4})):
+        at(rel)
+        lab.observe(t.IMPROVEMENT_EVENTS, _ev("imp-1", status, **data))
+    assert lc.verdict() is not None and lab._finished(lc)
+    o = outcome(lab, lc)
+    assert (o["improvement_id"], o["verdict"], o["expected_verdict"], o["met_expectation"]) == (
+        "imp-1", "rollback", "rollback", True)
+    assert o["approval"] == "automatic (guardrails)" and o["degradation"] == 0.4 and o["full_deployed_at"] is None
+    assert o["changes"] == [{"parameter": "pool_size", "old": 10, "new": 15}]
+    assert o["fault_injected_at"] < o["first_anomaly_at"] < o["deployed_at"] < o["rollback_at"] == o["verdict_at"]
+    assert (o["latency_healthy_ms"], o["latency_before_ms"]) == (100.0, 130.0)
+    assert o["score"]["detected"] is True and o["score"]["rollbacks"] == 1
+    lab.observe_lag(orjson.dumps({"records": [
         {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(), "dimensions": {}},
         {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(),
          "dimensions": {"variant": "canary"}},
-        {"tenant_id": "other", "metric_name": "Latency", "timestamp": T0.isoformat()}]}), T0 + timedelta(seconds=4))
-    assert tr.report()["scenarios"]["bad-change"]["telemetry_lag_seconds"] == {"p50": 4.0, "max": 4.0, "points": 1}
-    orjson.dumps(tr.report())  # JSON-serialisable as it is
+        {"tenant_id": "other", "metric_name": "Latency", "timestamp": T0.isoformat()}]}),
+        int((T0 + timedelta(seconds=4)).timestamp() * 1000))
+    assert outcome(lab, lc)["telemetry_lag_seconds"] == {"p50": 4.0, "max": 4.0, "points": 1}
+    orjson.dumps(outcome(lab, lc))  # JSON-serialisable as it is

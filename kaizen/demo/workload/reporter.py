@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from connectors.actuators.base import encode_value
-from kaizen.demo.workload.service import DEFAULT_PARAMETERS, Tick, Value
+from kaizen.demo.workload.service import Tick, Value
 
 LOG_GROUP_PREFIX = "/kaizen/demo"
 SSM_PREFIX = "/kaizen"
@@ -76,7 +76,7 @@ class ServiceReporter:
                  ssm_prefix: str = SSM_PREFIX, instance: str = "i-1",
                  parameters: dict[str, Value] | None = None) -> None:
         self.service = service
-        self.parameters = dict(DEFAULT_PARAMETERS if parameters is None else parameters)
+        self.parameters = dict(parameters or {})  # created in SSM by setup()
         self.cloudwatch, self.logs, self.ssm = cloudwatch, logs, ssm
         self.namespace = namespace
         p = service.profile
