@@ -231,7 +231,8 @@ def demo(
     exit_after_cycle: Annotated[bool, typer.Option(help="Exit once the scenarios reached their verdicts")] = False,
     attach: Annotated[bool, typer.Option(help="Use the stack started by `kaizen run` (internal)")] = False,
 ) -> None:
-    """The closed-loop demo: a simulated service reporting to CloudWatch, faults, and the loop fixing them."""
+    """The closed-loop demo: four fault-lab cases (kaizen/lab/cases/demo/), one simulated service each reporting
+    to CloudWatch, run through the lab's engine: faults, and the loop fixing them (or rolling a bad change back)."""
     configure_logging()
     from kaizen.demo.cli import run_demo
 
