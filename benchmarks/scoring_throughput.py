@@ -10,7 +10,10 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
+
 from agents.scoring.logic.detectors import KaizenDetector
+from agents.scoring.logic.vectorised import DetectorColumns
 
 
 class WelfordZ:
@@ -51,13 +54,34 @@ def _workload(series: int, rounds: int, batch: int, seed: int) -> list[list[list
     return out
 
 
-def _time(factory: Any, work: list[list[list[tuple[float, float]]]]) -> float:
+def _time(factory: Any, work: list[list[list[tuple[float, float]]]], cpu: list[float] | None = None) -> float:
+    """Wall seconds (CPU seconds appended to `cpu`)."""
     models = [factory() for _ in range(len(work[0]))]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for row in work:
         for m, pts in zip(models, row, strict=True):
             m.score_many(pts)
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return time.perf_counter() - t0
+
+
+def _columns_s(work: list[list[list[tuple[float, float]]]]) -> float:
+    """CPU seconds of the columnar detector on the same points: one call per row of the workload (every
+    series' `batch` points at once, i.e. `batch` rounds of one point per series)."""
+    cols = DetectorColumns(capacity=len(work[0]))
+    slots = [cols.new_slot() for _ in work[0]]
+    calls = []
+    for row in work:
+        sl = np.array([s for s, pts in zip(slots, row, strict=True) for _ in pts], np.int64)
+        ts = np.array([t for pts in row for t, _ in pts])
+        vs = np.array([v for pts in row for _, v in pts])
+        calls.append((sl, ts, vs))
+    t0 = time.process_time()
+    for sl, ts, vs in calls:
+        cols.score_batch(sl, ts, vs)
+    return time.process_time() - t0
 
 
 def _river_api_us(series: list[list[tuple[float, float]]]) -> float:
@@ -80,10 +104,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     work = _workload(series, rounds, batch, 1)
     n_points = series * rounds * batch
     # interleave and keep the best of 3 for both, so a noisy neighbour hurts both alike
-    det_s, anchor_s = math.inf, math.inf
+    det_s, anchor_s, cols_s = math.inf, math.inf, math.inf
+    det_cpu: list[float] = []
     for _ in range(3):
         anchor_s = min(anchor_s, _time(WelfordZ, work))
-        det_s = min(det_s, _time(KaizenDetector, work))
+        det_s = min(det_s, _time(KaizenDetector, work, det_cpu))
+        cols_s = min(cols_s, _columns_s(work))
     river_us = _river_api_us(work[0][:200])
     return {
         "benchmark": "scoring_throughput",
@@ -96,6 +122,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "batch_points_per_call": batch,
         "detector_points_per_s": round(n_points / det_s),
         "detector_us_per_point": round(det_s / n_points * 1e6, 3),
+        "detector_cpu_us_per_point": round(min(det_cpu) / n_points * 1e6, 3),
+        "columnar_us_per_point": round(cols_s / n_points * 1e6, 3),
+        "columnar_points_per_s": round(n_points / cols_s),
+        "columnar": "DetectorColumns.score_batch (agents/scoring/logic/vectorised.py), same points and scores, "
+                    f"CPU time (compare with detector_cpu_us_per_point); one call per {series} series x {batch} points "
+                    f"({batch} rounds of {series})",
         "anchor": "plain Welford z-score per series, same batches, same run",
         "anchor_points_per_s": round(n_points / anchor_s),
         "detector_cost_vs_anchor": round(det_s / anchor_s, 2),

@@ -16,16 +16,14 @@ from agents.opportunities.agent import context as opportunity_context
 from agents.opportunities.agent import send_input
 from agents.opportunities.logic.inputs import users_from_point
 from agents.routing import insight_partition
-from agents.scoring.admission import Admission, per_partition_cap, split_admitted
-from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
-from agents.scoring.logic.models import CheckpointTooLarge
+from agents.scoring.admission import Admission, per_partition_cap
 from agents.scoring.logic.registry import DetectorChoice, parse_detectors
-from agents.scoring.logic.series import SeriesModel, anomaly_insight, trend_insight
+from agents.scoring.logic.series import SeriesModel
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
 from streams.contract import DEADLETTER_ORIGINAL_CHARS
-from streams.metric_codec import LeanPoint, to_model, trusted_lean
-from streams.metrics import INSIGHTS_GENERATED, SCORING_POINTS
+from streams.metric_codec import LeanPoint, trusted_lean
+from streams.metrics import INSIGHTS_GENERATED
 from streams.records import DeadLetter, OpportunityInput, TelemetryInsight
 from streams.state import ChangelogStore, OversizedDelta
 
@@ -102,58 +100,6 @@ class ScoringState:
         return True
 
 
-async def score_batch(state: ScoringState, partition: int, points: list[LeanPoint],
-                      now: float) -> list[TelemetryInsight]:
-    """Score then learn each point (lean points, see streams/metric_codec.py); checkpoint due series;
-    return the insights to emit. Models are built only for the rare point that makes an insight."""
-    pm = await state.models(partition)
-    insights: list[TelemetryInsight] = []
-    due: dict[str, str] = {}
-    by_series: dict[str, list[LeanPoint]] = {}
-    points, over = split_admitted(pm.admission, points)
-    if over:
-        await dead_letter_over_cap(partition, over)
-    for p in points:
-        group = by_series.get(p["series"])
-        if group is None:
-            by_series[p["series"]] = [p]
-        else:
-            group.append(p)
-    threshold = ANOMALY_THRESHOLD
-    for key, pts in by_series.items():
-        if len(pts) > 1:
-            pts.sort(key=_timestamp)
-        model = pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))
-        observe = model.observe
-        for p in pts:
-            history = bool(p.get("history"))  # read back at discovery: learnt, never an insight
-            score, findings = observe(p["timestamp"], p["value"], history)
-            if score >= threshold and not history:
-                insights.append(anomaly_insight(to_model(p), score, model, now))
-            for f in findings:
-                insights.append(trend_insight(to_model(p), f, model, now))
-        if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS,
-                                                             CHECKPOINT_EVERY_SECONDS):
-            try:
-                due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
-                                            ).decode()
-            except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
-                STATS["checkpoints_over_limit"] += 1
-                log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
-        if state.may_publish(key, now, urgent=model.last_score >= threshold):
-            await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
-    if due:
-        try:
-            await state.store.record(partition, {"set": due})
-        except OversizedDelta as exc:  # kept in memory; after a restart these series re-warm
-            STATS["checkpoints_too_large"] += len(exc.keys)
-            log.warning("detector checkpoints too large for a changelog message", series=exc.keys[:3],
-                        count=len(exc.keys))
-    SCORING_POINTS.inc(len(points))
-    STATS["points"] += len(points)
-    return insights
-
-
 async def dead_letter_over_cap(partition: int, over: list[LeanPoint]) -> None:
     """Points of series beyond their tenant's cap: dead-lettered (reason "series cap"), each dead letter's
     original an envelope of whole points that fits uncut."""
@@ -222,10 +168,6 @@ async def checkpoint_revoked(revoked: set[Any], now: float) -> int:
 @A.app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _checkpoint_on_revoke(sender: Any, revoked: set[Any], **_: Any) -> None:
     await checkpoint_revoked(revoked, wall_clock())
-
-
-def _timestamp(p: LeanPoint) -> float:
-    return float(p["timestamp"])
 
 
 async def emit_insights(insights: list[TelemetryInsight]) -> None:

@@ -10,11 +10,14 @@ checked and forwarded to their owner like any other point. Design and figures: d
 
 from __future__ import annotations
 
+import base64
 import time
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
 import faust
+import orjson
 import structlog
 
 from agents.healing.agent import healing
@@ -22,15 +25,29 @@ from agents.ingest.agent import LIMITS, persist_in_background, send_dead_letter,
 from agents.ingest.agent import STATS as INGEST_STATS
 from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
 from agents.routing import insight_partition
-from agents.scoring.agent import STATS, ScoringState, clean_points, score_batch, send_users
+from agents.scoring.admission import split_admitted
+from agents.scoring.agent import (
+    CHECKPOINT_EVERY_POINTS,
+    CHECKPOINT_EVERY_SECONDS,
+    STATS,
+    PartitionModels,
+    ScoringState,
+    clean_points,
+    dead_letter_over_cap,
+    send_users,
+)
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
+from agents.scoring.logic.models import CheckpointTooLarge
+from agents.scoring.logic.series import SeriesModel, anomaly_insight, observe_groups, trend_insight
+from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
-from streams.metric_codec import LeanPoint
+from streams.metric_codec import LeanPoint, to_model
 from streams.metric_columns import decode_metric_columns
-from streams.metrics import DUPLICATES_DROPPED, INSIGHTS_GENERATED, TELEMETRY_PROCESSED
+from streams.metrics import DUPLICATES_DROPPED, INSIGHTS_GENERATED, SCORING_POINTS, TELEMETRY_PROCESSED
 from streams.records import TelemetryInsight
-from streams.state import ChangelogStore, start_agent_store
+from streams.state import ChangelogStore, OversizedDelta, start_agent_store
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +129,77 @@ async def emit(insights: list[TelemetryInsight]) -> list[Awaitable[Any]]:
         INSIGHTS_GENERATED.labels(ins.source).inc()
         STATS["insights"] += 1
     return sends
+
+
+# The columnar detector of each partition's models (vectorised.py): every series scored by kaizen's
+# default detector is a row of it; series configured with another River model keep their own scorer.
+_columns: weakref.WeakKeyDictionary[PartitionModels, DetectorColumns] = weakref.WeakKeyDictionary()
+
+
+def columns_of(pm: PartitionModels) -> DetectorColumns:
+    cols = _columns.get(pm)
+    if cols is None:
+        cols = _columns[pm] = DetectorColumns(capacity=max(64, len(pm.checkpoints)))
+    return cols
+
+
+def _timestamp(p: LeanPoint) -> float:
+    return float(p["timestamp"])
+
+
+async def score_batch(state: ScoringState, partition: int, points: list[LeanPoint],
+                      now: float) -> list[TelemetryInsight]:
+    """Score then learn each point (per series in time order); checkpoint due series; return the
+    insights to emit. The points of every kaizen-scored series are scored in one columnar call (the
+    k-th point of each series in one numpy step, same scores as KaizenDetector.score_learn), then the
+    trend rules and the series' bookkeeping run per point. Insight models are built only for the rare
+    point that makes one."""
+    pm = await state.models(partition)
+    cols = columns_of(pm)
+    insights: list[TelemetryInsight] = []
+    due: dict[str, str] = {}
+    by_series: dict[str, list[LeanPoint]] = {}
+    points, over = split_admitted(pm.admission, points)
+    if over:
+        await dead_letter_over_cap(partition, over)
+    for p in points:
+        group = by_series.get(p["series"])
+        if group is None:
+            by_series[p["series"]] = [p]
+        else:
+            group.append(p)
+    groups: list[tuple[str, list[LeanPoint], SeriesModel]] = []
+    for key, pts in by_series.items():
+        if len(pts) > 1:
+            pts.sort(key=_timestamp)
+        groups.append((key, pts, pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))))
+    results = observe_groups(cols, [(model, pts) for _, pts, model in groups])
+    threshold = ANOMALY_THRESHOLD
+    for (key, pts, model), res in zip(groups, results, strict=True):
+        for p, (score, findings) in zip(pts, res, strict=True):
+            if score >= threshold and not p.get("history"):  # history: read back at discovery, no insight
+                insights.append(anomaly_insight(to_model(p), score, model, now))
+            for f in findings:
+                insights.append(trend_insight(to_model(p), f, model, now))
+        if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
+            try:
+                due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
+                                            ).decode()
+            except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
+                STATS["checkpoints_over_limit"] += 1
+                log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
+        if state.may_publish(key, now, urgent=model.last_score >= threshold):
+            await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
+    if due:
+        try:
+            await state.store.record(partition, {"set": due})
+        except OversizedDelta as exc:  # kept in memory; after a restart these series re-warm
+            STATS["checkpoints_too_large"] += len(exc.keys)
+            log.warning("detector checkpoints too large for a changelog message", series=exc.keys[:3],
+                        count=len(exc.keys))
+    SCORING_POINTS.inc(len(points))
+    STATS["points"] += len(points)
+    return insights
 
 
 async def process(st: Stores, value: bytes | None, headers: Any, partition: int, offset: int, now: float) -> None:

@@ -225,3 +225,39 @@ def test_a_level_bin_past_the_float_range_overflows_in_both() -> None:
     pts = [(0, 60.0 * i, (1 + i % 2) * 1e-210) for i in range(SMALL.grid_at)] + [(0, 1e6, 1e99)]
     with pytest.raises(_Stop):
         run.batch(pts)
+
+
+def test_series_models_scored_in_columns_equal_per_point_observe() -> None:
+    """The live path's observe_groups (columns for kaizen series, per point for a River model) gives each
+    point the score and trend findings SeriesModel.observe gives, and the same checkpoints."""
+    from agents.scoring.logic.series import SeriesModel, observe_groups
+
+    names = ["Latency", "5XXError", "CPUUtilization", "Invocations", "Latency"]
+    specs = ["kaizen", "kaizen", "kaizen", "kaizen", "sad"]
+    series = [_series(seed, 450) for seed in range(len(names))]
+    for s in series[:3]:                              # a sustained rise: the trend rules fire too
+        for i in range(380, 450):
+            s[i] = (s[i][0], s[i][1] * 1.8)
+    ref = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
+    live = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
+    cols = DetectorColumns()
+    rng = random.Random(5)
+    cursor = [0] * len(series)
+    findings = 0
+    while any(c < len(s) for c, s in zip(cursor, series, strict=True)):
+        groups = []
+        want = []
+        for k, pts in enumerate(series):
+            take = pts[cursor[k]:cursor[k] + rng.choice([0, 1, 3])]
+            cursor[k] += len(take)
+            if take:
+                batch = [{"timestamp": t, "value": v, "history": rng.random() < 0.05} for t, v in take]
+                groups.append((live[k], batch))
+                want.append([ref[k].observe(t, v, bool(p["history"])) for (t, v), p in zip(take, batch, strict=True)])
+        got = observe_groups(cols, groups)
+        assert got == want
+        findings += sum(len(f) for res in got for _, f in res)
+    assert findings > 0
+    for a, b in zip(ref, live, strict=True):
+        assert a.checkpoint(0.0) == b.checkpoint(0.0)
+        assert SeriesModel.restore(b.metric_name, b.checkpoint(0.0), b.spec).checkpoint(0.0) == a.checkpoint(0.0)

@@ -12,6 +12,7 @@ from river import compose
 from agents.scoring.logic.calibration import RawScoreTail, ScoreCalibrator
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, KaizenDetector
 from agents.scoring.logic.registry import build_model
+from agents.scoring.logic.vectorised import ColumnSlot
 from streams.errors import InputError
 
 __all__ = ["CheckpointTooLarge", "RiverScorer", "new_scorer", "restore_scorer", "scorer_state"]
@@ -86,9 +87,11 @@ def new_scorer(spec: str = "kaizen") -> KaizenDetector | RiverScorer:
     return model if isinstance(model, KaizenDetector) else RiverScorer(spec, model)
 
 
-def scorer_state(scorer: KaizenDetector | RiverScorer, max_bytes: int = DEFAULT_CHECKPOINT_MAX_BYTES) -> bytes:
-    """Checkpoint bytes: kaizen's compact state, or a pickle of any River model (size-limited)."""
-    if isinstance(scorer, KaizenDetector):
+def scorer_state(scorer: KaizenDetector | RiverScorer | ColumnSlot,
+                 max_bytes: int = DEFAULT_CHECKPOINT_MAX_BYTES) -> bytes:
+    """Checkpoint bytes: kaizen's compact state (a KaizenDetector's, or the same bytes of a row of the
+    columnar form), or a pickle of any River model (size-limited)."""
+    if isinstance(scorer, KaizenDetector | ColumnSlot):
         return _KAIZEN + scorer.to_state()
     data = _PICKLE + pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
     if len(data) > max_bytes:

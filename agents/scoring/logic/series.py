@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
 
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, KaizenDetector
 from agents.scoring.logic.models import (
@@ -17,6 +19,7 @@ from agents.scoring.logic.models import (
     scorer_state,
 )
 from agents.scoring.logic.trends import TrendFinding, TrendTracker, classify_metric
+from agents.scoring.logic.vectorised import ColumnSlot, DetectorColumns
 from streams.records import MetricDataPoint, TelemetryInsight
 
 RECENT = 60  # recent (ts, value, score) kept per series for the dashboard and the read model
@@ -31,7 +34,7 @@ class SeriesModel:
     __slots__ = ("metric_name", "spec", "detector", "trend", "recent", "last_score", "since_cp", "cp_at",
                  "since_alarm")
 
-    def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer, trend: TrendTracker,
+    def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer | ColumnSlot, trend: TrendTracker,
                  spec: str = "kaizen") -> None:
         self.metric_name = metric_name
         self.spec = spec
@@ -52,7 +55,13 @@ class SeriesModel:
         """Score then learn one point. A history point (read back when the series was discovered) is
         learnt the same way, but its trend findings are dropped: history makes no insight."""
         score = self.detector.score_learn(ts, value)
-        findings = self.trend.observe(ts, value, self.detector.surprise)
+        return self.observe_scored(ts, value, score, self.detector.surprise, history)
+
+    def observe_scored(self, ts: float, value: float, score: float, surprise: float,
+                       history: bool = False) -> tuple[float, list[TrendFinding]]:
+        """observe() of a point its detector already scored (`score`, and `surprise` after it): the
+        columnar path scores the points of every series of a message at once (vectorised.py)."""
+        findings = self.trend.observe(ts, value, surprise)
         if score >= ANOMALY_THRESHOLD:
             self.since_alarm = 0
         elif self.since_alarm < INCIDENT_POINTS:
@@ -93,6 +102,51 @@ class SeriesModel:
         return {"series": key, "tenant_id": last["tenant_id"], "metric_name": last["metric_name"],
                 "namespace": last["namespace"], "component": last["component"], "dimensions": last["dimensions"],
                 "statistic": last["statistic"], "last_score": round(self.last_score, 4), "points": pts}
+
+
+def observe_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequence[Mapping[str, Any]]]]
+                   ) -> list[list[tuple[float, list[TrendFinding]]]]:
+    """SeriesModel.observe of each group's points (each group one series, its points in time order),
+    with the detectors of kaizen-scored series as rows of `cols` (adopted on first sight), all their
+    points scored in one columnar call; series of another River model are scored per point. Returns each
+    point's (score, trend findings), group by group."""
+    slots: list[int] = []
+    stamps: list[Any] = []
+    values: list[Any] = []
+    columnar: list[bool] = []
+    for model, pts in groups:
+        det = model.detector
+        if type(det) is KaizenDetector and det.params == cols.params:
+            det = model.detector = ColumnSlot.adopt(cols, det)
+        if isinstance(det, ColumnSlot) and det.cols is cols:
+            columnar.append(True)
+            slot = det.slot
+            for p in pts:
+                slots.append(slot)
+                stamps.append(p["timestamp"])
+                values.append(p["value"])
+        else:
+            columnar.append(False)
+    scores: list[float] = []
+    surprises: list[float] = []
+    if slots:
+        sc, su = cols.score_learn_batch(np.array(slots, np.int64), np.array(stamps, np.float64),
+                                        np.array(values, np.float64))
+        scores, surprises = sc.tolist(), su.tolist()
+    out: list[list[tuple[float, list[TrendFinding]]]] = []
+    i = 0
+    for (model, pts), col in zip(groups, columnar, strict=True):
+        if col:
+            scored = model.observe_scored
+            res = []
+            for p in pts:
+                res.append(scored(p["timestamp"], p["value"], scores[i], surprises[i], bool(p.get("history"))))
+                i += 1
+        else:
+            observe = model.observe
+            res = [observe(p["timestamp"], p["value"], bool(p.get("history"))) for p in pts]
+        out.append(res)
+    return out
 
 
 def _severity(score: float) -> str:

@@ -25,7 +25,7 @@ from agents.scoring.logic import detectors as _det
 from agents.scoring.logic.detector_parts import _SQRT2, _Z_MIN2, Likelihood, RecentMax
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, DetectorParams, KaizenDetector
 
-__all__ = ["MIN_ROUND", "DetectorColumns"]
+__all__ = ["MIN_ROUND", "ColumnSlot", "DetectorColumns"]
 
 # A round with fewer points than this costs more in numpy calls than the per-point detector: the series
 # still holding points past it are scored by a KaizenDetector built from their row (and written back).
@@ -480,3 +480,44 @@ class DetectorColumns:
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("DetectorColumns is checkpointed per slot (state(slot)), not pickled")
+
+
+class ColumnSlot:
+    """One series' detector held as a slot of a DetectorColumns: what a SeriesModel asks of its detector
+    (checkpoint bytes, the last point's surprise, and a one-point score_learn for callers outside the
+    batch path)."""
+
+    __slots__ = ("cols", "slot")
+
+    def __init__(self, cols: DetectorColumns, slot: int) -> None:
+        self.cols = cols
+        self.slot = slot
+
+    @property
+    def params(self) -> DetectorParams:
+        return self.cols.params
+
+    @property
+    def surprise(self) -> float:
+        return float(self.cols.surprise[self.slot])
+
+    @property
+    def n_seen(self) -> int:
+        return int(self.cols.n[self.slot])
+
+    def score_learn(self, timestamp: float, value: float) -> float:
+        scores, _ = self.cols.score_learn_batch(np.array([self.slot], _I64), np.array([timestamp], _F64),
+                                                np.array([value], _F64))
+        return float(scores[0])
+
+    def to_state(self) -> bytes:
+        return self.cols.state(self.slot)
+
+    @classmethod
+    def adopt(cls, cols: DetectorColumns, det: KaizenDetector) -> ColumnSlot:
+        """A slot holding `det`'s state (and its last surprise)."""
+        if det.params != cols.params:
+            raise ValueError("the detector's parameters are not the columns' parameters")
+        slot = cols.new_slot() if det.n_seen == 0 else cols.add_state(det.to_state())
+        cols.surprise[slot] = det.surprise
+        return cls(cols, slot)
