@@ -149,3 +149,22 @@ def test_quick_quiet_test_agrees_with_the_rules() -> None:
         assert any_rule_holds(bm, bs, cm, kind, None, unit) == want, (bm, bs, cm, kind, unit)  # type: ignore[arg-type]
         holds += want
     assert 1_000 < holds < 19_000  # both outcomes were exercised
+
+
+def test_tracker_reports_a_steady_climb_that_the_rolling_baseline_follows() -> None:
+    """A leak: +0.2 ms a second on 50 ms. The recent mean stays within 20 % (and mostly 2 sigma) of a
+    baseline that climbs along, and a detector learns each step as usual (likelihood 0): the drift rule
+    reports it once, while a flat series and a step the detector calls usual give nothing."""
+    import random
+    rng = random.Random(5)
+    t = TrendTracker("latency", TrendParams())
+    for i in range(170):
+        assert t.observe(float(i), 50.0 * (1 + rng.gauss(0, 0.03)), 0.0) == []
+    found = [(i, f) for i in range(240)
+             for f in t.observe(170.0 + i, (50.0 + 0.2 * i) * (1 + rng.gauss(0, 0.03)), 0.0)]
+    assert [f.rule for _, f in found] == ["latency_drift"]
+    assert 30 <= found[0][0] <= 70 and found[0][1].change_pct > 20.0
+    step = TrendTracker("latency", TrendParams(persist=3))
+    for i in range(100):
+        step.observe(float(i), 100.0 * (1 + rng.gauss(0, 0.01)), 0.0)
+    assert [f for i in range(60) for f in step.observe(100.0 + i, 150.0 * (1 + rng.gauss(0, 0.01)), 0.2)] == []

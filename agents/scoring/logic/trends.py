@@ -69,6 +69,14 @@ class TrendParams:
     # ... and the incident must also be unusual for the series itself: during it, the series' detector
     # likelihood reached `unusual` (a drop at night that happens every night is not one).
     unusual: float = 0.7
+    # A latency that climbs steadily (a leak) moves its rolling baseline along and stays within the
+    # recent-vs-baseline rules, and a detector learns each small step as usual: the latency rule is also
+    # read along the whole ring — a least-squares line over baseline + recent window that rises by more
+    # than `latency_increase` from its start, with a slope of at least `drift_t` standard errors, and
+    # each quarter of the ring above the one before (a climb, not a step). Such a
+    # line is its own evidence (no detector gate); it is fitted only while the recent mean is at least
+    # latency_increase / 4 above the baseline mean.
+    drift_t: float = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +188,8 @@ def any_rule_holds(bm: float, bs: float, cm: float, kind: MetricKind, params: Tr
 # version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums,
 # points the rules held in a row, points none held in a row, whether the current incident was reported
 _STATE = struct.Struct("<BIIQIddddIIB")
-_RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop")
+_RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop",
+          "latency_drift")
 
 
 class TrendTracker:
@@ -264,12 +273,16 @@ class TrendTracker:
         bm = r + bmean
         bs = math.sqrt(max(self._bsq / nb - bmean * bmean, 0.0))
         cm = r + self._csum / cs
-        if not self._active and not any_rule_holds(bm, bs, cm, self.kind, self.p, self.error_unit):
+        drift = self._drift() if self.kind == "latency" and bm > 0.0 \
+            and cm - bm > bm * self.p.latency_increase / 4 and self._filled == size else None
+        if not self._active and drift is None and not any_rule_holds(bm, bs, cm, self.kind, self.p, self.error_unit):
             self._calm += 1   # the usual quiet point: nothing held before, nothing holds now
             if self._calm >= self.p.clear:
                 self._reported = False
             return []
         found = rules_from_stats(bm, bs, cm, self.kind, self.p, self.error_unit)
+        if drift is not None:
+            found.append(drift)
         now = 0
         for f in found:
             now |= 1 << _RULES.index(f.rule)
@@ -285,11 +298,37 @@ class TrendTracker:
         self._calm = 0
         if surprise > self._peak:
             self._peak = surprise
-        if self._reported or self._held < self.p.persist or self._peak < self.p.unusual:
+        if self._reported or self._held < self.p.persist or (self._peak < self.p.unusual and drift is None):
             return []
         self._reported = True
         # the most specific rule names the incident; the generic 2-sigma rule only when it is alone
         return [next((f for f in found if f.rule != "std_degradation"), found[0])]
+
+    def _drift(self) -> TrendFinding | None:
+        """The latency_drift rule on the full ring (see TrendParams.drift_t), None when it does not hold."""
+        base, cur = self.windows()
+        ys = base + cur
+        n = len(ys)
+        mx = (n - 1) / 2.0
+        my = math.fsum(ys) / n
+        sxx = n * (n * n - 1) / 12.0
+        slope = math.fsum((i - mx) * (y - my) for i, y in enumerate(ys)) / sxx
+        start = my - slope * mx
+        if slope <= 0.0 or start <= 0.0 or slope * (n - 1) / start <= self.p.latency_increase:
+            return None
+        # a climb, not a step: each quarter of the ring above the one before by at least 0.3 of the
+        # average rise per quarter (a step rises once and is flat around it)
+        cuts = [round(j * n / 4) for j in range(5)]
+        ms = [math.fsum(ys[a:b]) / (b - a) for a, b in zip(cuts, cuts[1:], strict=False)]
+        each = (ms[-1] - ms[0]) / 3.0
+        if each <= 0.0 or any(b - a < 0.3 * each for a, b in zip(ms, ms[1:], strict=False)):
+            return None
+        resid = math.fsum((y - (start + slope * i)) ** 2 for i, y in enumerate(ys)) / max(1, n - 2)
+        if slope < self.p.drift_t * math.sqrt(resid / sxx):
+            return None
+        end = start + slope * (n - 1)
+        rise = (end - start) / start
+        return TrendFinding("latency_drift", _severity(rise / self.p.latency_increase), start, end, rise * 100.0)
 
     def _resum(self) -> None:
         """Exact window sums from the ring (bounds floating drift of the incremental updates)."""
