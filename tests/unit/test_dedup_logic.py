@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agents.ingest.logic.dedup import (
     DedupWindow,
     apply_dedup_delta,
@@ -60,3 +63,51 @@ def test_window_rebuilt_from_deltas_equals_the_live_one() -> None:
     probe = [id_hash(f"{t}-1") for t in range(0, 200, 7)] + [id_hash("never")]
     assert rebuilt.filter_new(probe, 200.0) == live.filter_new(probe, 200.0)
     assert rebuilt.filter_new([id_hash("196-0")], 200.0) == [False]
+
+
+class _ReferenceWindow:
+    """The window as first written (one id at a time), for the fast paths of DedupWindow to match."""
+
+    def __init__(self, window_seconds: float) -> None:
+        self.window = float(window_seconds)
+        self.bucket = max(1.0, self.window / 30.0)
+        self.buckets: dict[int, set[int]] = {}
+        self.latest: dict[int, int] = {}
+
+    def _expire(self, now: float) -> None:
+        oldest = int((now - self.window) // self.bucket)
+        for b in [b for b in self.buckets if b < oldest]:
+            for h in self.buckets.pop(b):
+                if self.latest.get(h) == b:
+                    del self.latest[h]
+
+    def add(self, hashes: list[int], now: float) -> None:
+        self._expire(now)
+        b = int(now // self.bucket)
+        self.buckets.setdefault(b, set()).update(hashes)
+        for h in hashes:
+            if self.latest.get(h, b) <= b:
+                self.latest[h] = b
+
+    def filter_new(self, hashes: list[int], now: float) -> list[bool]:
+        self._expire(now)
+        out, batch = [], set()
+        for h in hashes:
+            out.append(h not in self.latest and h not in batch)
+            batch.add(h)
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 40), max_size=12), st.integers(0, 2000)),
+                max_size=30))
+def test_window_fast_paths_match_the_reference(ops: list[tuple[bool, list[int], int]]) -> None:
+    """Batches all new or not, ids repeated in a batch, times going back (replayed older deltas)."""
+    fast, ref = DedupWindow(300.0), _ReferenceWindow(300.0)
+    for is_add, hashes, now in ops:
+        if is_add:
+            fast.add(hashes, float(now))
+            ref.add(hashes, float(now))
+        else:
+            assert fast.filter_new(hashes, float(now)) == ref.filter_new(hashes, float(now))
+        assert fast._latest == ref.latest and fast.buckets == ref.buckets

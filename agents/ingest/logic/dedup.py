@@ -19,13 +19,14 @@ class DedupWindow:
     bucket holding it, so a lookup is one dict probe whatever the number of buckets.
     """
 
-    __slots__ = ("window", "bucket", "buckets", "_latest")
+    __slots__ = ("window", "bucket", "buckets", "_latest", "_newest")
 
     def __init__(self, window_seconds: float) -> None:
         self.window = float(window_seconds)
         self.bucket = max(1.0, self.window / 30.0)
         self.buckets: dict[int, set[int]] = {}
         self._latest: dict[int, int] = {}
+        self._newest = -(2**62)  # the newest bucket any id was recorded in (no id maps to a newer one)
 
     def _oldest(self, now: float) -> int:
         return int((now - self.window) // self.bucket)
@@ -47,6 +48,10 @@ class DedupWindow:
         b = int(now // self.bucket)
         self.buckets.setdefault(b, set()).update(hashes)
         latest = self._latest
+        if b >= self._newest:  # the usual case: no id is in a newer bucket, all move to this one at once
+            self._newest = b
+            latest.update(dict.fromkeys(hashes, b))
+            return
         for h in hashes:
             if latest.get(h, b) <= b:  # a replayed older delta must not move an id back in time
                 latest[h] = b
@@ -55,6 +60,8 @@ class DedupWindow:
         """For each hash: True if it is new (not seen in the window, nor earlier in this batch)."""
         self._expire(now)
         latest = self._latest
+        if latest.keys().isdisjoint(hashes) and len(set(hashes)) == len(hashes):  # the usual batch: all new
+            return [True] * len(hashes)
         out: list[bool] = []
         batch: set[int] = set()
         for h in hashes:
