@@ -83,8 +83,8 @@ def outcome(lab: Lab, lc: LabCase) -> dict[str, Any]:
 
     comp = c.oracle.component or c.services[0].name
     series = rec.series.get(comp, [])
-    imp = lc.verdict() or (max(lc.improvements.values(), key=lambda i: i.started_at)
-                                 if lc.improvements else None)
+    since_fault = [i for i in lc.improvements.values() if i.started_at >= 0]
+    imp = lc.verdict() or (max(since_fault, key=lambda i: i.started_at) if since_fault else None)
     st: dict[str, Any] = lc.steps.get(imp.improvement_id, {}) if imp else {}
     deployed = min((v for k, v in st.items() if k in ("deploying", "monitoring")), default=None)
     verdict_at = st.get("completed", st.get("rolled_back"))
@@ -177,9 +177,10 @@ def stage(lc: LabCase) -> str:
     if lc.done:
         verdict = lc.verdict()
         return f"done: {VERDICTS[verdict.status]}" if verdict else "done: no verdict"
-    if not lc.improvements:
+    since_fault = [i for i in lc.improvements.values() if i.started_at >= 0]
+    if not since_fault:
         return "opportunity" if lc.first_opportunity else ("anomaly detected" if lc.first_insight else "watching")
-    latest = max(lc.improvements.values(), key=lambda i: i.started_at)
+    latest = max(since_fault, key=lambda i: i.started_at)
     return latest.status.replace("_", " ")
 
 

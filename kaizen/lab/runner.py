@@ -96,15 +96,17 @@ class LabCase:
     telemetry_lag: list[float] = field(default_factory=list)  # metric time → clean topic (track_lag)
 
     def verdict(self) -> ImprovementRecord | None:
-        """The improvement whose verdict settled the case (see `Lab.settles`), else the latest one monitoring
-        judged (kept or rolled back); None before any verdict."""
-        judged = sorted((i for i in self.improvements.values() if i.status in VERDICTS and i.verdict_at is not None),
+        """The improvement started after the onset whose verdict settled the case (see `Lab.settles`), else
+        the latest one monitoring judged (kept or rolled back); None before any verdict."""
+        judged = sorted((i for i in self.improvements.values()
+                         if i.status in VERDICTS and i.verdict_at is not None and i.started_at >= 0),
                         key=lambda i: i.verdict_at or 0.0)
         settled = [i for i in judged if self.steps.get(i.improvement_id, {}).get("settles")]
         return settled[0] if settled else (judged[-1] if judged else None)
 
     def settled(self) -> bool:
-        return any(s.get("settles") for s in self.steps.values())
+        return any(self.steps.get(i.improvement_id, {}).get("settles")
+                   for i in self.improvements.values() if i.started_at >= 0)
 
 
 class Lab:
@@ -265,16 +267,19 @@ class Lab:
             data = orjson.loads(value)
         except orjson.JSONDecodeError:
             return
-        at = datetime.fromtimestamp(published_ms / 1000.0, UTC) if published_ms else now()
-        for it in data.get("records", [data]) if isinstance(data, dict) else []:
+        at = published_ms / 1000.0 if published_ms else now().timestamp()
+        items = data.get("records", [data]) if isinstance(data, dict) else data if isinstance(data, list) else []
+        for it in items:
             lc = self.by_tenant.get(str(it.get("tenant_id", ""))) if isinstance(it, dict) else None
             if lc is None or it.get("metric_name") != "Latency" or "variant" in (it.get("dimensions") or {}):
                 continue
+            ts = it.get("timestamp")  # the clean topic's lean points: epoch seconds; ISO text otherwise
             try:
-                ts = datetime.fromisoformat(str(it["timestamp"]).replace("Z", "+00:00"))
-            except (KeyError, ValueError):
+                sec = float(ts) if isinstance(ts, int | float) else \
+                    datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+            except ValueError:
                 continue
-            lc.telemetry_lag.append((at - ts).total_seconds())
+            lc.telemetry_lag.append(round(at - sec, 3))
 
     def observe(self, topic: str, value: bytes) -> None:
         try:
@@ -436,9 +441,10 @@ class Lab:
             lc.cycle_ids.append(cid)
             known = set(lc.improvements)
             assert self.steering is not None
+            asked = self.rel(lc)  # the MCP tool returns once the cycle's first events are seen (or ~10 s)
             how = await self.steering.trigger(c.tenant_id, c.oracle.component if op.focus else None, op.focus,
                                               cycle_id=cid)
-            self.say(f"{c.name} +{self.rel(lc):.0f}s cycle triggered ({how})")
+            self.say(f"{c.name} +{asked:.0f}s cycle triggered ({how})")
             started = await self._wait(lambda k=known: set(lc.improvements) - k, 20.0)  # type: ignore[misc]
             if started:
                 new = next(iter(set(lc.improvements) - known))

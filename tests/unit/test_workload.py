@@ -190,7 +190,8 @@ async def test_the_runner_folds_a_rolled_back_improvement_into_the_demo_outcome(
         {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(), "dimensions": {}},
         {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.isoformat(),
          "dimensions": {"variant": "canary"}},
-        {"tenant_id": "other", "metric_name": "Latency", "timestamp": T0.isoformat()}]}),
+        {"tenant_id": "other", "metric_name": "Latency", "timestamp": T0.isoformat()},
+        {"tenant_id": "globex", "metric_name": "Latency", "timestamp": T0.timestamp() + 1.5}]}),  # a lean point
         int((T0 + timedelta(seconds=4)).timestamp() * 1000))
-    assert outcome(lab, lc)["telemetry_lag_seconds"] == {"p50": 4.0, "max": 4.0, "points": 1}
+    assert outcome(lab, lc)["telemetry_lag_seconds"] == {"p50": 4.0, "max": 4.0, "points": 2}
     orjson.dumps(outcome(lab, lc))  # JSON-serialisable as it is
