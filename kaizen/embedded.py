@@ -142,7 +142,8 @@ def start_moto(port: int = 0, log_dir: Path | None = None, timeout: float = 30.0
     log_path = (log_dir / "moto.log") if log_dir else None
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    # moto.server with GetMetricData keyed by namespace as in AWS (see kaizen/moto_server.py)
+    cmd = [sys.executable, "-m", "kaizen.moto_server", "-H", "127.0.0.1", "-p", str(port)]
     proc = _spawn(cmd, log_path)
     mp = ManagedProcess("moto", proc, port, log_path)
     try:
