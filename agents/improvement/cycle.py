@@ -21,6 +21,7 @@ from agents.improvement.logic.decisions import decision_events, resolution_event
 from agents.improvement.logic.lifecycle import is_terminal, new_event
 from agents.improvement.logic.verdicts import build_cycle_report
 from agents.opportunities.logic.impact import prioritize
+from agents.opportunities.logic.rootcause import GROUPS, cause_first, deviation, likely_cause, more_specific
 from streams import app as A
 from streams import topics as T
 from streams.commands import (
@@ -62,16 +63,88 @@ def improvement_id_for(cycle_id: str, opportunity_id: str) -> str:
     return "imp-" + hashlib.sha1(f"{cycle_id}|{opportunity_id}".encode()).hexdigest()[:16]
 
 
+Target = tuple[str, str]  # (tenant, component)
+# An incident shows in several components and sources within seconds (a callee's latency in its callers',
+# an error rate before the log lines naming the cause): a cycle starts this long after the youngest
+# evidence of its tenant at the earliest, so that it chooses among all of it (see rootcause.py).
+CAUSE_SETTLE_SECONDS = 5.0
+RESERVATION_SECONDS = 120.0
+# improvements this process started and its views may not show yet: target -> (improvement id, since)
+_reserved: dict[Target, tuple[str, float]] = {}
+
+
+def target_of(opp: ImprovementOpportunity) -> Target:
+    return opp.tenant_id, opp.affected_components[0] if opp.affected_components else "default"
+
+
+def _in_flight(improvements: dict[str, ImprovementExecution], now: float) -> tuple[set[str], set[Target]]:
+    """Opportunities and (tenant, component) targets with an improvement under way. One change at a time
+    per component: two at once clash on the same knobs, and each one's monitoring would judge the other's
+    effect too."""
+    ids: set[str] = set()
+    targets: set[Target] = set()
+    for ex in improvements.values():
+        if ex.opportunity is not None and not is_terminal(ex.status):
+            ids.add(ex.opportunity.opportunity_id)
+            targets.add(target_of(ex.opportunity))
+    for target, (imp, at) in list(_reserved.items()):
+        started = improvements.get(imp)
+        if (started is not None and is_terminal(started.status)) or (started is None and now - at > RESERVATION_SECONDS):
+            del _reserved[target]
+        elif started is None:
+            targets.add(target)
+    return ids, targets
+
+
 def _candidates(opps: list[ImprovementOpportunity], busy: set[str], tenant: str | None, since: datetime,
-                component: str | None, problem: str | None) -> list[ImprovementOpportunity]:
+                component: str | None, problem: str | None,
+                busy_targets: set[Target] | None = None) -> list[ImprovementOpportunity]:
+    busy_targets = busy_targets or set()
     out = [o for o in opps if o.status == "open" and o.opportunity_id not in busy and o.last_seen >= since
-           and (tenant is None or o.tenant_id == tenant)]
+           and (tenant is None or o.tenant_id == tenant) and target_of(o) not in busy_targets]
     if component:
         focused = [o for o in out if component in o.affected_components]
         if problem:
             focused = sorted(focused, key=lambda o: o.problem_type != problem)
         return focused
-    return prioritize(out)
+    # the likely cause first; a symptom whose cause is being worked on waits for its verdict
+    open_now = [o for o in opps if o.status in ("open", "in_progress") and o.last_seen >= since
+                and (tenant is None or o.tenant_id == tenant)]
+    ranked = []
+    for o in cause_first(prioritize(out)):
+        cause = likely_cause(o, open_now)
+        if cause is not None and target_of(cause) in busy_targets:
+            continue
+        ranked.append(o)
+    return ranked
+
+
+def _cause_of(first: ImprovementOpportunity, opps: list[ImprovementOpportunity], busy: set[str],
+              busy_targets: set[Target], since: datetime) -> ImprovementOpportunity | None:
+    """What a focused cycle on `first` works on: the likely cause when another component's concurrent
+    deviation explains it, the specific evidence of its own component when it names the cause, else
+    `first`; None while that cause is already being worked on."""
+    tenant_open = [o for o in opps if o.tenant_id == first.tenant_id and o.status in ("open", "in_progress")
+                   and o.last_seen >= since]
+    probe = first
+    if deviation(first) is None:  # a self-healing firing measures no baseline: its component's own evidence
+        probe = next((o for o in tenant_open if target_of(o) == target_of(first) and deviation(o) is not None
+                      and GROUPS.get(o.problem_type) == GROUPS.get(first.problem_type)), first)
+    cause = likely_cause(probe, tenant_open)
+    if cause is None:
+        cause = more_specific(probe, tenant_open) or first
+    if cause.opportunity_id in busy or (cause is not first and target_of(cause) in busy_targets):
+        return None
+    return cause
+
+
+def _youngest(opps: list[ImprovementOpportunity], tenant: str | None, since: datetime,
+              supplied: ImprovementOpportunity | None) -> datetime | None:
+    firsts = [o.first_seen for o in opps if o.status == "open" and o.last_seen >= since
+              and (tenant is None or o.tenant_id == tenant)]
+    if supplied is not None:
+        firsts.append(supplied.first_seen)
+    return max(firsts) if firsts else None
 
 
 def _with_supplied(picked: list[ImprovementOpportunity], supplied: ImprovementOpportunity | None,
@@ -105,20 +178,35 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     _cycles[run.cycle_id] = run
     run.telemetry_at_start = current_totals(ctx.views.status)
     CYCLES_STARTED.labels(kind).inc()
+    window_start = now - timedelta(hours=cmd.analysis_window_hours)
+    youngest = _youngest(list(ctx.views.opportunities.values()), cmd.tenant_id, window_start, cmd.opportunity)
+    if youngest is not None:  # let the rest of a fresh incident's evidence arrive (see CAUSE_SETTLE_SECONDS)
+        wait = min(CAUSE_SETTLE_SECONDS, (youngest - datetime.now(UTC)).total_seconds() + CAUSE_SETTLE_SECONDS)
+        if wait > 0:
+            await asyncio.sleep(wait)
     # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
     deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 10.0)
     while True:
-        busy = {ex.opportunity.opportunity_id for ex in ctx.views.improvements.values()
-                if ex.opportunity is not None and not is_terminal(ex.status)}
-        picked = _with_supplied(_candidates(list(ctx.views.opportunities.values()), busy, cmd.tenant_id,
-                                            now - timedelta(hours=cmd.analysis_window_hours), cmd.component,
-                                            cmd.problem_type), cmd.opportunity, busy)
+        opps = list(ctx.views.opportunities.values())
+        busy, busy_targets = _in_flight(ctx.views.improvements, asyncio.get_running_loop().time())
+        picked = _with_supplied(_candidates(opps, busy, cmd.tenant_id, window_start, cmd.component,
+                                            cmd.problem_type, busy_targets), cmd.opportunity, busy)
+        if cmd.component and picked:
+            cause = _cause_of(picked[0], opps, busy, busy_targets, window_start)
+            picked = [cause] if cause is not None else []
         if picked or asyncio.get_running_loop().time() >= deadline:
             break
         await asyncio.sleep(0.25)
     run.opportunities_identified = len(picked)
-    for opp in picked[:max_n]:
+    targets: set[Target] = set()
+    for opp in picked:
+        if len(run.improvement_ids) >= max_n:
+            break
+        if target_of(opp) in targets or target_of(opp) in busy_targets:
+            continue  # one change per component at a time
+        targets.add(target_of(opp))
         imp = improvement_id_for(run.cycle_id, opp.opportunity_id)
+        _reserved[target_of(opp)] = (imp, asyncio.get_running_loop().time())
         run.improvement_ids.append(imp)
         ev = pending_event(cmd, run.cycle_id, opp, datetime.now(UTC))
         await A.improvement_events_topic.send(key=imp.encode(), value=ev.to_bytes())
