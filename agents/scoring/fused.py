@@ -173,14 +173,16 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
         if len(pts) > 1:
             pts.sort(key=_timestamp)
         groups.append((key, pts, pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))))
-    results = observe_groups(cols, [(model, pts) for _, pts, model in groups])
+    scores, found = observe_groups(cols, [(model, pts) for _, pts, model in groups])
     threshold = ANOMALY_THRESHOLD
-    for (key, pts, model), res in zip(groups, results, strict=True):
-        for p, (score, findings) in zip(pts, res, strict=True):
-            if score >= threshold and not p.get("history"):  # history: read back at discovery, no insight
-                insights.append(anomaly_insight(to_model(p), score, model, now))
-            for f in findings:
+    i = 0
+    for key, pts, model in groups:
+        for p in pts:
+            if scores[i] >= threshold and not p.get("history"):  # history: read back at discovery, no insight
+                insights.append(anomaly_insight(to_model(p), scores[i], model, now))
+            for f in found.get(i, ()):
                 insights.append(trend_insight(to_model(p), f, model, now))
+            i += 1
         if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
             try:
                 due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)

@@ -105,14 +105,15 @@ class SeriesModel:
 
 
 def observe_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequence[Mapping[str, Any]]]]
-                   ) -> list[list[tuple[float, list[TrendFinding]]]]:
+                   ) -> tuple[list[float], dict[int, list[TrendFinding]]]:
     """SeriesModel.observe of each group's points (each group one series, its points in time order),
     with the detectors of kaizen-scored series as rows of `cols` (adopted on first sight), all their
-    points scored in one columnar call; series of another River model are scored per point. Returns each
-    point's (score, trend findings), group by group."""
+    points scored in one columnar call; series of another River model are scored per point. Returns the
+    points' scores, group after group, and the trend findings of the few points that have some (by the
+    same index): no container per point, so the garbage collector is not woken by the batch."""
+    flat: list[Mapping[str, Any]] = []
     slots: list[int] = []
-    stamps: list[Any] = []
-    values: list[Any] = []
+    counts: list[int] = []
     columnar: list[bool] = []
     for model, pts in groups:
         det = model.detector
@@ -120,33 +121,40 @@ def observe_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Se
             det = model.detector = ColumnSlot.adopt(cols, det)
         if isinstance(det, ColumnSlot) and det.cols is cols:
             columnar.append(True)
-            slot = det.slot
-            for p in pts:
-                slots.append(slot)
-                stamps.append(p["timestamp"])
-                values.append(p["value"])
+            slots.append(det.slot)
+            counts.append(len(pts))
+            flat += pts
         else:
             columnar.append(False)
-    scores: list[float] = []
+    col_scores: list[float] = []
     surprises: list[float] = []
-    if slots:
-        sc, su = cols.score_learn_batch(np.array(slots, np.int64), np.array(stamps, np.float64),
-                                        np.array(values, np.float64))
-        scores, surprises = sc.tolist(), su.tolist()
-    out: list[list[tuple[float, list[TrendFinding]]]] = []
-    i = 0
+    if flat:
+        rows = np.array(slots, np.int64)
+        if len(rows) != len(flat):
+            rows = np.repeat(rows, counts)
+        sc, su = cols.score_learn_batch(rows, np.array([p["timestamp"] for p in flat], np.float64),
+                                        np.array([p["value"] for p in flat], np.float64))
+        col_scores, surprises = sc.tolist(), su.tolist()
+    scores: list[float] = []
+    found: dict[int, list[TrendFinding]] = {}
+    i = 0   # index into the columnar scores
     for (model, pts), col in zip(groups, columnar, strict=True):
         if col:
             scored = model.observe_scored
-            res = []
             for p in pts:
-                res.append(scored(p["timestamp"], p["value"], scores[i], surprises[i], bool(p.get("history"))))
+                score, findings = scored(p["timestamp"], p["value"], col_scores[i], surprises[i], bool(p.get("history")))
                 i += 1
+                if findings:
+                    found[len(scores)] = findings
+                scores.append(score)
         else:
             observe = model.observe
-            res = [observe(p["timestamp"], p["value"], bool(p.get("history"))) for p in pts]
-        out.append(res)
-    return out
+            for p in pts:
+                score, findings = observe(p["timestamp"], p["value"], bool(p.get("history")))
+                if findings:
+                    found[len(scores)] = findings
+                scores.append(score)
+    return scores, found
 
 
 def _severity(score: float) -> str:
