@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.scoring.logic.detectors import KaizenDetector
 from agents.scoring.logic.trends import TrendTracker
+from agents.scoring.logic.vectorised import DetectorColumns
 
 TARGET_SERIES = 100_000
 BUDGET_BYTES = 1 << 30
@@ -74,6 +75,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         KaizenDetector.from_state(state)
     restore_us = (time.perf_counter() - t1) / 2_000 * 1e6
     tracker_state = len(TrendTracker().to_state())
+    # the columnar form (the live path's): one row of arrays per series, at full capacity
+    cols = DetectorColumns(capacity=sample)
+    for _ in range(sample):
+        cols.new_slot()
+    columnar_row = cols.nbytes() / sample
     extrapolated = per_series_rss * TARGET_SERIES
     return {
         "benchmark": "detector_memory",
@@ -83,6 +89,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "bytes_per_series_tracemalloc": round(traced),
         "bytes_per_series_rss": round(per_series_rss),
         "trend_tracker_bytes_tracemalloc": round(trend_traced),
+        "columnar_bytes_per_series": round(columnar_row),
+        "columnar": "a series' row of DetectorColumns (vectorised.py), the live path's form of the detector; "
+                    "capacity grows by half as series arrive, so up to 1.5 times this is allocated",
         "rss_growth_bytes": rss_growth,
         "rss_for_100k_series_bytes": round(extrapolated),
         "rss_for_100k_extrapolated": quick,
