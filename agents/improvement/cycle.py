@@ -21,7 +21,14 @@ from agents.improvement.logic.decisions import decision_events, resolution_event
 from agents.improvement.logic.lifecycle import is_terminal, new_event
 from agents.improvement.logic.verdicts import build_cycle_report
 from agents.opportunities.logic.impact import prioritize
-from agents.opportunities.logic.rootcause import GROUPS, cause_first, deviation, likely_cause, more_specific
+from agents.opportunities.logic.rootcause import (
+    GROUPS,
+    cause_first,
+    demand_only,
+    deviation,
+    likely_cause,
+    more_specific,
+)
 from streams import app as A
 from streams import topics as T
 from streams.commands import (
@@ -102,6 +109,7 @@ def _candidates(opps: list[ImprovementOpportunity], busy: set[str], tenant: str 
     busy_targets = busy_targets or set()
     out = [o for o in opps if o.status == "open" and o.opportunity_id not in busy and o.last_seen >= since
            and (tenant is None or o.tenant_id == tenant) and target_of(o) not in busy_targets]
+    out = [o for o in out if not demand_only(o, opps)]
     if component:
         focused = [o for o in out if component in o.affected_components]
         if problem:

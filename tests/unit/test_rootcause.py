@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 from agents.improvement.cycle import _candidates, _cause_of, _in_flight, target_of
 from agents.opportunities.logic.impact import prioritize
 from agents.opportunities.logic.opportunities import OpportunityContext, fold_insight
-from agents.opportunities.logic.rootcause import cause_first, deviation, likely_cause, more_specific
+from agents.opportunities.logic.rootcause import (
+    cause_first,
+    demand_only,
+    deviation,
+    likely_cause,
+    more_specific,
+)
 from streams.records import ImprovementOpportunity, TelemetryInsight
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -85,3 +91,15 @@ def test_a_cycle_works_on_the_cause_and_one_change_per_component_at_a_time() -> 
     assert _cause_of(web, [web, recs], set(), {("acme", "recs")}, since) is None
     assert _cause_of(recs, [web, recs], set(), set(), since) is recs
     assert _in_flight({}, 0.0) == (set(), set())
+
+
+def test_a_throughput_change_alone_is_demand_and_waits() -> None:
+    fewer = opp(insight("timeline", 150.0, 200.0, metric="RequestCount", problem="throughput"))
+    since = T0 - timedelta(hours=1)
+    assert demand_only(fewer, [fewer])
+    assert _candidates([fewer], set(), "acme", since, None, None) == []
+    # the same drop while the service fails: saturation, worked on
+    failing = opp(insight("timeline", 5.0, 0.2, metric="ErrorRate", problem="error_rate"))
+    assert not demand_only(fewer, [fewer, failing])
+    assert {o.problem_type for o in _candidates([fewer, failing], set(), "acme", since, None, None)} == \
+        {"throughput", "error_rate"}

@@ -14,6 +14,9 @@ its candidates with two rules, both read from the telemetry alone:
 * **the specific evidence before the generic one.** On one component, an opportunity whose evidence names
   the cause (connection/pool failures) comes before the generic error-rate one of the same moment: its
   playbook changes what the errors say is short.
+
+And a throughput change alone is demand, not a fault: it waits until the component also slows down or
+fails (`demand_only`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import timedelta
 
 from streams.records import ImprovementOpportunity
 
-__all__ = ["GROUPS", "INCIDENT_WINDOW", "cause_first", "deviation", "likely_cause", "more_specific"]
+__all__ = ["GROUPS", "INCIDENT_WINDOW", "cause_first", "demand_only", "deviation", "likely_cause", "more_specific"]
 
 # problem family -> signal group (families outside it are never compared)
 GROUPS: dict[str, str] = {
@@ -106,6 +109,19 @@ def more_specific(opp: ImprovementOpportunity, others: Sequence[ImprovementOppor
                 and o.affected_components[:1] == opp.affected_components[:1] and _concurrent(opp, o):
             return o
     return None
+
+
+def demand_only(opp: ImprovementOpportunity, others: Sequence[ImprovementOpportunity]) -> bool:
+    """A throughput change of a component that shows no saturation at the same time (no concurrent
+    latency or error opportunity of its own): the demand moved (traffic rose or fell), which no knob of
+    the service answers — more workers for fewer requests change nothing but cost. Acted on once the
+    service also slows down or fails."""
+    if opp.problem_type != "throughput" or not opp.affected_components:
+        return False
+    return not any(o.tenant_id == opp.tenant_id and o.status in ("open", "in_progress")
+                   and o.affected_components[:1] == opp.affected_components[:1]
+                   and GROUPS.get(o.problem_type) in ("latency", "errors") and _concurrent(opp, o)
+                   for o in others)
 
 
 def cause_first(ranked: Sequence[ImprovementOpportunity]) -> list[ImprovementOpportunity]:
