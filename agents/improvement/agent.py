@@ -38,10 +38,12 @@ from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 RESUME_AFTER_SECONDS = 3.0  # an improvement idle this long with no running task is resumed (after a crash)
+EMITTED_GRACE_SECONDS = 30.0  # a step that emitted its outcome is not re-run meanwhile: the outcome is on its way
 STATS: dict[str, int] = defaultdict(int)
 
 _store: dict[str, ChangelogStore[dict[str, Any]]] = {}
 _tasks: dict[str, asyncio.Task[None]] = {}
+_emitted: dict[str, tuple[str | None, float]] = {}  # improvement -> (state its step ran from, when it emitted)
 
 
 async def store() -> ChangelogStore[dict[str, Any]]:
@@ -101,7 +103,10 @@ async def _run_step(ex: ImprovementExecution) -> None:
     """Run the phase the improvement is in and emit what it decides."""
     step = STEPS.get(ex.status)
     if step is not None:
-        await emit(await measured_step(ex.status, step(await step_context(), ex)))  # docs/healing.md
+        events = await measured_step(ex.status, step(await step_context(), ex))  # docs/healing.md
+        await emit(events)
+        if events:
+            _emitted[ex.improvement_id] = (ex.last_event_id, time.monotonic())
 
 
 def _launch(ex: ImprovementExecution) -> None:
@@ -182,6 +187,7 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
                           A.audit_topic, A.settings.kaizen_data_dir / "audit.jsonl")
     ACTIVE_IMPROVEMENTS.set(len(ctx.views.active(ACTIVE_STATUSES)))
     if is_terminal(new.status):
+        _emitted.pop(new.improvement_id, None)
         task = _tasks.pop(new.improvement_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -236,6 +242,9 @@ async def supervise_improvements() -> None:
             if task is not None and not task.done():
                 continue
             idle = now - (ex.updated_at.timestamp() if ex.updated_at else 0.0)
+            ran_from, at = _emitted.get(ex.improvement_id, (None, 0.0))
+            if ran_from == ex.last_event_id and time.monotonic() - at < EMITTED_GRACE_SECONDS:
+                continue  # its step emitted the next event, not folded yet: re-running it would race it
             if ex.status == "queued":
                 queued.append(ex)
             elif idle >= RESUME_AFTER_SECONDS:

@@ -185,3 +185,24 @@ async def test_an_unsafe_key_is_not_retried_forever(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, act)
     bad = AppliedChange("../x", None, "1", "f", "imp-1", actuator="memory")
     assert await undo_all(ctx, _ex([bad]), [bad], sleep=_no_sleep) == ([], ["../x"], 0)
+
+
+async def test_canary_key_dropped_at_completion_is_no_conflict_when_the_check_runs_again(tmp_path: Path) -> None:
+    """Completing drops the canary keys, then writes `completed`: a check re-run in between (a worker killed
+    before the event, or a step resumed before it was folded) must not call that removal someone else's."""
+    from agents.improvement.rollout import changed_by_others
+
+    act = MemoryActuator()
+    ctx = _ctx(tmp_path, act)
+    canary = await act.apply("acme/api/cache_size", "2048", "imp-1", "canary")  # did not exist before
+    full = await act.apply("acme/api/cache_size", "2048", "imp-1")
+    ex = _ex([canary]).model_copy(update={"status": "monitoring", "deployment": {
+        "stage": "full", "canary": [canary.as_dict()], "full": [full.as_dict()]}})
+    del act.values[canary.key]  # kaizen's own last step of the full stage
+    assert await changed_by_others(ctx, ex, force=True) == []
+    # in the canary stage the same removal is someone else's: the canary is what is being judged
+    in_canary = ex.model_copy(update={"deployment": {**ex.deployment, "stage": "canary", "full": []}})
+    assert await changed_by_others(ctx, in_canary, force=True) == [canary.key]
+    # and a full-rollout key changed by hand is a conflict in the full stage
+    act.values[full.key] = "999"
+    assert await changed_by_others(ctx, ex, force=True) == [full.key]
