@@ -125,12 +125,15 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     prefix = None  # the series key's prefix, when every record shares tenant, namespace, metric and statistic
     if len(u_tenants) == len(u_spaces) == len(u_names) == len(u_stats) == 1:
         prefix = f"{tenants[0]}|{spaces[0]}|{names[0]}|{stats[0]}|"
-    return _points(items, names, tenants, units, spaces, stats, eids, fvalues, ts, lim, prefix)
+    # One metric and one unit in the whole envelope, not a ratio sent as a fraction: no value is converted
+    # (streams/units.py), nothing to look up per point.
+    plain = len(u_names) == len(distinct[4]) == 1 and canonical(names[0], 0.5, units[0]) == (0.5, units[0])
+    return _points(items, names, tenants, units, spaces, stats, eids, fvalues, ts, lim, prefix, plain)
 
 
 def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: list[str], spaces: list[str],
             stats: list[str], eids: list[str], fvalues: list[float], ts: list[float], lim: Limits,
-            prefix: str | None) -> list[LeanPoint] | None:
+            prefix: str | None, plain: bool = False) -> list[LeanPoint] | None:
     """The per-point part: dimensions checked, series key, component, derived event id, the lean dict.
 
     Per envelope, what repeats is computed once: the series key's prefix per (tenant, namespace,
@@ -191,12 +194,13 @@ def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: l
             eid = "m-" + blake(f"{series}|{tr}|{vr}".encode(), digest_size=12).hexdigest()
             if id_may_be_long and len(eid) > most:
                 return None
-        pair = (name, unit)
-        conv = convert.get(pair)
-        if conv is None:
-            conv = convert[pair] = canonical(name, 0.5, unit) != (0.5, unit)
-        if conv:
-            v, unit = canonical(name, v, unit)
+        if not plain:
+            pair = (name, unit)
+            conv = convert.get(pair)
+            if conv is None:
+                conv = convert[pair] = canonical(name, 0.5, unit) != (0.5, unit)
+            if conv:
+                v, unit = canonical(name, v, unit)
         lean: LeanPoint = {"metric_name": name, "value": v, "unit": unit, "dimensions": dims, "timestamp": t,
                            "tenant_id": tenant, "namespace": ns, "statistic": stat, "event_id": eid,
                            "series": series, "component": component}
