@@ -187,7 +187,8 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     run.telemetry_at_start = current_totals(ctx.views.status)
     CYCLES_STARTED.labels(kind).inc()
     window_start = now - timedelta(hours=cmd.analysis_window_hours)
-    youngest = _youngest(list(ctx.views.opportunities.values()), cmd.tenant_id, window_start, cmd.opportunity)
+    youngest = _youngest(list(ctx.views.opportunities.values()), cmd.tenant_id, window_start, cmd.opportunity) \
+        if cmd.tenant_id is not None else None
     if youngest is not None:  # let the rest of a fresh incident's evidence arrive (see CAUSE_SETTLE_SECONDS)
         wait = min(CAUSE_SETTLE_SECONDS, (youngest - datetime.now(UTC)).total_seconds() + CAUSE_SETTLE_SECONDS)
         if wait > 0:
@@ -202,7 +203,12 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
         if cmd.component and picked:
             cause = _cause_of(picked[0], opps, busy, busy_targets, window_start)
             picked = [cause] if cause is not None else []
-        if picked or asyncio.get_running_loop().time() >= deadline:
+        # opportunities there but held back (in flight, waiting for their cause, demand): nothing to wait
+        # for — and commands are handled one at a time, so a wait here holds up every cycle behind it
+        held_back = cmd.opportunity is not None or any(
+            o.status == "open" and o.last_seen >= window_start and (cmd.tenant_id is None or o.tenant_id == cmd.tenant_id)
+            and (not cmd.component or cmd.component in o.affected_components) for o in opps)
+        if picked or held_back or asyncio.get_running_loop().time() >= deadline:
             break
         await asyncio.sleep(0.25)
     run.opportunities_identified = len(picked)
