@@ -33,7 +33,8 @@ from benchmarks.nab_data import PROFILES, NabBench, NabFile, nab_dir
 from benchmarks.protocol import leave_one_out
 
 # The grid of the protocol: small on purpose (each point is a chance to fit the benchmark).
-GRID: dict[str, tuple[Any, ...]] = {"decades": (6.0, 8.0, 10.0), "rest": (50, 100, 200), "warmup": (20, 150)}
+GRID: dict[str, tuple[Any, ...]] = {"decades": (6.0, 8.0, 10.0), "rest": (50, 100, 200), "warmup": (20, 150),
+                                   "season_alpha": (0.1, 0.3, 0.5)}
 # Persistence / incident / "unusual for the series" gate of the trend rules (their thresholds stay the
 # defaults), chosen by the same protocol on what the live worker emits.
 TREND_GRID: dict[str, tuple[Any, ...]] = {"persist": (5, 10), "clear": (30, 60), "unusual": (0.5, 0.7, 0.9)}

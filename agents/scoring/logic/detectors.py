@@ -45,7 +45,8 @@ class DetectorParams:
     season_weight: float = 1.0     # signal 3: value far from its usual level at this time of day
     season_bins: int = 24          # ... time-of-day slots of the daily profile
     season_days: int = 1           # ... profile period in days (7: weekly profile, slots per day unchanged)
-    season_alpha: float = 0.1      # ... EW rate of each slot's level (per visit)
+    season_alpha: float = 0.5      # ... EW rate of each slot's level per day: a visit moves it by this times
+                                   #     (interval since the last point / slot length), at most this
     season_min: int = 3            # ... visits of a slot before its residual is scored
     quiet: int = 20                # updates of each likelihood before it may score (its distribution settles)
     decades: float = 8.0           # a tail probability of 10**-decades maps to score 1 (log scale)
@@ -56,8 +57,8 @@ DEFAULT_PARAMS = DetectorParams()
 # Score at or above which the live agent emits an insight (calibrated scores; chosen by the protocol).
 ANOMALY_THRESHOLD: float = 0.9786
 
-_VERSION = 2
-_HEAD = struct.Struct("<B8sIdddd")
+_VERSION = 3
+_HEAD = struct.Struct("<B8sIddddd")
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,8 +95,8 @@ class KaizenDetector(river_base.AnomalyDetector):
     steps at once: the live agent's and `kaizen score`'s path, equal to score_one then learn_one.
     """
 
-    __slots__ = ("params", "_n", "_vmin", "_vmax", "_origin", "_width", "_levels", "_lev", "_val", "_sea",
-                 "_prof", "_visits", "_cal", "surprise")
+    __slots__ = ("params", "_n", "_vmin", "_vmax", "_origin", "_width", "_last_ts", "_levels", "_lev", "_val",
+                 "_sea", "_prof", "_visits", "_cal", "surprise")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -105,6 +106,7 @@ class KaizenDetector(river_base.AnomalyDetector):
         self._vmax = -math.inf
         self._origin = 0.0
         self._width = 0.0          # 0 until the grid is frozen
+        self._last_ts = -math.inf  # timestamp of the last point learnt (the profile's rate per visit)
         self._levels = PatternCounter(p.table_bits)
         self._lev = Likelihood(p.short_win, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
         self._val = Likelihood(p.val_short, p.val_alpha, p.decades, p.quiet, two_sided=True)
@@ -159,10 +161,16 @@ class KaizenDetector(river_base.AnomalyDetector):
         k = visits[slot]
         if k >= p.season_min:
             s_sea = self._sea.update(x - prof[slot])
+        dt = timestamp - self._last_ts
+        self._last_ts = timestamp
         if k == 0:
             prof[slot] = x
-        else:
-            prof[slot] += p.season_alpha * (x - prof[slot])
+        elif dt > 0.0:
+            a = p.season_alpha
+            slot_s = _DAY / p.season_bins
+            if dt < slot_s:
+                a = a * dt / slot_s
+            prof[slot] += a * (x - prof[slot])
         if k < 65535:
             visits[slot] = k + 1
         self._n = n + 1
@@ -210,10 +218,16 @@ class KaizenDetector(river_base.AnomalyDetector):
                 s_lev = self._lev.update(self._levels.novelty(math.floor((x - origin) / width), p.adjacent))
             s_val = self._val.update(x)
             s_sea = self._sea.update(x - prof[slot]) if k >= p.season_min else 0.0
+            dt = timestamp - self._last_ts
+            self._last_ts = timestamp
             if k == 0:
                 prof[slot] = x
-            else:
-                prof[slot] += p.season_alpha * (x - prof[slot])
+            elif dt > 0.0:
+                a = p.season_alpha
+                slot_s = _DAY / p.season_bins
+                if dt < slot_s:
+                    a = a * dt / slot_s
+                prof[slot] += a * (x - prof[slot])
             if k < 65535:
                 visits[slot] = k + 1
             self._n = n + 1
@@ -235,14 +249,14 @@ class KaizenDetector(river_base.AnomalyDetector):
     def to_state(self) -> bytes:
         """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2 KB."""
         head = _HEAD.pack(_VERSION, _fingerprint(self.params), self._n, self._vmin, self._vmax, self._origin,
-                          self._width)
+                          self._width, self._last_ts)
         return b"".join((head, self._levels.pack(), self._lev.pack(), self._val.pack(), self._sea.pack(),
                          self._cal.pack(), self._prof.tobytes(), self._visits.tobytes()))
 
     @classmethod
     def from_state(cls, data: bytes, params: DetectorParams | None = None) -> KaizenDetector:
         det = cls(params)
-        ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width = _HEAD.unpack_from(data, 0)
+        ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._last_ts = _HEAD.unpack_from(data, 0)
         if ver != _VERSION or fp != _fingerprint(det.params):
             raise ValueError("checkpoint was written by another detector version or other parameters")
         off = _HEAD.size

@@ -184,10 +184,11 @@ class DetectorColumns:
         self.cal_top = np.zeros(cap, _F64)
         self.cal_age = np.zeros(cap, _I64)
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
+        self.last_ts = np.full(cap, -np.inf)  # timestamp of each series' last point learnt (KaizenDetector._last_ts)
         self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
 
     _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "levels", "prof", "visits", "cal_ring", "cal_pos",
-                   "cal_top", "cal_age", "surprise")
+                   "cal_top", "cal_age", "surprise", "last_ts")
 
     # --- slots -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -208,6 +209,7 @@ class DetectorColumns:
             setattr(self, name, new)
         self.vmin[self._cap:] = np.inf
         self.vmax[self._cap:] = -np.inf
+        self.last_ts[self._cap:] = -np.inf
         for lik in (self.lev, self.val, self.sea):
             lik.grow(cap)
         self._cap = cap
@@ -239,12 +241,14 @@ class DetectorColumns:
         self.cal_ring[slot] = 0.0
         self.cal_pos[slot] = self.cal_age[slot] = 0
         self.cal_top[slot] = self.surprise[slot] = 0.0
+        self.last_ts[slot] = -np.inf
 
     # --- checkpoints: KaizenDetector.to_state() bytes ----------------------------------------------
     def state(self, slot: int) -> bytes:
         """The slot's detector as `KaizenDetector.to_state()` would write it."""
         head = _det._HEAD.pack(_det._VERSION, self._fp, int(self.n[slot]), float(self.vmin[slot]),
-                               float(self.vmax[slot]), float(self.origin[slot]), float(self.width[slot]))
+                               float(self.vmax[slot]), float(self.origin[slot]), float(self.width[slot]),
+                               float(self.last_ts[slot]))
         cal = RecentMax._HEAD.pack(int(self.cal_pos[slot]), float(self.cal_top[slot]), int(self.cal_age[slot]))
         return b"".join((head, self.levels[slot].tobytes(), self.lev.pack(slot), self.val.pack(slot),
                          self.sea.pack(slot), cal, self.cal_ring[slot].tobytes(), self.prof[slot].tobytes(),
@@ -255,7 +259,7 @@ class DetectorColumns:
         head = _det._HEAD
         if len(data) < head.size:
             raise ValueError("truncated detector checkpoint")
-        ver, fp, n, vmin, vmax, origin, width = head.unpack_from(data, 0)
+        ver, fp, n, vmin, vmax, origin, width, last_ts = head.unpack_from(data, 0)
         if ver != _det._VERSION or fp != self._fp:
             raise ValueError("checkpoint was written by another detector version or other parameters")
         if len(data) != self._state_size:
@@ -263,6 +267,7 @@ class DetectorColumns:
         off = head.size
         self.n[slot], self.vmin[slot], self.vmax[slot], self.origin[slot], self.width[slot] = \
             n, vmin, vmax, origin, width
+        self.last_ts[slot] = last_ts
         self.levels[slot] = np.frombuffer(data, np.uint16, self._table, off)
         off += 2 * self._table
         for lik in (self.lev, self.val, self.sea):
@@ -410,7 +415,12 @@ class DetectorColumns:
         if seen.any():
             sr = np.flatnonzero(seen)
             s_sea[sr] = self.sea.update(r[sr], x[sr] - pv[sr])
-        self.prof[r, slot] = np.where(k == 0, x, pv + p.season_alpha * (x - pv))
+        # the slot's rate per visit: season_alpha per day, scaled by the interval since the last point
+        dt = t - self.last_ts[r]
+        self.last_ts[r] = t
+        slot_s = _DAY / p.season_bins
+        a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
+        self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
         self.visits[r, slot] = np.where(k < _COUNT_MAX, k + 1, k)
         self.n[r] = n + 1
         score = p.level_weight * s_lev
