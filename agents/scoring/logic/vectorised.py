@@ -35,6 +35,9 @@ _DAY = 86400.0
 _HUGE = 1e100
 _HASH = 0x9E3779B1
 _COUNT_MAX = 65535
+# The detector's format with the last point's timestamp (the daily profile's rate follows the time between
+# points); both formats are mirrored while the detector's change lands.
+_TIMED = "_last_ts" in KaizenDetector.__slots__
 # Python >= 3.12 sums floats with Neumaier's compensation; 3.11 adds plainly, left to right.
 _NEUMAIER = sys.version_info >= (3, 12)
 _F64 = np.float64
@@ -173,6 +176,7 @@ class DetectorColumns:
         self.vmax = np.full(cap, -np.inf)
         self.origin = np.zeros(cap, _F64)
         self.width = np.zeros(cap, _F64)
+        self.last_ts = np.full(cap, -np.inf)    # the last point's timestamp (the profile's rate per visit)
         self.levels = np.zeros((cap, self._table), np.uint16)
         self.lev = _LikelihoodColumns(cap, proto._lev)
         self.val = _LikelihoodColumns(cap, proto._val)
@@ -184,11 +188,10 @@ class DetectorColumns:
         self.cal_top = np.zeros(cap, _F64)
         self.cal_age = np.zeros(cap, _I64)
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
-        self.last_ts = np.full(cap, -np.inf)  # timestamp of each series' last point learnt (KaizenDetector._last_ts)
         self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
 
-    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "levels", "prof", "visits", "cal_ring", "cal_pos",
-                   "cal_top", "cal_age", "surprise", "last_ts")
+    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "levels", "prof", "visits", "cal_ring", "cal_pos",
+                   "cal_top", "cal_age", "surprise")
 
     # --- slots -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -233,6 +236,7 @@ class DetectorColumns:
         self.n[slot] = 0
         self.vmin[slot], self.vmax[slot] = np.inf, -np.inf
         self.origin[slot] = self.width[slot] = 0.0
+        self.last_ts[slot] = -np.inf
         self.levels[slot] = 0
         for lik in (self.lev, self.val, self.sea):
             lik.reset(slot)
@@ -241,14 +245,15 @@ class DetectorColumns:
         self.cal_ring[slot] = 0.0
         self.cal_pos[slot] = self.cal_age[slot] = 0
         self.cal_top[slot] = self.surprise[slot] = 0.0
-        self.last_ts[slot] = -np.inf
 
     # --- checkpoints: KaizenDetector.to_state() bytes ----------------------------------------------
     def state(self, slot: int) -> bytes:
         """The slot's detector as `KaizenDetector.to_state()` would write it."""
-        head = _det._HEAD.pack(_det._VERSION, self._fp, int(self.n[slot]), float(self.vmin[slot]),
-                               float(self.vmax[slot]), float(self.origin[slot]), float(self.width[slot]),
-                               float(self.last_ts[slot]))
+        fields = [int(self.n[slot]), float(self.vmin[slot]), float(self.vmax[slot]), float(self.origin[slot]),
+                  float(self.width[slot])]
+        if _TIMED:
+            fields.append(float(self.last_ts[slot]))
+        head = _det._HEAD.pack(_det._VERSION, self._fp, *fields)
         cal = RecentMax._HEAD.pack(int(self.cal_pos[slot]), float(self.cal_top[slot]), int(self.cal_age[slot]))
         return b"".join((head, self.levels[slot].tobytes(), self.lev.pack(slot), self.val.pack(slot),
                          self.sea.pack(slot), cal, self.cal_ring[slot].tobytes(), self.prof[slot].tobytes(),
@@ -259,7 +264,7 @@ class DetectorColumns:
         head = _det._HEAD
         if len(data) < head.size:
             raise ValueError("truncated detector checkpoint")
-        ver, fp, n, vmin, vmax, origin, width, last_ts = head.unpack_from(data, 0)
+        ver, fp, n, vmin, vmax, origin, width, *last = head.unpack_from(data, 0)
         if ver != _det._VERSION or fp != self._fp:
             raise ValueError("checkpoint was written by another detector version or other parameters")
         if len(data) != self._state_size:
@@ -267,7 +272,7 @@ class DetectorColumns:
         off = head.size
         self.n[slot], self.vmin[slot], self.vmax[slot], self.origin[slot], self.width[slot] = \
             n, vmin, vmax, origin, width
-        self.last_ts[slot] = last_ts
+        self.last_ts[slot] = last[0] if last else -np.inf
         self.levels[slot] = np.frombuffer(data, np.uint16, self._table, off)
         off += 2 * self._table
         for lik in (self.lev, self.val, self.sea):
@@ -390,21 +395,32 @@ class DetectorColumns:
         vmax = self.vmax[r]
         vmin = np.where(x < vmin, x, vmin)
         vmax = np.where(x > vmax, x, vmax)
-        self.vmin[r] = vmin
-        self.vmax[r] = vmax
         width = self.width[r]
         freeze = (width == 0.0) & (n + 1 >= p.grid_at)
-        if freeze.any():
-            f = np.flatnonzero(freeze)
+        f = np.flatnonzero(freeze) if freeze.any() else None
+        origin = self.origin[r]
+        if f is not None:
+            # freeze the grid once: bin ids stay comparable forever (KaizenDetector.score_learn)
             w = (vmax[f] - vmin[f]) / p.bins
             ax = np.abs(x[f]) * 1e-3
             width[f] = np.where(w > 0.0, w, np.where(1e-9 > ax, 1e-9, ax))
-            self.width[r[f]] = width[f]
-            self.origin[r[f]] = vmin[f]
-        s_lev = np.zeros(m, _F64)
+            origin[f] = vmin[f]
         has = np.flatnonzero(width > 0.0)
+        key = None
         if has.size:
-            s_lev[has] = self.lev.update(r[has], self._novelty(r[has], x[has], width[has]))
+            with np.errstate(over="ignore"):
+                key = np.floor((x[has] - origin[has]) / width[has])
+            if not np.isfinite(key).all():
+                # as math.floor raises; raised before this round writes anything
+                raise OverflowError("cannot convert float infinity to integer")
+        self.vmin[r] = vmin
+        self.vmax[r] = vmax
+        if f is not None:
+            self.width[r[f]] = width[f]
+            self.origin[r[f]] = origin[f]
+        s_lev = np.zeros(m, _F64)
+        if key is not None:
+            s_lev[has] = self.lev.update(r[has], self._novelty(r[has], key))
         s_val = self.val.update(r, x)
         # time-of-day profile
         slot = (np.remainder(t, _DAY * p.season_days) * p.season_bins / _DAY).astype(_I64) % self._bins
@@ -415,12 +431,15 @@ class DetectorColumns:
         if seen.any():
             sr = np.flatnonzero(seen)
             s_sea[sr] = self.sea.update(r[sr], x[sr] - pv[sr])
-        # the slot's rate per visit: season_alpha per day, scaled by the interval since the last point
-        dt = t - self.last_ts[r]
-        self.last_ts[r] = t
-        slot_s = _DAY / p.season_bins
-        a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
-        self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
+        if _TIMED:
+            # the profile moves by season_alpha per slot length since the series' last point, at most that
+            dt = t - self.last_ts[r]
+            self.last_ts[r] = t
+            slot_s = _DAY / p.season_bins
+            a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
+            self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
+        else:
+            self.prof[r, slot] = np.where(k == 0, x, pv + p.season_alpha * (x - pv))
         self.visits[r, slot] = np.where(k < _COUNT_MAX, k + 1, k)
         self.n[r] = n + 1
         score = p.level_weight * s_lev
@@ -439,12 +458,8 @@ class DetectorColumns:
             scores[live] = np.where(sc > prior, sc, 0.0)
         return scores, surprise
 
-    def _novelty(self, r: np.ndarray, x: np.ndarray, width: np.ndarray) -> np.ndarray:
-        """PatternCounter.novelty of each row's level bin (counting it), per row of the level table."""
-        with np.errstate(over="ignore"):
-            key = np.floor((x - self.origin[r]) / width)
-        if not np.isfinite(key).all():
-            raise OverflowError("cannot convert float infinity to integer")  # as math.floor would
+    def _novelty(self, r: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """PatternCounter.novelty of each row's level bin `key` (counting it), per row of the level table."""
         mod = self._tbits
         k = np.fmod(key, float(mod)).astype(_I64) % mod
         mask = self._mask
