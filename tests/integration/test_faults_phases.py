@@ -48,6 +48,10 @@ from tests.kafka_utils import start_kaizen
 
 __all__ = ["service_factory"]  # the fixture, reused from the rollback tests
 VERDICTS = ("completed", "rolled_back", "failed")
+# One consumer group for the module, as one long-lived cluster: each case's workers go on from the offsets the
+# previous case's committed (a new group per case replayed every earlier case's telemetry from the beginning,
+# and on a loaded machine that delayed the live metrics past the baseline window: "no baseline telemetry").
+APP_ID = f"kz-phases-{uuid.uuid4().hex[:6]}"
 WRITES = (b"AmazonSSM.PutParameter", b"AmazonSSM.DeleteParameter")
 
 
@@ -159,7 +163,8 @@ async def test_worker_sigkilled_in_each_phase_one_verdict_nothing_left_applied(
     ssm = _ssm(backend)
     tenant = f"ph{phase[:3]}-{uuid.uuid4().hex[:6]}"
     _seed(ssm, tenant)
-    env = _env(backend, gate, tmp_path, MONITORING_DURATION_SECONDS="12", KAIZEN_COMMAND_MAX_AGE_SECONDS="120")
+    env = _env(backend, gate, tmp_path, MONITORING_DURATION_SECONDS="12", KAIZEN_COMMAND_MAX_AGE_SECONDS="120",
+               KAIZEN_APP_ID=APP_ID)
     service_factory(tenant, "api", "bad" if phase == "rolling_back" else "good")
     if phase == "generating":
         gate.stall_all = True
