@@ -263,3 +263,20 @@ def test_series_models_scored_in_columns_equal_per_point_observe() -> None:
     for a, b in zip(ref, live, strict=True):
         assert a.checkpoint(0.0) == b.checkpoint(0.0)
         assert SeriesModel.restore(b.metric_name, b.checkpoint(0.0), b.spec).checkpoint(0.0) == a.checkpoint(0.0)
+
+
+def test_a_point_without_a_usable_time_raises_in_both() -> None:
+    """A NaN or infinite timestamp has no time-of-day slot: KaizenDetector raises ValueError (int(nan)), and
+    the columns raise it before changing anything; a gap value (NaN) needs no slot and passes in both."""
+    det = KaizenDetector()
+    cols = DetectorColumns()
+    slot = cols.new_slot()
+    for ts in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError):
+            det.score_learn(ts, 1.0)
+        with pytest.raises(ValueError):
+            cols.score_batch([slot, slot], [0.0, ts], [1.0, 2.0])
+        assert det.score_learn(ts, math.nan) == 0.0
+        assert cols.score_batch([slot], [ts], [math.nan]).tolist() == [0.0]
+    # KaizenDetector has taken the value's range in before it raised; the columns changed nothing
+    assert cols.state(slot) == KaizenDetector().to_state()

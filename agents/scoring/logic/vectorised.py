@@ -325,6 +325,9 @@ class DetectorColumns:
         surprise = np.zeros(total, _F64)
         if total == 0:
             return scores, surprise
+        if not np.isfinite(t).all() and not np.isfinite(t[(x > -_HUGE) & (x < _HUGE)]).all():
+            # a learnt point's time-of-day slot: int(nan) raises in KaizenDetector; here before any change
+            raise ValueError("cannot convert float NaN to integer")
         mark = self._mark
         if len(mark) < self._cap:
             mark = self._mark = np.zeros(self._cap, _I64)
