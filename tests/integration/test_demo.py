@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from connectors.cloudwatch.mapping import alarm_event, dims_to_dict
 from kaizen.demo.cli import outcome, select
 from kaizen.demo.workload.reporter import ServiceReporter
+from kaizen.embedded import free_port
 from kaizen.lab.runner import Lab, LabTiming, _Bound
 from kaizen.lab.sim import CaseSim
 from streams import topics as t
@@ -154,3 +160,24 @@ async def test_steering_without_mcp_publishes_commands(backend: Backend) -> None
             trigger.problem_type) == (1, 1, "manual", "billing", "database_connection")
     assert approve.kind == "approve" and approve.actor == "demo-approver" != trigger.actor
     assert approve.improvement_id == "imp-x" and approve.roles == ["approver"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_the_bad_change_is_rolled_back_end_to_end(tmp_path: Path) -> None:
+    """`kaizen demo --scenario bad-change --exit-after-cycle` on its own stack: the loop's change hurts and
+    monitoring rolls it back; the report says so (generous deadline: a shared 2-core machine)."""
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "AWS_ENDPOINT_URL", "KAIZEN_DATA_DIR")}
+    env.update({"KAIZEN_DATA_DIR": str(tmp_path / "data"), "SELF_BUILDING_MCP_PORT": str(free_port())})
+    proc = subprocess.run([sys.executable, "-m", "kaizen.cli", "demo", "--scenario", "bad-change",
+                           "--exit-after-cycle", "--report", str(report)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "bad-change: rolled back (as expected)" in proc.stdout
+    assert "stopped every process the demo started" in proc.stdout
+    r = orjson.loads(report.read_bytes())["scenarios"]["bad-change"]
+    assert (r["verdict"], r["expected_verdict"], r["met_expectation"]) == ("rollback", "rollback", True)
+    assert r["approval"].startswith("demo-approver") and r["rollback_at"] is not None
+    assert r["score"]["detected"] is True and r["score"]["rollbacks"] >= 1
