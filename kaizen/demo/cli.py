@@ -35,6 +35,7 @@ ALL = "all"
 SETTLE_SECONDS = 10.0  # after a verdict: long enough to measure the latency it leaves behind
 FIGURE_WINDOW = 10.0  # the figures are means over this many seconds of the model's (noise-free) values
 STATUS_EVERY = 30.0
+RETRIES = 5  # cycles triggered again, without new evidence, after one that ended without a verdict
 
 
 def _env_seconds(name: str) -> float | None:
@@ -206,7 +207,8 @@ async def run_scenarios(settings: Settings, cases: list[Case], report: Path | No
     def steering(producer: AIOKafkaProducer) -> Steering:
         return Steering(producer, mcp_url, os.environ.get(OPERATOR_TOKEN_ENV), os.environ.get(APPROVER_TOKEN_ENV))
 
-    lab = Lab(settings, cases, say, LabTiming(stop_after_verdict=SETTLE_SECONDS), steering=steering, track_lag=True)
+    timing = LabTiming(stop_after_verdict=SETTLE_SECONDS, retries_without_verdict=RETRIES)
+    lab = Lab(settings, cases, say, timing, steering=steering, track_lag=True)
     read = {n.strip() for n in settings.cloudwatch_namespace.split(",")}
     unread = [n for n in namespaces(cases) if n not in read]
     if unread:

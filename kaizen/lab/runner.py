@@ -56,6 +56,9 @@ class LabTiming:
     between_cycles: float = 5.0
     cycle_needs: float = 90.0  # planning, 60 s of canary and full monitoring, and a margin
     stop_after_verdict: float | None = None  # the demo: a case ends this long after a verdict that settles it
+    # the demo: after a cycle that started nothing, or an improvement that ended without a verdict (failed,
+    # rejected, conflict), trigger again without waiting for new evidence (at most this many times)
+    retries_without_verdict: int = 0
 
 
 class LabError(RuntimeError):
@@ -428,11 +431,12 @@ class Lab:
             self.say(f"{c.name} waiting for the critical alarm's emergency cycle (the operator steps in after "
                      f"{op.alarm_wait_seconds:.0f}s)")
         since = now()
+        retry, retries = False, 0
         await asyncio.sleep(max(0.0, c.onset + tm.first_cycle_after - self.elapsed()))
         while self.rel(lc) < c.observe_seconds - tm.cycle_needs and not self._finished(lc):
             busy = any(i.status not in TERMINAL for i in lc.improvements.values())
             held = op.trigger == "alarm" and self.rel(lc) < op.alarm_wait_seconds
-            if busy or held or self.fresh_opportunity(lc, since) is None:
+            if busy or held or (not retry and self.fresh_opportunity(lc, since) is None):
                 await asyncio.sleep(1.0)  # one change at a time per tenant (the loop may start its own)
                 continue
             since = now()
@@ -446,10 +450,14 @@ class Lab:
                                               cycle_id=cid)
             self.say(f"{c.name} +{asked:.0f}s cycle triggered ({how})")
             started = await self._wait(lambda k=known: set(lc.improvements) - k, 20.0)  # type: ignore[misc]
+            judged = False
             if started:
                 new = next(iter(set(lc.improvements) - known))
                 await self._wait(lambda n=new: lc.improvements[n].status in TERMINAL,  # type: ignore[misc]
                                  max(10.0, c.observe_seconds - self.rel(lc)))
+                judged = lc.improvements[new].status in VERDICTS
+            retry = not judged and retries < tm.retries_without_verdict
+            retries += retry
             await asyncio.sleep(tm.between_cycles)
         if tm.stop_after_verdict is not None:
             await self._wait(lambda: self._finished(lc), max(0.0, c.observe_seconds - self.rel(lc)))
