@@ -1,7 +1,8 @@
 """Runs cases side by side through the real loop: workload to moto, follow the topics, play operator and approver.
 
 `kaizen lab run` and `kaizen demo` both run their cases here: the demo with its own steering (MCP as two
-principals), stopping each case SETTLE seconds after its first verdict and serving on until Ctrl-C."""
+principals), ending each case shortly after a verdict that settles it (`LabTiming.stop_after_verdict`,
+`Lab.settles`) and serving on until Ctrl-C."""
 
 from __future__ import annotations
 
