@@ -55,9 +55,11 @@ app = faust.App(
     broker_session_timeout=settings.kaizen_broker_session_timeout,
     broker_heartbeat_interval=max(0.5, settings.kaizen_broker_session_timeout / 6),
     broker_rebalance_timeout=max(10.0, settings.kaizen_broker_session_timeout * 2),
-    # Offsets are committed (after Faust flushed the producer: at least once) every 0.2 s: a backlog's last
-    # records are done at most that long before the group says so (docs/throughput.md), for 5 commits/s.
-    broker_commit_interval=0.2,
+    # Offsets are committed every 0.5 s, each commit after Faust flushed the producer (at least once).
+    # 0.2 s reported a backlog's end sooner, but a loaded worker's commits (0.2-0.6 s with the flush) then
+    # ran back to back, flushing the producer continuously; two benchmark runs under load went wrong with
+    # it (one at 2.5x the CPU per point, one stalled) and none at 0.5 s (docs/throughput.md).
+    broker_commit_interval=0.5,
     producer_acks=1,
     producer_linger=0.02,
     consumer_auto_offset_reset="earliest",
