@@ -35,9 +35,6 @@ _DAY = 86400.0
 _HUGE = 1e100
 _HASH = 0x9E3779B1
 _COUNT_MAX = 65535
-# The detector's format with the last point's timestamp (the daily profile's rate follows the time between
-# points); both formats are mirrored while the detector's change lands.
-_TIMED = "_last_ts" in KaizenDetector.__slots__
 # Python >= 3.12 sums floats with Neumaier's compensation; 3.11 adds plainly, left to right.
 _NEUMAIER = sys.version_info >= (3, 12)
 _F64 = np.float64
@@ -190,8 +187,8 @@ class DetectorColumns:
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
         self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
 
-    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "levels", "prof", "visits", "cal_ring", "cal_pos",
-                   "cal_top", "cal_age", "surprise")
+    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "levels", "prof", "visits", "cal_ring",
+                   "cal_pos", "cal_top", "cal_age", "surprise")
 
     # --- slots -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -249,11 +246,9 @@ class DetectorColumns:
     # --- checkpoints: KaizenDetector.to_state() bytes ----------------------------------------------
     def state(self, slot: int) -> bytes:
         """The slot's detector as `KaizenDetector.to_state()` would write it."""
-        fields = [int(self.n[slot]), float(self.vmin[slot]), float(self.vmax[slot]), float(self.origin[slot]),
-                  float(self.width[slot])]
-        if _TIMED:
-            fields.append(float(self.last_ts[slot]))
-        head = _det._HEAD.pack(_det._VERSION, self._fp, *fields)
+        head = _det._HEAD.pack(_det._VERSION, self._fp, int(self.n[slot]), float(self.vmin[slot]),
+                               float(self.vmax[slot]), float(self.origin[slot]), float(self.width[slot]),
+                               float(self.last_ts[slot]))
         cal = RecentMax._HEAD.pack(int(self.cal_pos[slot]), float(self.cal_top[slot]), int(self.cal_age[slot]))
         return b"".join((head, self.levels[slot].tobytes(), self.lev.pack(slot), self.val.pack(slot),
                          self.sea.pack(slot), cal, self.cal_ring[slot].tobytes(), self.prof[slot].tobytes(),
@@ -264,7 +259,7 @@ class DetectorColumns:
         head = _det._HEAD
         if len(data) < head.size:
             raise ValueError("truncated detector checkpoint")
-        ver, fp, n, vmin, vmax, origin, width, *last = head.unpack_from(data, 0)
+        ver, fp, n, vmin, vmax, origin, width, last_ts = head.unpack_from(data, 0)
         if ver != _det._VERSION or fp != self._fp:
             raise ValueError("checkpoint was written by another detector version or other parameters")
         if len(data) != self._state_size:
@@ -272,7 +267,7 @@ class DetectorColumns:
         off = head.size
         self.n[slot], self.vmin[slot], self.vmax[slot], self.origin[slot], self.width[slot] = \
             n, vmin, vmax, origin, width
-        self.last_ts[slot] = last[0] if last else -np.inf
+        self.last_ts[slot] = last_ts
         self.levels[slot] = np.frombuffer(data, np.uint16, self._table, off)
         off += 2 * self._table
         for lik in (self.lev, self.val, self.sea):
@@ -434,15 +429,12 @@ class DetectorColumns:
         if seen.any():
             sr = np.flatnonzero(seen)
             s_sea[sr] = self.sea.update(r[sr], x[sr] - pv[sr])
-        if _TIMED:
-            # the profile moves by season_alpha per slot length since the series' last point, at most that
-            dt = t - self.last_ts[r]
-            self.last_ts[r] = t
-            slot_s = _DAY / p.season_bins
-            a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
-            self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
-        else:
-            self.prof[r, slot] = np.where(k == 0, x, pv + p.season_alpha * (x - pv))
+        # the slot's rate per visit: season_alpha per day, scaled by the interval since the last point
+        dt = t - self.last_ts[r]
+        self.last_ts[r] = t
+        slot_s = _DAY / p.season_bins
+        a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
+        self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
         self.visits[r, slot] = np.where(k < _COUNT_MAX, k + 1, k)
         self.n[r] = n + 1
         score = p.level_weight * s_lev
