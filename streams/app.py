@@ -7,6 +7,7 @@ from typing import Any
 import faust
 
 from streams import topics as t
+from streams.runtime import bound_faust_producer_requests
 from streams.settings import get_settings
 
 
@@ -38,6 +39,7 @@ def _shorter_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 
 _shorter_fetch_wait(settings.kaizen_fetch_max_wait_ms)
+bound_faust_producer_requests()  # a reply the broker never sends holds the producer 30 s, not 20 min
 _datadir = settings.kaizen_data_dir / "faust" / settings.kaizen_app_id  # not the working directory
 _datadir.mkdir(parents=True, exist_ok=True)
 
@@ -56,9 +58,9 @@ app = faust.App(
     broker_heartbeat_interval=max(0.5, settings.kaizen_broker_session_timeout / 6),
     broker_rebalance_timeout=max(10.0, settings.kaizen_broker_session_timeout * 2),
     # Offsets are committed every 0.5 s, each commit after Faust flushed the producer (at least once).
-    # 0.2 s reported a backlog's end sooner, but a loaded worker's commits (0.2-0.6 s with the flush) then
-    # ran back to back, flushing the producer continuously; two benchmark runs under load went wrong with
-    # it (one at 2.5x the CPU per point, one stalled) and none at 0.5 s (docs/throughput.md).
+    # 0.2 s was tried: it reports a backlog's end sooner, but under load the commits (0.2-0.6 s with the
+    # flush) ran back to back, flushing the producer continuously, for no gain measurable on this loaded
+    # machine (docs/throughput.md).
     broker_commit_interval=0.5,
     producer_acks=1,
     producer_linger=0.02,
