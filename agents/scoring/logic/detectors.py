@@ -46,7 +46,8 @@ class DetectorParams:
     season_bins: int = 24          # ... time-of-day slots of the daily profile
     season_days: int = 1           # ... profile period in days (7: weekly profile, slots per day unchanged)
     season_alpha: float = 0.5      # ... EW rate of each slot's level per day: a visit moves it by this times
-                                   #     (interval since the last point / slot length), at most this
+                                   #     (interval since the last point / slot length), at most this, and
+                                   #     at least 1/visits (a slot's first visits: their plain mean)
     season_min: int = 3            # ... visits of a slot before its residual is scored
     quiet: int = 20                # updates of each likelihood before it may score (its distribution settles)
     decades: float = 8.0           # a tail probability of 10**-decades maps to score 1 (log scale)
@@ -170,6 +171,8 @@ class KaizenDetector(river_base.AnomalyDetector):
             slot_s = _DAY / p.season_bins
             if dt < slot_s:
                 a = a * dt / slot_s
+            if a < 1.0 / (k + 1):
+                a = 1.0 / (k + 1)  # the slot's first visits: a plain mean, not its first value
             prof[slot] += a * (x - prof[slot])
         if k < 65535:
             visits[slot] = k + 1
@@ -227,6 +230,8 @@ class KaizenDetector(river_base.AnomalyDetector):
                 slot_s = _DAY / p.season_bins
                 if dt < slot_s:
                     a = a * dt / slot_s
+                if a < 1.0 / (k + 1):
+                    a = 1.0 / (k + 1)
                 prof[slot] += a * (x - prof[slot])
             if k < 65535:
                 visits[slot] = k + 1

@@ -434,6 +434,8 @@ class DetectorColumns:
         self.last_ts[r] = t
         slot_s = _DAY / p.season_bins
         a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
+        w = 1.0 / (k + 1.0)                  # the slot's first visits: a plain mean (as score_learn)
+        a = np.where(a < w, w, a)
         self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
         self.visits[r, slot] = np.where(k < _COUNT_MAX, k + 1, k)
         self.n[r] = n + 1
