@@ -195,6 +195,7 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
             await asyncio.sleep(wait)
     # An emergency waits for the alarm's own opportunity; any cycle gives the views a moment to catch up.
     deadline = asyncio.get_running_loop().time() + (EMERGENCY_WAIT_SECONDS if kind == "emergency" else 10.0)
+    measured_by = asyncio.get_running_loop().time() + CAUSE_SETTLE_SECONDS
     while True:
         opps = list(ctx.views.opportunities.values())
         busy, busy_targets = _in_flight(ctx.views.improvements, asyncio.get_running_loop().time())
@@ -208,6 +209,15 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
         held_back = cmd.opportunity is not None or any(
             o.status == "open" and o.last_seen >= window_start and (cmd.tenant_id is None or o.tenant_id == cmd.tenant_id)
             and (not cmd.component or cmd.component in o.affected_components) for o in opps)
+        # a self-healing firing may arrive before its component's insights are folded: with nothing measured
+        # to compare with the tenant's other components, give them up to CAUSE_SETTLE_SECONDS more
+        unmeasured = bool(cmd.component and picked and cmd.opportunity is not None
+                          and picked[0].opportunity_id == cmd.opportunity.opportunity_id
+                          and not any(cmd.component in o.affected_components and deviation(o) is not None
+                                      for o in opps if o.tenant_id == cmd.tenant_id and o.status == "open"))
+        if unmeasured and asyncio.get_running_loop().time() < measured_by:
+            await asyncio.sleep(0.25)
+            continue
         if picked or held_back or asyncio.get_running_loop().time() >= deadline:
             break
         await asyncio.sleep(0.25)
