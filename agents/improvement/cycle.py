@@ -116,11 +116,10 @@ def _candidates(opps: list[ImprovementOpportunity], busy: set[str], tenant: str 
             focused = sorted(focused, key=lambda o: o.problem_type != problem)
         return focused
     # the likely cause first; a symptom whose cause is being worked on waits for its verdict
-    open_now = [o for o in opps if o.status in ("open", "in_progress") and o.last_seen >= since
-                and (tenant is None or o.tenant_id == tenant)]
+    window = [o for o in opps if o.last_seen >= since and (tenant is None or o.tenant_id == tenant)]
     ranked = []
-    for o in cause_first(prioritize(out)):
-        cause = likely_cause(o, open_now)
+    for o in cause_first(prioritize(out), window):
+        cause = likely_cause(o, window)
         if cause is not None and target_of(cause) in busy_targets:
             continue
         ranked.append(o)
@@ -132,8 +131,7 @@ def _cause_of(first: ImprovementOpportunity, opps: list[ImprovementOpportunity],
     """What a focused cycle on `first` works on: the likely cause when another component's concurrent
     deviation explains it, the specific evidence of its own component when it names the cause, else
     `first`; None while that cause is already being worked on."""
-    tenant_open = [o for o in opps if o.tenant_id == first.tenant_id and o.status in ("open", "in_progress")
-                   and o.last_seen >= since]
+    tenant_open = [o for o in opps if o.tenant_id == first.tenant_id and o.last_seen >= since]  # any status
     probe = first
     if deviation(first) is None:  # a self-healing firing measures no baseline: its component's own evidence
         probe = next((o for o in tenant_open if target_of(o) == target_of(first) and deviation(o) is not None

@@ -103,3 +103,16 @@ def test_a_throughput_change_alone_is_demand_and_waits() -> None:
     assert not demand_only(fewer, [fewer, failing])
     assert {o.problem_type for o in _candidates([fewer, failing], set(), "acme", since, None, None)} == \
         {"throughput", "error_rate"}
+
+
+def test_a_components_deviation_is_its_signals_whatever_opportunity_holds_it() -> None:
+    """The callee's error rate was worked on (resolved) and its log pattern naming the cause is open: the
+    caller's error rate is still explained by the callee, whose pool opportunity goes first."""
+    app = opp(insight("app", 10.7, 0.4, metric="ErrorRate", problem="error_rate", sev="critical"))
+    rate = opp(insight("wallet", 10.5, 0.2, metric="ErrorRate", problem="error_rate"))
+    rate = rate.model_copy(update={"status": "resolved"})
+    pool = opp(pool_pattern("wallet", T0 + timedelta(seconds=3)))
+    since = T0 - timedelta(hours=1)
+    assert likely_cause(app, [app, rate, pool]) is pool
+    assert [o.affected_components[0] for o in _candidates([app, rate, pool], set(), "acme", since, None, None)] \
+        == ["wallet", "app"]

@@ -76,22 +76,36 @@ def _concurrent(a: ImprovementOpportunity, b: ImprovementOpportunity) -> bool:
     return a.first_seen - INCIDENT_WINDOW <= b.last_seen and b.first_seen - INCIDENT_WINDOW <= a.last_seen
 
 
+def component_deviation(opp: ImprovementOpportunity, others: Sequence[ImprovementOpportunity]) -> float | None:
+    """The deviation of `opp`'s component in its signal group: the largest of its own and of the
+    component's concurrent opportunities of the group in any status (a deviation belongs to the
+    component's signal, not to the opportunity its evidence was filed under: an error rate already worked
+    on measures the same errors as the log pattern that names their cause)."""
+    group = GROUPS.get(opp.problem_type)
+    devs = [deviation(o) for o in [opp, *others]
+            if o.tenant_id == opp.tenant_id and o.affected_components[:1] == opp.affected_components[:1]
+            and GROUPS.get(o.problem_type) == group and (o is opp or _concurrent(opp, o))]
+    known = [d for d in devs if d is not None]
+    return max(known) if known else None
+
+
 def likely_cause(opp: ImprovementOpportunity, others: Sequence[ImprovementOpportunity]
                  ) -> ImprovementOpportunity | None:
     """The open opportunity of another component of the same tenant that explains `opp` (same signal
-    group, the same incident, a clearly larger deviation), the largest if several; None: `opp` is its own
-    likely cause."""
+    group, the same incident, a clearly larger deviation of its component), the largest if several; None:
+    `opp` is its own likely cause."""
     group = GROUPS.get(opp.problem_type)
-    mine = deviation(opp)
+    mine = component_deviation(opp, others)
     if group is None or mine is None or not opp.affected_components:
         return None
     best: tuple[float, ImprovementOpportunity] | None = None
     for o in others:
-        if o.tenant_id != opp.tenant_id or o.status != "open" or GROUPS.get(o.problem_type) != group \
+        if o.tenant_id != opp.tenant_id or o.status not in ("open", "in_progress") \
+                or GROUPS.get(o.problem_type) != group \
                 or not o.affected_components or o.affected_components[0] == opp.affected_components[0] \
                 or not _concurrent(opp, o):
             continue
-        d = deviation(o)
+        d = component_deviation(o, others)
         if d is not None and d > mine + CAUSE_MARGIN and (best is None or d > best[0]):
             best = (d, o)
     return best[1] if best else None
@@ -124,17 +138,19 @@ def demand_only(opp: ImprovementOpportunity, others: Sequence[ImprovementOpportu
                    for o in others)
 
 
-def cause_first(ranked: Sequence[ImprovementOpportunity]) -> list[ImprovementOpportunity]:
-    """`ranked` (in priority order) with every opportunity explained by another candidate's larger
-    deviation moved behind the others, and a specific opportunity moved in front of its component's
-    generic one. Stable otherwise."""
+def cause_first(ranked: Sequence[ImprovementOpportunity],
+                context: Sequence[ImprovementOpportunity] | None = None) -> list[ImprovementOpportunity]:
+    """`ranked` (in priority order) with every opportunity explained by another one's larger deviation
+    moved behind the others, and a specific opportunity moved in front of its component's generic one.
+    Stable otherwise. `context`: every opportunity of the window in any status (default `ranked`)."""
+    pool = ranked if context is None else context
     out: list[ImprovementOpportunity] = []
     deferred: list[ImprovementOpportunity] = []
     seen: set[str] = set()
     for o in ranked:
         if o.opportunity_id in seen:
             continue
-        if likely_cause(o, ranked) is not None:
+        if likely_cause(o, pool) is not None:
             deferred.append(o)
             continue
         specific = more_specific(o, ranked)
