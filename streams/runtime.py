@@ -19,6 +19,39 @@ class Runtime:
 
 runtime = Runtime()
 
+# How long one request of the worker's Faust producer waits for the broker's reply. Faust sets aiokafka's
+# request_timeout_ms to its producer_request_timeout (1200 s) and aiokafka keeps one produce request in
+# flight per broker, so one reply the broker never sends (seen once on Tansu: a commit's producer flush
+# waited exactly 1200 s) held back everything the worker produced for 20 minutes, and an agent waiting for
+# a changelog write stopped without an error. With this bound the request times out, aiokafka closes the
+# connection and sends the batch again on a new one; batches still expire only after Faust's 1200 s, so a
+# broker that is away a while loses nothing.
+PRODUCER_REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+def bound_requests(producer: Any, seconds: float) -> Any:
+    """Make each request of an (unstarted) AIOKafkaProducer wait at most `seconds` for its reply, keeping
+    its batch expiry (request_timeout_ms: how long a batch is retried) as it is."""
+    producer.client._request_timeout_ms = int(seconds * 1000)
+    return producer
+
+
+def bound_faust_producer_requests(seconds: float = PRODUCER_REQUEST_TIMEOUT_SECONDS) -> None:
+    """Every producer Faust creates gets `bound_requests(seconds)` (see PRODUCER_REQUEST_TIMEOUT_SECONDS)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    cls = faust_aiokafka.Producer
+    if getattr(cls, "_kaizen_bounded", None) == seconds:
+        return
+    original = getattr(cls, "_kaizen_original_new_producer", cls._new_producer)
+
+    def _new_producer(self: Any, transactional_id: str | None = None) -> Any:
+        return bound_requests(original(self, transactional_id=transactional_id), seconds)
+
+    cls._kaizen_original_new_producer = original  # type: ignore[attr-defined]
+    cls._new_producer = _new_producer  # type: ignore[method-assign]
+    cls._kaizen_bounded = seconds  # type: ignore[attr-defined]
+
 
 def survives_broker_outage(fn):  # type: ignore[no-untyped-def]
     """For periodic tasks: a broker that is away (restarting) is logged and retried on the next tick

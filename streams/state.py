@@ -14,6 +14,7 @@ partition after a restart or a rebalance rebuilds exactly the state its predeces
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,15 @@ log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
 MAX_MESSAGE_BYTES = 900_000  # below the producers' max_request_size (1,000,000); settings.kaizen_max_message_bytes
+# How long `record(wait=True)` waits for the broker to acknowledge a delta: more than two of the producer's
+# request timeouts (streams/runtime.py PRODUCER_REQUEST_TIMEOUT_SECONDS: a reply that never comes costs one,
+# the batch sent again on a new connection another), so only a broker away that long or a wedged producer
+# ends it — with ChangelogWriteTimeout, never a wait without end that stops an agent silently.
+DELIVERY_TIMEOUT_SECONDS = 75.0
+
+
+class ChangelogWriteTimeout(TimeoutError):
+    """A changelog write the broker did not acknowledge within the store's delivery timeout."""
 
 
 class OversizedDelta(InputError):
@@ -97,6 +107,7 @@ class ChangelogStore(Generic[S]):
         self._poll_ms = poll_ms
         self.rebuilt_deltas: dict[int, int] = {}
         self.max_message_bytes = MAX_MESSAGE_BYTES
+        self.delivery_timeout = DELIVERY_TIMEOUT_SECONDS
         # The Faust app's producer when the store belongs to an agent: Faust flushes it before it commits
         # the source offsets, so a source record is never committed before its state deltas are on the
         # broker (streams/state.py start_agent_store).
@@ -144,14 +155,17 @@ class ChangelogStore(Generic[S]):
 
     async def record(self, partition: int, delta: Any, wait: bool = False) -> None:
         """Apply a delta in memory and append it to the changelog (one message, or several below the
-        message size limit; raises OversizedDelta after the rest is written if an entry cannot fit)."""
+        message size limit; raises OversizedDelta after the rest is written if an entry cannot fit).
+        With `wait`, returns once the broker acknowledged every message; raises ChangelogWriteTimeout if
+        it did not within `delivery_timeout` (the message stays with the producer, which may still deliver it)."""
         st = await self.state(partition)
         self._apply(st, delta)
         messages, too_big = split_delta(delta, self.max_message_bytes)
         for data in messages:
-            fut = await self._send(data, partition)
             if wait:
-                await fut
+                await self._send_acknowledged(data, partition)
+            else:
+                await self._send(data, partition)
         if too_big:
             raise OversizedDelta(self.name, too_big)
 
@@ -170,6 +184,20 @@ class ChangelogStore(Generic[S]):
             return await self.app_producer.send(self.topic, key, data, partition, None, None)
         assert self._producer is not None, "store not started"
         return await self._producer.send(self.topic, data, key=key, partition=partition)
+
+    async def _send_acknowledged(self, data: bytes, partition: int) -> None:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.delivery_timeout):
+                fut = await self._send(data, partition)
+                await asyncio.shield(fut)  # the producer's future stays intact for whoever else waits (a flush)
+        except TimeoutError:
+            waited = time.monotonic() - started
+            log.error("changelog write not acknowledged", store=self.name, topic=self.topic, partition=partition,
+                      waited_s=round(waited, 1))
+            raise ChangelogWriteTimeout(
+                f"store {self.name}: the broker did not acknowledge a write to {self.topic}[{partition}] "
+                f"within {waited:.0f} s") from None
 
     async def flush(self) -> None:
         if self._producer is not None:
