@@ -129,35 +129,26 @@ _pending: set[asyncio.Task[None]] = set()
 
 
 async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
-                        sends: list[Awaitable[Any]], applied_to: DedupWindow | None = None) -> None:
+                        sends: list[Awaitable[Any]]) -> None:
     """Changelog a dedup delta only once the records it admits are on the broker.
 
     Written before them, a worker killed in between would come back knowing ids whose records
     never left it, and drop their redelivery: lost. Written after, a crash in between re-admits
     them (at least once); downstream effects are keyed by event id. Faust flushes the outputs
     before it commits the raw offset, so the raw message is redelivered in that case.
-
-    `applied_to` is the window the caller already folded the delta into when it admitted the records:
-    if it is still the partition's state, the delta is only appended (not folded in a second time).
     """
     try:
         await asyncio.gather(*sends)
     except KafkaError as exc:
         log.error("clean records not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
         return
-    current = store.loaded_states().get(partition)
-    if current is None:  # revoked meanwhile: its new owner rebuilt the state without these ids
-        return
-    if current is applied_to:
-        await store.append(partition, delta)
-    else:  # rebuilt meanwhile (revoked and assigned back): this state does not know the ids yet
+    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
         await store.record(partition, delta)
 
 
 def persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
                            sends: list[Awaitable[Any]]) -> None:
-    """persist_after as a task, for a delta the caller has just applied to the partition's window."""
-    task = asyncio.ensure_future(persist_after(store, partition, delta, sends, store.loaded_states().get(partition)))
+    task = asyncio.ensure_future(persist_after(store, partition, delta, sends))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
