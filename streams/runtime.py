@@ -21,11 +21,12 @@ runtime = Runtime()
 
 # How long one request of the worker's Faust producer waits for the broker's reply. Faust sets aiokafka's
 # request_timeout_ms to its producer_request_timeout (1200 s) and aiokafka keeps one produce request in
-# flight per broker, so one reply the broker never sends (seen once on Tansu: a commit's producer flush
-# waited exactly 1200 s) held back everything the worker produced for 20 minutes, and an agent waiting for
-# a changelog write stopped without an error. With this bound the request times out, aiokafka closes the
-# connection and sends the batch again on a new one; batches still expire only after Faust's 1200 s, so a
-# broker that is away a while loses nothing.
+# flight per broker, so one reply the broker never sends would hold back everything the worker produces
+# for 20 minutes — the offset commits' producer flush and every agent waiting for a changelog write with
+# them, without an error (tests/integration/test_lost_produce_reply.py shows it through a proxy). With this
+# bound the request times out, aiokafka closes the connection and sends the batch again on a new one; a
+# batch still expires only after Faust's 1200 s, so a broker that is away a while loses nothing. It also
+# bounds how long a send waits for the metadata of a topic (aiokafka uses the same timeout).
 PRODUCER_REQUEST_TIMEOUT_SECONDS = 30.0
 
 

@@ -194,10 +194,26 @@ class ChangelogStore(Generic[S]):
         except TimeoutError:
             waited = time.monotonic() - started
             log.error("changelog write not acknowledged", store=self.name, topic=self.topic, partition=partition,
-                      waited_s=round(waited, 1))
+                      waited_s=round(waited, 1), producer=self._producer_view(partition))
             raise ChangelogWriteTimeout(
                 f"store {self.name}: the broker did not acknowledge a write to {self.topic}[{partition}] "
                 f"within {waited:.0f} s") from None
+
+    def _producer_view(self, partition: int) -> dict[str, Any]:
+        """What the producer knows of the partition, for the log of a write that was not acknowledged: whether
+        it knows a leader (no leader: the batch waits for metadata), has a request in flight to the broker (one
+        at a time per broker: an unanswered one holds everything back) and how many batches wait."""
+        producer = getattr(self.app_producer, "_producer", None) if self.app_producer is not None else self._producer
+        try:
+            tp = TopicPartition(self.topic, partition)
+            client = producer.client  # type: ignore[union-attr]
+            return {"leader": client.cluster.leader_for_partition(tp),
+                    "partitions_known": sorted(client.cluster.partitions_for_topic(self.topic) or []),
+                    "in_flight_nodes": sorted(producer._sender._in_flight),  # type: ignore[union-attr]
+                    "queued_batches": len(producer._message_accumulator._batches.get(tp, ())),  # type: ignore[union-attr]
+                    "sent_unanswered_batches": len(producer._message_accumulator._pending_batches)}  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a diagnostic only (aiokafka internals)
+            return {"unavailable": type(exc).__name__}
 
     async def flush(self) -> None:
         if self._producer is not None:

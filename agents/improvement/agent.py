@@ -169,9 +169,10 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
     if cur is not None and new is cur:
         return None  # a duplicate (replayed) event
     # Durable before the event's offset can be committed: a SIGKILL must not leave the state behind the log.
-    # The wait is bounded (streams/state.py DELIVERY_TIMEOUT_SECONDS): a write the broker never acknowledges
-    # raises ChangelogWriteTimeout, so this agent crashes with the error logged and Faust restarts it (the
-    # supervisor below resumes the step) instead of waiting without end and processing nothing more.
+    # The wait is bounded (streams/state.py DELIVERY_TIMEOUT_SECONDS): a write the broker does not acknowledge
+    # raises ChangelogWriteTimeout, logged with what the producer knows of the partition; this agent crashes
+    # and Faust restarts it once its commit's producer flush returns (the supervisor below resumes the step),
+    # instead of waiting here without an error and processing nothing more.
     await s.record(partition, {"set": {new.improvement_id: new.model_dump(mode="json")}}, wait=True)
     await A.improvement_state_topic.send(key=new.improvement_id.encode(), value=new.to_bytes())
     ctx = await step_context()

@@ -156,6 +156,8 @@ async def test_an_acknowledged_store_write_ends_with_an_error_not_a_hang(proxied
     p = await _producer(bootstrap, bound=None)
 
     class AppProducer:  # Faust's Producer.send signature over the aiokafka producer
+        _producer = p
+
         async def send(self, topic: str, key: bytes, value: bytes, partition: int, ts: Any, headers: Any) -> Any:
             return await p.send(topic, value, key=key, partition=partition)
 
@@ -169,6 +171,8 @@ async def test_an_acknowledged_store_write_ends_with_an_error_not_a_hang(proxied
         with pytest.raises(ChangelogWriteTimeout):
             await store.record(0, {"set": {"imp": "deploying"}}, wait=True)
         assert time.monotonic() - started < 6
+        view = store._producer_view(0)  # what the error log says: the leader is known, a request is in flight
+        assert view["leader"] is not None and view["in_flight_nodes"], view
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(p.stop(), 2)
