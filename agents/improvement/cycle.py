@@ -61,6 +61,7 @@ class CycleRun:
     improvement_ids: list[str] = field(default_factory=list)
     opportunities_identified: int = 0
     telemetry_at_start: dict[str, int] = field(default_factory=dict)  # group totals (analysed.py)
+    started: bool = False  # its improvements chosen: reported once they are all terminal (none: at once)
 
 
 _cycles: dict[str, CycleRun] = {}
@@ -175,13 +176,26 @@ def pending_event(cmd: TriggerCycle, cycle_id: str, opp: ImprovementOpportunity,
 async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     """Phase 2: pick the top opportunities in the window and start one improvement for each."""
     ctx = await step_context()
-    kind = cmd.cycle_kind
-    max_n = cmd.improvements_cap(A.settings.max_concurrent_improvements)
-    now = datetime.now(UTC)
-    run = CycleRun(cmd.resolved_cycle_id(), kind, now, cmd.tenant_id)
+    run = CycleRun(cmd.resolved_cycle_id(), cmd.cycle_kind, datetime.now(UTC), cmd.tenant_id)
     if run.cycle_id in _cycles:
         return _cycles[run.cycle_id]  # a redelivered command
     _cycles[run.cycle_id] = run
+    log.info("cycle requested", cycle=run.cycle_id, kind=run.kind, tenant=cmd.tenant_id, component=cmd.component)
+    try:
+        await _start(cmd, run, ctx)
+    except BaseException:
+        # cancelled (the worker stops) or failed before its improvements were chosen: forgotten, so that the
+        # command handled again (unacknowledged, see `commands`) starts it anew instead of finding it here
+        if not run.started:
+            del _cycles[run.cycle_id]
+        raise
+    return run
+
+
+async def _start(cmd: TriggerCycle, run: CycleRun, ctx: Any) -> None:
+    kind = run.kind
+    max_n = cmd.improvements_cap(A.settings.max_concurrent_improvements)
+    now = run.start
     run.telemetry_at_start = current_totals(ctx.views.status)
     CYCLES_STARTED.labels(kind).inc()
     window_start = now - timedelta(hours=cmd.analysis_window_hours)
@@ -220,6 +234,7 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
             break
         await asyncio.sleep(0.25)
     run.opportunities_identified = len(picked)
+    run.started = True  # from here on report_cycles may report it
     targets: set[Target] = set()
     for opp in picked:
         if len(run.improvement_ids) >= max_n:
@@ -244,7 +259,6 @@ async def start_cycle(cmd: TriggerCycle) -> CycleRun:
     start_report.duration_seconds = None
     await A.cycle_reports_topic.send(key=run.cycle_id.encode(), value=start_report.to_bytes())
     log.info("cycle started", cycle=run.cycle_id, kind=kind, improvements=run.improvement_ids)
-    return run
 
 
 _ENVELOPE = {"command_id", "timestamp", "actor", "roles", "tenant_id", "kind"}
@@ -366,8 +380,15 @@ async def consume(value: bytes | None, partition: int, offset: int) -> None:
 
 @A.app.agent(A.commands_topic, name="commands")
 async def commands(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
+    # A command is acknowledged once handled, not when it was read: a cycle may wait seconds for its
+    # evidence, and a worker stopping in between (scale-in, a restart) cancels the handler. Acknowledged
+    # on reading, its offset was committed on the way out and the command lost (a self-healing firing
+    # whose cycle never started, depending on which worker owned the partition); unacknowledged, the
+    # partition's next owner handles it again (cycle and improvement ids are derived from the command).
+    manual = stream.noack()  # type: ignore[attr-defined]  # faust.Stream has it, StreamT does not declare it
+    async for event in manual.events():
         await consume(event.value, event.message.partition, event.message.offset)
+        await manual.ack(event)
 
 
 @A.app.timer(interval=1.0)
@@ -378,6 +399,8 @@ async def report_cycles() -> None:
         return
     ctx = await step_context()
     for cid, run in list(_cycles.items()):
+        if not run.started:
+            continue  # still choosing (waiting for the evidence to settle): not done with nothing started
         exs = [ctx.views.improvements.get(i) for i in run.improvement_ids]
         if any(e is None or not is_terminal(e.status) for e in exs):
             continue

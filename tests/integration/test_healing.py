@@ -241,3 +241,39 @@ async def test_executions_and_the_check_command_go_through_the_owning_worker(bac
         assert status["fired_by_trigger"]["high_retry_rate"] >= 2 and status["effects"] >= 3, status
     finally:
         worker.stop()
+
+
+async def test_a_firing_whose_worker_stops_while_its_cycle_waits_is_handled_by_the_next_owner(
+        backend: Backend, tmp_path: Path) -> None:
+    """A self-healing cycle waits a few seconds for its evidence before choosing (agents/improvement/cycle.py).
+    The worker owning the `commands` partition stops in that wait (scale-in, a restart): the command was read
+    but not handled, so it is not acknowledged, and the worker taking the partition over starts the cycle —
+    whether the firing leads to an improvement does not depend on which worker owned what when."""
+    tenant, comp = f"t-{uuid.uuid4().hex[:8]}", f"svc-{uuid.uuid4().hex[:6]}"
+    env = {**backend.env(), "KAIZEN_APP_ID": f"kz-heal-{uuid.uuid4().hex[:6]}", "KAIZEN_DATA_DIR": str(tmp_path / "w"),
+           "KAIZEN_ACTUATOR": "ssm", "KAIZEN_COMMAND_MAX_AGE_SECONDS": "120", "KAIZEN_BROKER_SESSION_TIMEOUT": "2"}
+    mine = lambda _t, r: r.get("tenant_id") == tenant  # noqa: E731
+    first = start_kaizen(["worker"], env, "healing-handover-w1")
+    second = None
+    try:
+        await produce(backend.kafka_bootstrap, T.RAW_TOPICS["metric"],
+                      [envelope([_point(tenant, comp, "Retries", 4.0, time.time())])], key=tenant.encode())
+        assert first.log_path is not None
+        deadline = time.monotonic() + 90
+        while '"cycle requested"' not in first.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the firing's cycle never reached the first worker"
+            await asyncio.sleep(0.1)
+        first.stop()  # in the cycle's settle wait (5 s after the firing's fresh opportunity)
+        assert '"cycle started"' not in first.log_path.read_text(errors="replace"), \
+            "the first worker started the cycle before it stopped: nothing was handed over"
+        second = start_kaizen(["worker"], env, "healing-handover-w2")
+        pairs = await collect(backend.kafka_bootstrap, [T.IMPROVEMENT_EVENTS],
+                              lambda ps: any(r["status"] == "pending" for _, r in ps), timeout=90, keep=mine)
+        pending = [r for _, r in pairs if r["status"] == "pending"]
+        assert len(pending) == 1, pending
+        assert pending[0]["data"]["healing"]["trigger"] == "high_retry_rate"
+        assert pending[0]["data"]["opportunity"]["affected_components"] == [comp]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
