@@ -86,6 +86,50 @@ def test_latency_anomaly_and_timeout_errors_fold_into_one_opportunity() -> None:
     assert fold_insight(opp, opp.telemetry_evidence[-1], T0, c) == opp
 
 
+def anomaly(t: datetime, value: float = 300.0, base: float = 100.0, score: float = 0.99) -> TelemetryInsight:
+    """A detector anomaly of the checkout latency series (as agents/scoring builds it)."""
+    return TelemetryInsight(
+        insight_type="anomaly", severity="critical", affected_component="checkout", affected_tenants=["acme"],
+        tenant_id="acme", source="scoring", metric_name="RequestLatency", problem_type="latency",
+        confidence_score=score, metrics={"value": value, "baseline": base, "anomaly_score": score},
+        description="RequestLatency of checkout is anomalous", timestamp=t,
+        evidence={"series": "acme|Test|RequestLatency|service=checkout", "threshold": 0.9})
+
+
+def test_the_same_insight_twice_counts_once() -> None:
+    c = ctx()
+    first = fold_insight(None, anomaly(T0), T0, c)
+    # the same insight again (re-delivered, or re-emitted by a stage after a partition move): same id
+    again = anomaly(T0)
+    assert again.insight_id == first.telemetry_evidence[0].insight_id
+    assert fold_insight(first, again, T0, c) == first
+    # another point of the same incident flagged by a detector whose state was restored: one occurrence
+    later = anomaly(T0 + timedelta(minutes=1), base=187.5, score=0.4)
+    assert later.insight_id != again.insight_id
+    assert fold_insight(first, later, T0, c) == first
+    assert first.occurrences == 1 and first.frequency_per_day == 1.0
+
+
+def test_seen_insights_are_remembered_beyond_the_evidence_kept() -> None:
+    c = ctx(evidence_limit=2)
+    opp = None
+    for h in range(4):
+        opp = fold_insight(opp, latency(T0 + timedelta(hours=h)), T0, c)
+    assert opp is not None and opp.occurrences == 4 and len(opp.telemetry_evidence) == 2
+    # the first insight left the evidence but is still known: a replay of it counts nothing
+    assert fold_insight(opp, latency(T0), T0, c) == opp
+    assert len(opp.proposed_changes["seen_insights"]) == 4  # type: ignore[arg-type]
+    # a later incident of the same series counts again
+    assert fold_insight(opp, latency(T0 + timedelta(hours=5)), T0, c).occurrences == 5
+
+
+def test_anomalies_of_a_series_far_apart_are_separate_occurrences() -> None:
+    c = ctx()
+    opp = fold_insight(None, anomaly(T0), T0, c)
+    opp = fold_insight(opp, anomaly(T0 + timedelta(seconds=c.incident_seconds + 60)), T0, c)
+    assert opp.occurrences == 2
+
+
 def test_frequency_extrapolated_from_observations() -> None:
     c = ctx()
     opp = None

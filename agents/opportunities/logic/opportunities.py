@@ -29,6 +29,7 @@ __all__ = [
     "CHANGE_KIND",
     "OpportunityContext",
     "OutcomeStats",
+    "already_counted",
     "apply_outcome",
     "cache_insight",
     "decay",
@@ -107,6 +108,9 @@ class OpportunityContext:
     default_users_per_hour: float = 100.0
     evidence_limit: int = 20
     decay_hours: float = 6.0
+    # Insights of one series and kind this close to a retained one are the same incident (see fold_insight).
+    incident_seconds: float = 600.0
+    seen_limit: int = 100  # ids of folded insights remembered in the opportunity (beyond the evidence kept)
     outcomes: dict[tuple[str, str], OutcomeStats] = field(default_factory=dict)
 
     def observe(self, point: Mapping[str, Any]) -> bool:
@@ -262,7 +266,11 @@ def fold_insight(
 ) -> ImprovementOpportunity:
     """The opportunity after one more piece of evidence (a new one if existing is None).
 
-    Idempotent per insight_id while it is in the bounded evidence list (replays do not double count).
+    An insight already counted (already_counted: the same id again, or another finding of the same
+    incident of a series) leaves the opportunity as it is: replays and re-emissions after a partition
+    move do not double count. The ids are remembered in the opportunity itself (proposed_changes
+    "seen_insights", the latest seen_limit), so the memory is in the changelogged state and survives
+    restarts and partition moves.
     Independent of the order insights arrive in (they come from several stages and, with several
     workers, from several processes): the evidence kept is the latest `evidence_limit` by their own
     time (ties by id), and "latest" below means latest by that order. Severity is the worst of the
@@ -272,7 +280,7 @@ def fold_insight(
     family = existing.problem_type if existing is not None else problem_family(insight)
     tenant = existing.tenant_id if existing is not None else insight.tenant_id
     component = existing.affected_components[0] if existing is not None else insight.affected_component
-    if existing is not None and any(e.insight_id == insight.insight_id for e in existing.telemetry_evidence):
+    if existing is not None and already_counted(existing, insight, ctx):
         return existing
     kind, change_type, effort, base_risk = CHANGE_KIND.get(family, _DEFAULT_KIND)
     evidence = sorted([*existing.telemetry_evidence, insight] if existing else [insight],
@@ -288,6 +296,7 @@ def fold_insight(
     confidence = min(1.0, max(0.0, sum(e.confidence_score for e in evidence) / len(evidence) * factor))
     severity = max((e.severity for e in evidence), key=_SEV.__getitem__)
     changes: dict[str, object] = {**(existing.proposed_changes if existing else {}), "kind": kind}
+    changes[SEEN] = [*_seen(existing), insight.insight_id][-ctx.seen_limit:]
     previous_penalty = penalty(changes.get("previous_outcomes"))
     for e in evidence:
         for key in ("category", "failing_target"):
@@ -308,6 +317,31 @@ def fold_insight(
         first_seen=first, last_seen=last, status="open", outcome_adjustment=round(factor * previous_penalty, 6),
     )
     return rescore(opp)
+
+
+SEEN = "seen_insights"  # proposed_changes key: ids of the insights folded in, latest last (bounded)
+
+
+def _seen(opp: ImprovementOpportunity | None) -> list[str]:
+    ids = opp.proposed_changes.get(SEEN) if opp is not None else None
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def already_counted(opp: ImprovementOpportunity, insight: TelemetryInsight, ctx: OpportunityContext) -> bool:
+    """True when the insight is one the opportunity already counts: the same insight again (its id among
+    the retained evidence or the remembered ids — a re-delivery, or a stage re-emitting after a partition
+    move), or another finding of the same incident: the same series and insight type as a retained
+    insight, at most incident_seconds apart. A detector that re-scores the last points of a series
+    on its partition's new owner can flag a point of the incident it flagged before the move (its restored
+    state is not the state it had), and one incident is one occurrence whichever worker scored it."""
+    if insight.insight_id in _seen(opp) or any(e.insight_id == insight.insight_id for e in opp.telemetry_evidence):
+        return True
+    series = insight.evidence.get("series")
+    if not series:
+        return False
+    return any(e.evidence.get("series") == series and e.insight_type == insight.insight_type
+               and abs((e.timestamp - insight.timestamp).total_seconds()) <= ctx.incident_seconds
+               for e in opp.telemetry_evidence)
 
 
 def _evidence_order(e: TelemetryInsight) -> tuple[datetime, str]:
