@@ -103,10 +103,15 @@ def test_the_same_insight_twice_counts_once() -> None:
     again = anomaly(T0)
     assert again.insight_id == first.telemetry_evidence[0].insight_id
     assert fold_insight(first, again, T0, c) == first
-    # another point of the same incident flagged by a detector whose state was restored: one occurrence
-    later = anomaly(T0 + timedelta(minutes=1), base=187.5, score=0.4)
-    assert later.insight_id != again.insight_id
+    # another finding of the same incident, by a scoring stage whose state was restored on a new owner
+    # (a trend 9 minutes after the anomaly of the same step): one occurrence
+    later = anomaly(T0 + timedelta(minutes=1), base=187.5, score=0.95)
+    trend = anomaly(T0 + timedelta(minutes=9), base=187.5).model_copy(
+        update={"insight_type": "performance_degradation", "insight_id": "", "source": "trends"})
+    trend = TelemetryInsight.model_validate(trend.model_dump())
+    assert len({later.insight_id, trend.insight_id, again.insight_id}) == 3
     assert fold_insight(first, later, T0, c) == first
+    assert fold_insight(first, trend, T0, c) == first
     assert first.occurrences == 1 and first.frequency_per_day == 1.0
 
 

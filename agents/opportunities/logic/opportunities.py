@@ -108,7 +108,7 @@ class OpportunityContext:
     default_users_per_hour: float = 100.0
     evidence_limit: int = 20
     decay_hours: float = 6.0
-    # Insights of one series and kind this close to a retained one are the same incident (see fold_insight).
+    # Findings of one series this close to a retained one are the same incident (see already_counted).
     incident_seconds: float = 600.0
     seen_limit: int = 100  # ids of folded insights remembered in the opportunity (beyond the evidence kept)
     outcomes: dict[tuple[str, str], OutcomeStats] = field(default_factory=dict)
@@ -330,17 +330,17 @@ def _seen(opp: ImprovementOpportunity | None) -> list[str]:
 def already_counted(opp: ImprovementOpportunity, insight: TelemetryInsight, ctx: OpportunityContext) -> bool:
     """True when the insight is one the opportunity already counts: the same insight again (its id among
     the retained evidence or the remembered ids — a re-delivery, or a stage re-emitting after a partition
-    move), or another finding of the same incident: the same series and insight type as a retained
-    insight, at most incident_seconds apart. A detector that re-scores the last points of a series
-    on its partition's new owner can flag a point of the incident it flagged before the move (its restored
-    state is not the state it had), and one incident is one occurrence whichever worker scored it."""
+    move), or another finding of the same incident: a finding of the same series as a retained insight,
+    at most incident_seconds apart (an anomaly and a trend of one latency step are one incident). A
+    scoring stage restored on its partition's new owner can report a later point of an incident it
+    reported before the move (a trend finding after the anomaly: the restored trend state is not the
+    state it had), and one incident is one occurrence whichever worker scored it."""
     if insight.insight_id in _seen(opp) or any(e.insight_id == insight.insight_id for e in opp.telemetry_evidence):
         return True
     series = insight.evidence.get("series")
     if not series:
         return False
-    return any(e.evidence.get("series") == series and e.insight_type == insight.insight_type
-               and abs((e.timestamp - insight.timestamp).total_seconds()) <= ctx.incident_seconds
+    return any(e.evidence.get("series") == series and abs((e.timestamp - insight.timestamp).total_seconds()) <= ctx.incident_seconds
                for e in opp.telemetry_evidence)
 
 
