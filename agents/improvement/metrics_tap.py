@@ -151,6 +151,7 @@ class MetricsTap:
         self._needles: tuple[bytes, ...] = ()
         self._pending: dict[Key, dict[TopicPartition, int]] = {}  # keys to read back, each with its cut
         self._reader: asyncio.Task[None] | None = None
+        self._reading: set[Key] = set()  # keys of the read-back under way
         self.read_back_samples = 0
         self.read_back_passes = 0
         # The watch list is refreshed as records arrive, and between polls when none do (a quiet topic still
@@ -210,7 +211,11 @@ class MetricsTap:
     async def _read_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
-            await self._read_back(batch, int((time.time() - self.lookback_seconds) * 1000))
+            self._reading = set(batch)
+            try:
+                await self._read_back(batch, int((time.time() - self.lookback_seconds) * 1000))
+            finally:
+                self._reading = set()
 
     async def _read_back(self, cuts: dict[Key, dict[TopicPartition, int]], since_ms: int) -> None:
         keys = set(cuts)
@@ -272,6 +277,16 @@ class MetricsTap:
                 continue
             out.append(smp)
         return out
+
+    def reading(self, tenant: str, component: str) -> bool:
+        """Whether the component's recent samples are still being read back (or waiting to be): until then
+        the tap holds only what arrived live, not the window before."""
+        key = (tenant, component)
+        return key in self._pending or key in self._reading
+
+    def newest(self, tenant: str, component: str) -> float | None:
+        """The latest event time of the component's samples (any variant): how far its telemetry has arrived."""
+        return max((ts for ts, _smp in self.samples.get((tenant, component), ())), default=None)
 
     def has_variant(self, tenant: str, component: str, variant: str, since: float) -> bool:
         return any(smp.variant == variant and ts >= since for ts, smp in self.samples.get((tenant, component), ()))

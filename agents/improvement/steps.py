@@ -191,7 +191,13 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
         samples.throughput = []  # a canary carries a share of the traffic: its volume is no regression
     canary_len = max(3.0, duration * ctx.settings.canary_share_of_monitoring)
     stage_len = canary_len if stage == "canary" else max(3.0, duration - canary_len)
-    final = t - since >= stage_len
+    # A stage is judged over once this worker's tap holds its whole window: nothing still being read back,
+    # and telemetry stamped at or after the stage's end. A worker that took the monitoring over (or whose
+    # clean metrics lag) may hold only the first samples of the stage, or stable traffic without the
+    # canary's: a verdict on those could keep a harmful change that the worker before would have rolled back.
+    newest = ctx.tap.newest(ex.tenant_id, comp)
+    covered = not ctx.tap.reading(ex.tenant_id, comp) and newest is not None and newest >= since + stage_len
+    final = t - since >= stage_len and covered
     baseline = ex.baseline
     if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
         # telemetry lags: points from before the deploy may have arrived since; never judge against nothing
@@ -213,6 +219,12 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
     if mine_no_more:
         return conflict_event(ctx, ex, mine_no_more)
     if not final or v.decision == "continue":
+        # counted from the stage's end: a worker that took over late, or whose telemetry stalled for a while,
+        # gets the whole pause to see the stage's window arrive before the change is undone as unjudged
+        if not covered and t - (since + stage_len) >= 2 * duration:
+            return start_rollback(ctx, ex, "inconclusive", v.degradation,
+                                  f"telemetry of the {stage} stage incomplete {2 * duration:.0f}s after its end",
+                                  v.current)
         return []
     if v.decision == "inconclusive":
         if t - float(dep.get("started_at", since)) < 2 * duration:

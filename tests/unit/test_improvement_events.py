@@ -153,6 +153,12 @@ class FakeTap:
     def has_variant(self, tenant: str, component: str, variant: str, since: float) -> bool:
         return False
 
+    def reading(self, tenant: str, component: str) -> bool:
+        return False
+
+    def newest(self, tenant: str, component: str) -> float | None:
+        return float("inf")  # telemetry has arrived up to now
+
 
 class Clock:
     def __init__(self) -> None:

@@ -90,3 +90,14 @@ def test_impact_assessment_and_cycle_report() -> None:
                            assessments=[a])
     assert (r.improvements_attempted, r.improvements_deployed, r.improvements_rolled_back) == (3, 1, 1)
     assert r.total_impact == 7200 and r.duration_seconds == 90 and r.improvements == [a]
+
+
+def test_judge_never_keeps_on_samples_the_baseline_cannot_be_compared_with() -> None:
+    # the baseline has latency only; the window has plenty of throughput samples but no latency: no evidence
+    baseline = {"samples": 30.0, "latency_p95": 100.0}
+    thin = MetricWindow(latency=[], error_rate=[], throughput=[1000.0] * 10)
+    assert judge(baseline, thin, min_samples=3, final=True).decision == "inconclusive"
+    assert judge(baseline, thin, min_samples=3).decision == "continue"
+    assert judge(baseline, MetricWindow(latency=[150.0] * 2, throughput=[1000.0] * 10), min_samples=3,
+                 final=True).decision == "inconclusive"
+    assert judge(baseline, MetricWindow(latency=[95.0] * 3), min_samples=3, final=True).decision == "keep"

@@ -63,6 +63,13 @@ class MetricWindow:
         """The number of evaluation samples: the best-covered signal."""
         return max(len(self.latency), len(self.error_rate), len(self.throughput))
 
+    def comparable_size(self, baseline: dict[str, float]) -> int:
+        """The number of samples that can be compared with `baseline`: the best-covered signal the baseline
+        has too (a signal missing on one side adds nothing to the degradation, so it is no evidence)."""
+        sizes = [len(xs) for key, xs in (("latency_p95", self.latency), ("error_rate", self.error_rate),
+                                         ("throughput", self.throughput)) if key in baseline]
+        return max(sizes, default=0)
+
     def halves(self) -> tuple[MetricWindow, MetricWindow]:
         """Older and newer half of each signal (for the persistence check)."""
         def split(xs: list[float]) -> tuple[list[float], list[float]]:
@@ -138,17 +145,18 @@ def judge(
 ) -> Verdict:
     """Decide after each new sample (continuous checks, not one-minute polls).
 
-    - fewer than `min_samples` samples: "continue" (or "inconclusive" when `final`): never guess;
+    - fewer than `min_samples` samples of a signal the baseline has too: "continue" (or "inconclusive"
+      when `final`): never guess, and never keep a change on samples that cannot be compared;
     - degradation above `threshold` over the whole window AND in its newer half (a persistent
       regression, not one spike): "rollback";
     - above threshold overall but not confirmed by the newer half (noisy): "continue" while the
       monitoring period runs, "inconclusive" at its end;
     - at or below threshold: "continue", and "keep" when `final`.
     """
-    n = samples_since_deploy.size()
+    n = samples_since_deploy.comparable_size(baseline)
     if n < min_samples:
         decision: Decision = "inconclusive" if final else "continue"
-        return Verdict(decision, 0.0, f"{n} samples since deploy, need {min_samples}")
+        return Verdict(decision, 0.0, f"{n} samples since deploy comparable with the baseline, need {min_samples}")
     current = summarize(samples_since_deploy)
     degradation = calculate_degradation(baseline, current)
     if degradation > threshold:
