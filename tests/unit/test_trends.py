@@ -120,6 +120,25 @@ def test_tracker_state_round_trip() -> None:
     assert a.to_state() == b.to_state()
 
 
+def test_tracker_restored_while_a_condition_holds_reports_as_if_never_stopped() -> None:
+    """A checkpoint taken mid-condition carries what the detector said of it so far (the peak likelihood):
+    the restored tracker reports exactly what the uninterrupted one does from there on."""
+    p = TrendParams(baseline_size=40, current_size=8, min_baseline=20)
+    points = [(100.0 + i % 3, 0.0) for i in range(40)] + [(150.0, 0.9 if i == 0 else 0.1) for i in range(40)]
+    for cut in range(41, 56):
+        a = TrendTracker("latency", p)
+        after_cut_a: list[str] = []
+        for i, (v, s) in enumerate(points[:cut]):
+            a.observe(float(i), v, s)
+        b = TrendTracker.from_state(a.to_state(), a.kind, a.p, a.error_unit)
+        after_cut_b: list[str] = []
+        for i, (v, s) in enumerate(points[cut:], start=cut):
+            after_cut_a += [f.rule for f in a.observe(float(i), v, s)]
+            after_cut_b += [f.rule for f in b.observe(float(i), v, s)]
+        assert after_cut_b == after_cut_a, cut
+        assert a.to_state() == b.to_state()
+
+
 def test_tracker_matches_pure_rules_on_its_windows() -> None:
     rng = random.Random(8)
     p = TrendParams(baseline_size=40, current_size=8, min_baseline=20)

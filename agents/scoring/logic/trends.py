@@ -188,6 +188,9 @@ def any_rule_holds(bm: float, bs: float, cm: float, kind: MetricKind, params: Tr
 # version, filled count, write position, active-rule bitmask, steps since exact recompute, ref, sums,
 # points the rules held in a row, points none held in a row, whether the current incident was reported
 _STATE = struct.Struct("<BIIQIddddIIB")
+# v4 appends the peak likelihood of the condition being held (without it a tracker restored mid-condition
+# forgot the detector had already called the change usual and reported it a second time)
+_PEAK = struct.Struct("<d")
 _RULES = ("std_degradation", "latency_increase", "error_rate_increase", "high_utilization", "throughput_drop",
           "latency_drift")
 
@@ -340,18 +343,23 @@ class TrendTracker:
         self._steps = 0
 
     def to_state(self) -> bytes:
-        return _STATE.pack(3, self._filled, self._pos, self._active, self._steps, self._ref, self._bsum,
-                           self._bsq, self._csum, self._held, self._calm, self._reported) + self._ring.tobytes()
+        return (_STATE.pack(4, self._filled, self._pos, self._active, self._steps, self._ref, self._bsum,
+                            self._bsq, self._csum, self._held, self._calm, self._reported)
+                + _PEAK.pack(self._peak) + self._ring.tobytes())
 
     @classmethod
     def from_state(cls, data: bytes, kind: MetricKind = "other", params: TrendParams | None = None,
                    error_unit: ErrorUnit = "percent") -> TrendTracker:
         t = cls(kind, params, error_unit)
         ver, filled, pos, active, steps, ref, bsum, bsq, csum, held, calm, reported = _STATE.unpack_from(data, 0)
-        if ver != 3:
+        if ver not in (3, 4):
             raise ValueError(f"unknown TrendTracker state version {ver}")
+        off = _STATE.size
+        if ver == 4:
+            (t._peak,) = _PEAK.unpack_from(data, off)
+            off += _PEAK.size
         ring = array("d")
-        ring.frombytes(data[_STATE.size:])
+        ring.frombytes(data[off:])
         if len(ring) != len(t._ring):
             raise ValueError("state was written with a different window size")
         t._ring, t._filled, t._pos, t._active, t._steps = ring, filled, pos, active, steps
