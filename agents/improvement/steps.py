@@ -174,6 +174,9 @@ def start_rollback(ctx: StepContext, ex: ImprovementExecution, verdict: str, deg
     return [next_event(ex, "rolling_back", now, reason=reason, data=data)]
 
 
+_SIGNALS = frozenset({"latency_p95", "error_rate", "throughput"})
+
+
 async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[ImprovementEvent]:
     """One continuous check (called every MONITORING_CHECK_INTERVAL_SECONDS): [] means keep watching."""
     now = ctx.clock()
@@ -199,11 +202,16 @@ async def monitor_once(ctx: StepContext, ex: ImprovementExecution) -> list[Impro
     covered = not ctx.tap.reading(ex.tenant_id, comp) and newest is not None and newest >= since + stage_len
     final = t - since >= stage_len and covered
     baseline = ex.baseline
-    if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
-        # telemetry lags: points from before the deploy may have arrived since; never judge against nothing
+    if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples or not _SIGNALS <= baseline.keys():
+        # telemetry lags: points from before the deploy may have arrived since (a baseline stored without some
+        # signal, e.g. latency, could not be compared with what is judged); never judge against nothing
         started = float(dep.get("started_at", since))
-        baseline = summarize(MetricWindow.from_points(ctx.tap.window(
+        again = summarize(MetricWindow.from_points(ctx.tap.window(
             ex.tenant_id, comp, started - ctx.settings.baseline_window_seconds, started)))
+        if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples or (
+                again.get("samples", 0.0) >= ctx.settings.monitoring_min_samples
+                and (_SIGNALS & again.keys()) > (_SIGNALS & baseline.keys())):
+            baseline = again
     if baseline.get("samples", 0.0) < ctx.settings.monitoring_min_samples:
         if t - float(dep.get("started_at", since)) < 2 * duration:
             return []  # paused: no baseline yet

@@ -73,3 +73,23 @@ async def test_a_stage_without_its_telemetry_ends_inconclusive_not_kept(tmp_path
     clock.now += timedelta(seconds=7)  # twice the monitoring period after the stage's end: its window never arrived
     ex = rec.take(ex, await steps.monitor_once(ctx, ex))
     assert ex.status == "rolling_back" and ex.history[-1].data["verdict"] == "inconclusive"
+
+
+async def test_a_baseline_stored_without_latency_is_read_again_not_skipped(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import app as A
+
+    monkeypatch.setattr(A.settings, "kaizen_data_dir", tmp_path)
+    rec = Recorder()
+    ctx, _act, clock, ex = await _to_monitoring(tmp_path, rec, latency=100.0)
+    since = float(ex.deployment["stage_started_at"])
+    for k in ("latency_p50", "latency_p95", "latency_p99"):  # the deploying worker's tap had no latency yet
+        ex.baseline.pop(k)
+    tap = MetricsTap("127.0.0.1:1")
+    ctx.tap = tap
+    _feed(tap, since, -15.0, 10.0, canary=None)  # the window before the deploy has arrived since
+    for smp in [(ts, s) for ts, s in tap.samples[("acme", "api")] if ts >= since]:
+        tap.samples[("acme", "api")].append((smp[0], Sample("Latency", 150.0, "canary", "Milliseconds")))
+    clock.now += timedelta(seconds=10)
+    ex = rec.take(ex, await steps.monitor_once(ctx, ex))
+    assert ex.status == "rolling_back" and ex.history[-1].data["verdict"] == "rollback", ex.history[-1].reason
