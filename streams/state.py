@@ -134,6 +134,10 @@ class ChangelogStore(Generic[S]):
     def loaded(self, partition: int) -> bool:
         return partition in self._states
 
+    def current(self, partition: int) -> S | None:
+        """The partition's state if it is loaded (no rebuild), else None."""
+        return self._states.get(partition)
+
     async def state(self, partition: int) -> S:
         """The state of a partition, rebuilt from the changelog the first time it is asked for."""
         st = self._states.get(partition)

@@ -129,26 +129,35 @@ _pending: set[asyncio.Task[None]] = set()
 
 
 async def persist_after(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
-                        sends: list[Awaitable[Any]]) -> None:
+                        sends: list[Awaitable[Any]], applied_to: DedupWindow | None = None) -> None:
     """Changelog a dedup delta only once the records it admits are on the broker.
 
     Written before them, a worker killed in between would come back knowing ids whose records
     never left it, and drop their redelivery: lost. Written after, a crash in between re-admits
     them (at least once); downstream effects are keyed by event id. Faust flushes the outputs
     before it commits the raw offset, so the raw message is redelivered in that case.
+
+    `applied_to`: the window the delta was already applied to in memory (process_raw, fresh_points):
+    while it is still the partition's state the delta is only appended (applying it again costs
+    ~0.3 µs a point for nothing); a state rebuilt meanwhile gets it applied.
     """
     try:
         await asyncio.gather(*sends)
     except KafkaError as exc:
         log.error("clean records not delivered; dedup delta not changelogged", error=str(exc), partition=partition)
         return
-    if store.loaded(partition):  # revoked meanwhile: its new owner rebuilt the state without these ids
+    current = store.current(partition)
+    if current is None:  # revoked meanwhile: its new owner rebuilt the state without these ids
+        return
+    if applied_to is not None and current is applied_to:
+        await store.append(partition, delta)
+    else:
         await store.record(partition, delta)
 
 
 def persist_in_background(store: ChangelogStore[DedupWindow], partition: int, delta: dict[str, Any],
-                           sends: list[Awaitable[Any]]) -> None:
-    task = asyncio.ensure_future(persist_after(store, partition, delta, sends))
+                           sends: list[Awaitable[Any]], applied_to: DedupWindow | None = None) -> None:
+    task = asyncio.ensure_future(persist_after(store, partition, delta, sends, applied_to))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
@@ -163,9 +172,10 @@ def _make_agent(kind: str) -> None:
         async for event in stream.events():
             msg = event.message
             groups, delta = await process_raw(kind, event.value, msg.partition, msg.offset, store, time.time())
+            window = store.current(msg.partition)  # the one process_raw applied the delta to (no await since)
             sends = await send_clean(kind, groups, msg.partition, msg.offset)
             if delta is not None:
-                persist_in_background(store, msg.partition, delta, sends)
+                persist_in_background(store, msg.partition, delta, sends, window)
 
     A.app.agent(A.raw_topics[kind], name=f"dedup-{kind}")(dedup)
 

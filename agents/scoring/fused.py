@@ -244,7 +244,7 @@ async def process(st: Stores, value: bytes | None, headers: Any, partition: int,
     await send_users(st.scoring, fresh)
     await healing().observe(fresh)
     if delta is not None:  # changelogged once the points and insights it admitted are on the broker
-        persist_in_background(st.dedup, partition, delta, sends)
+        persist_in_background(st.dedup, partition, delta, sends, window)
 
 
 @A.app.agent(A.raw_topics["metric"], name="metric-path")

@@ -24,6 +24,23 @@ def test_id_hash_is_stable_and_fits_63_bits() -> None:
     assert id_hash("") == int.from_bytes(bytes.fromhex("e4a6a0577479b2b4"), "big") >> 1
 
 
+def test_a_derived_metric_id_is_its_own_hash() -> None:
+    from streams.records import metric_event_id
+    eid = metric_event_id("t|ns|Latency|Average|service=a", 1_700_000_000.0, 12.5)
+    assert len(eid) == 26 and eid.startswith("m-")
+    assert id_hash(eid) == int(eid[2:18], 16) >> 1
+    # Look-alikes that are no hex are hashed, and every hash fits 63 bits.
+    for odd in ("m-" + "z" * 24, "m-+123456789abcdef01234567", "m- 123456789abcdef01234567", "m-1_23456789abcdef0123456"):
+        assert id_hash(odd) == int.from_bytes(__import__("hashlib").blake2b(odd.encode(), digest_size=8).digest(),
+                                              "big") >> 1
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_every_id_hashes_into_63_bits(eid: str) -> None:
+    assert 0 <= id_hash(eid) < 2**63
+
+
 def test_filter_new_flags_duplicates_inside_the_batch_and_the_window() -> None:
     w = DedupWindow(300)
     a, b, c = id_hash("a"), id_hash("b"), id_hash("c")

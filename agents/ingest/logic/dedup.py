@@ -7,7 +7,18 @@ from typing import Any
 
 
 def id_hash(event_id: str) -> int:
-    """A stable 63-bit hash (Python's hash() is salted per process, so it cannot be changelogged)."""
+    """A stable 63-bit hash (Python's hash() is salted per process, so it cannot be changelogged).
+
+    A derived metric id ("m-" and 24 hex digits of a blake2b digest, streams.records.metric_event_id) is
+    a hash already: its first 16 hex digits are taken as they are, which spares hashing every point a
+    second time (~0.4 µs a point on the metric path). Any other id is hashed."""
+    if len(event_id) == 26 and event_id.startswith("m-"):
+        head = event_id[2:18]
+        if head.isalnum():  # (int() would also take signs, spaces and underscores)
+            try:
+                return int(head, 16) >> 1
+            except ValueError:  # letters beyond f: not a derived id
+                pass
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
