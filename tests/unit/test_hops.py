@@ -29,3 +29,13 @@ def test_hop_header_in_either_form() -> None:
     assert hop_of(None) is None and hop_of([]) is None
     assert hop_of([("other", b"x"), (HOP_HEADER, FORWARDED)]) == FORWARDED
     assert hop_of({HOP_HEADER: FORWARDED}) == FORWARDED
+
+
+def test_points_all_owned_here_stay_as_they_are() -> None:
+    mine = [f"t|ns|m|Average|s={i}" for i in range(200) if owner_partition(f"t|ns|m|Average|s={i}", 4) == 1]
+    pts: list[dict[str, Any]] = [{"series": s, "i": i} for i, s in enumerate(mine * 3)]
+    owned, foreign = split_by_owner(pts, 1, 4)
+    assert owned == pts and foreign == {}
+    owned, foreign = split_by_owner(iter(pts), 3, 4)  # any iterable; none owned by 3
+    assert owned == [] and [p for g in foreign.values() for p in g] == pts
+    assert split_by_owner([], 0, 4) == ([], {})

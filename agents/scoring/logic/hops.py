@@ -25,11 +25,18 @@ SCORED = b"scored"          # clean topic: points the one-hop stage already dedu
 def split_by_owner(points: Iterable[dict[str, Any]], partition: int, partitions: int
                    ) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
     """(points this partition owns, the others grouped by their owner), each in arrival order."""
+    points = points if isinstance(points, list) else list(points)
+    crc = zlib.crc32
+    # The owner of each distinct series once (a message holds several points of each of its series);
+    # when this partition owns them all — producers keying by series, the connectors — the points are
+    # kept as they are, without sorting them out one by one.
+    owners = {s: crc(s.encode()) % partitions for s in {p["series"] for p in points}}
+    if all(o == partition for o in owners.values()):
+        return points, {}
     owned: list[dict[str, Any]] = []
     foreign: dict[int, list[dict[str, Any]]] = {}
-    crc = zlib.crc32
     for p in points:
-        owner = crc(p["series"].encode()) % partitions
+        owner = owners[p["series"]]
         if owner == partition:
             owned.append(p)
         else:
