@@ -115,3 +115,20 @@ def test_unhashable_identifier_values_are_dead_lettered_alike() -> None:
             {"metric_name": ["Latency"], "value": 1.0, "timestamp": int(NOW), "tenant_id": "acme"},
             {"metric_name": "Latency", "value": 1.0, "timestamp": int(NOW), "tenant_id": {"a": 1}}]
     assert not _same(orjson.dumps({"records": recs}))
+
+
+def test_one_dimension_cache_checks_each_value_and_keeps_components_apart() -> None:
+    """The per-envelope cache of one-dimension series: a list or an object as the value is dead-lettered
+    like the per-point path does (not a crash on an unhashable key); the same pair under another namespace
+    gets its own component; an over-long value after good ones is still refused."""
+    good = {"metric_name": "Latency", "value": 1.0, "timestamp": int(NOW), "tenant_id": "acme"}
+    for odd in ([1], {"x": "y"}, 5, None):
+        recs = [dict(good, dimensions={"service": "a"}), dict(good, dimensions={"service": odd})]
+        assert not _same(orjson.dumps({"records": recs}))
+    recs = [dict(good, namespace=ns, dimensions={k: "a"}, value=float(i))
+            for i, (ns, k) in enumerate([("AWS/X", "service"), ("", "service"), ("AWS/X", "k"), ("", "k"), ("AWS/X", "k")])]
+    assert _same(orjson.dumps({"records": recs}))
+    fast = decode_metric_columns(orjson.dumps({"records": recs}), topic="t", now=NOW, limits=LIMITS)
+    assert [p["component"] for p in fast.records] == ["a", "a", "AWS/X", "Latency", "AWS/X"]
+    recs = [dict(good, dimensions={"service": "a"}), dict(good, dimensions={"service": "a" * 13})]
+    assert not _same(orjson.dumps({"records": recs}))
