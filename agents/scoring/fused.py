@@ -13,10 +13,13 @@ from __future__ import annotations
 import base64
 import time
 import weakref
+from bisect import bisect_right
 from collections.abc import Awaitable
+from itertools import accumulate
 from typing import Any
 
 import faust
+import numpy as np
 import orjson
 import structlog
 
@@ -39,7 +42,7 @@ from agents.scoring.agent import (
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
 from agents.scoring.logic.models import CheckpointTooLarge
-from agents.scoring.logic.series import SeriesModel, anomaly_insight, observe_groups, trend_insight
+from agents.scoring.logic.series import SeriesModel, anomaly_insight, score_groups, trend_insight
 from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
@@ -155,9 +158,9 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
                       now: float) -> list[TelemetryInsight]:
     """Score then learn each point (per series in time order); checkpoint due series; return the
     insights to emit. The points of every kaizen-scored series are scored in one columnar call (the
-    k-th point of each series in one numpy step, same scores as KaizenDetector.score_learn), then the
-    trend rules and the series' bookkeeping run per point. Insight models are built only for the rare
-    point that makes one."""
+    k-th point of each series in one numpy step, same scores as KaizenDetector.score_learn), their trend
+    rules and bookkeeping in columns too (series.py score_groups). Insight models are built only for the
+    rare point that makes one."""
     pm = await state.models(partition)
     cols = columns_of(pm)
     insights: list[TelemetryInsight] = []
@@ -177,16 +180,22 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
         if len(pts) > 1:
             pts.sort(key=_timestamp)
         groups.append((key, pts, pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))))
-    scores, found = observe_groups(cols, [(model, pts) for _, pts, model in groups])
+    scores, found = score_groups(cols, [(model, pts) for _, pts, model in groups])
     threshold = ANOMALY_THRESHOLD
-    i = 0
-    for key, pts, model in groups:
-        for p in pts:
+    # only the rare points with an alarm or a trend finding are visited, in index order (a point's
+    # anomaly insight before its trend insights, as the points come)
+    marks = np.flatnonzero(scores >= threshold).tolist()
+    if marks or found:
+        ends = list(accumulate(len(pts) for _, pts, _ in groups))
+        for i in sorted(set(marks).union(found)):
+            g = bisect_right(ends, i)
+            _, pts, model = groups[g]
+            p = pts[i - ends[g] + len(pts)]
             if scores[i] >= threshold and not p.get("history"):  # history: read back at discovery, no insight
-                insights.append(anomaly_insight(to_model(p), scores[i], model, now))
+                insights.append(anomaly_insight(to_model(p), float(scores[i]), model, now))
             for f in found.get(i, ()):
                 insights.append(trend_insight(to_model(p), f, model, now))
-            i += 1
+    for key, pts, model in groups:
         if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
             try:
                 due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)

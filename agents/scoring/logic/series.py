@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ from agents.scoring.logic.models import (
     restore_scorer,
     scorer_state,
 )
-from agents.scoring.logic.trends import TrendFinding, TrendTracker, classify_metric
+from agents.scoring.logic.trend_columns import TrendColumns, TrendSlot
+from agents.scoring.logic.trends import TrendFinding, TrendParams, TrendTracker, classify_metric
 from agents.scoring.logic.vectorised import ColumnSlot, DetectorColumns
 from streams.records import MetricDataPoint, TelemetryInsight
 
@@ -26,25 +28,70 @@ RECENT = 60  # recent (ts, value, score) kept per series for the dashboard and t
 # A trend incident within this many points after the detector's alarm is that same incident.
 INCIDENT_POINTS = 100
 _HEAD = struct.Struct("<II")
+_F64 = np.float64
+_I64 = np.int64
 
 
 class SeriesModel:
-    """Scores then learns each point; knows when it is due for a checkpoint."""
+    """Scores then learns each point; knows when it is due for a checkpoint.
 
-    __slots__ = ("metric_name", "spec", "detector", "trend", "recent", "last_score", "since_cp", "cp_at",
-                 "since_alarm")
+    A series scored in columns (score_groups) keeps its trend tracker and its bookkeeping (points since
+    the last alarm and since the checkpoint, the last score, the recent points) as a row of a
+    SeriesColumns; the attributes below read and write that row then (`recent` is a copy)."""
 
-    def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer | ColumnSlot, trend: TrendTracker,
-                 spec: str = "kaizen") -> None:
+    __slots__ = ("metric_name", "spec", "detector", "trend", "cp_at", "_recent", "_last_score", "_since_cp",
+                 "_since_alarm", "_book", "_row")
+
+    def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer | ColumnSlot,
+                 trend: TrendTracker | TrendSlot, spec: str = "kaizen") -> None:
         self.metric_name = metric_name
         self.spec = spec
         self.detector = detector
         self.trend = trend
-        self.recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
-        self.last_score = 0.0
-        self.since_cp = 0
+        self._recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
+        self._last_score = 0.0
+        self._since_cp = 0
         self.cp_at = 0.0
-        self.since_alarm = INCIDENT_POINTS  # points since this series' last anomaly insight
+        self._since_alarm = INCIDENT_POINTS  # points since this series' last anomaly insight
+        self._book: SeriesColumns | None = None   # the columns holding the trend and bookkeeping, once adopted
+        self._row = -1
+
+    @property
+    def recent(self) -> deque[tuple[float, float, float]]:
+        return self._recent if self._book is None else self._book.recent_of(self._row)
+
+    @property
+    def last_score(self) -> float:
+        return self._last_score if self._book is None else float(self._book.last_score[self._row])
+
+    @last_score.setter
+    def last_score(self, value: float) -> None:
+        if self._book is None:
+            self._last_score = value
+        else:
+            self._book.last_score[self._row] = value
+
+    @property
+    def since_cp(self) -> int:
+        return self._since_cp if self._book is None else int(self._book.since_cp[self._row])
+
+    @since_cp.setter
+    def since_cp(self, value: int) -> None:
+        if self._book is None:
+            self._since_cp = value
+        else:
+            self._book.since_cp[self._row] = value
+
+    @property
+    def since_alarm(self) -> int:
+        return self._since_alarm if self._book is None else int(self._book.since_alarm[self._row])
+
+    @since_alarm.setter
+    def since_alarm(self, value: int) -> None:
+        if self._book is None:
+            self._since_alarm = value
+        else:
+            self._book.since_alarm[self._row] = value
 
     @classmethod
     def new(cls, metric_name: str, spec: str = "kaizen") -> SeriesModel:
@@ -60,22 +107,26 @@ class SeriesModel:
     def observe_scored(self, ts: float, value: float, score: float, surprise: float,
                        history: bool = False) -> tuple[float, list[TrendFinding]]:
         """observe() of a point its detector already scored (`score`, and `surprise` after it): the
-        columnar path scores the points of every series of a message at once (vectorised.py)."""
+        columnar path scores the points of every series of a message at once (vectorised.py) and does
+        this per series (SeriesColumns.track)."""
         findings = self.trend.observe(ts, value, surprise)
+        if self._book is not None:
+            return score, self._book.observe_one(self._row, ts, value, score, findings, history)
         if score >= ANOMALY_THRESHOLD:
-            self.since_alarm = 0
-        elif self.since_alarm < INCIDENT_POINTS:
-            self.since_alarm += 1
+            self._since_alarm = 0
+        elif self._since_alarm < INCIDENT_POINTS:
+            self._since_alarm += 1
             findings = []   # the incident the detector reported already: one insight per incident
         if history:
             findings = []
-        self.last_score = score
-        self.since_cp += 1
-        self.recent.append((ts, value, score))
+        self._last_score = score
+        self._since_cp += 1
+        self._recent.append((ts, value, score))
         return score, findings
 
     def due_checkpoint(self, now: float, every_points: int, every_seconds: float) -> bool:
-        return self.since_cp >= every_points or (self.since_cp > 0 and now - self.cp_at >= every_seconds)
+        since = self.since_cp
+        return since >= every_points or (since > 0 and now - self.cp_at >= every_seconds)
 
     def checkpoint(self, now: float, max_bytes: int = DEFAULT_CHECKPOINT_MAX_BYTES) -> bytes:
         """Raises models.CheckpointTooLarge for a River model over `max_bytes`."""
@@ -104,57 +155,285 @@ class SeriesModel:
                 "statistic": last["statistic"], "last_score": round(self.last_score, 4), "points": pts}
 
 
-def observe_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequence[Mapping[str, Any]]]]
-                   ) -> tuple[list[float], dict[int, list[TrendFinding]]]:
-    """SeriesModel.observe of each group's points (each group one series, its points in time order),
-    with the detectors of kaizen-scored series as rows of `cols` (adopted on first sight), all their
-    points scored in one columnar call; series of another River model are scored per point. Returns the
-    points' scores, group after group, and the trend findings of the few points that have some (by the
-    same index): no container per point, so the garbage collector is not woken by the batch."""
+class SeriesColumns:
+    """The columnar series of a DetectorColumns, one row each: the trend tracker (a row of `trends`) and,
+    by the same row, SeriesModel's bookkeeping — points since the last alarm and since the checkpoint,
+    the last score, and the recent (ts, value, score) as a ring. A message's points then cost no Python
+    per point, nor per series, outside the rare series with a detector alarm or a trend finding."""
+
+    def __init__(self, params: TrendParams | None = None, capacity: int = 64) -> None:
+        self.trends = TrendColumns(params, capacity)
+        self._cap = 0
+        self.since_alarm = np.zeros(0, _I64)
+        self.since_cp = np.zeros(0, _I64)
+        self.last_score = np.zeros(0, _F64)
+        self.recent = np.zeros((0, RECENT, 3), _F64)   # (ts, value, score) of the newest RECENT points
+        self.recent_pos = np.zeros(0, _I64)             # where the next point goes
+        self.recent_len = np.zeros(0, _I64)
+        self._mark = np.zeros(0, _I64)                  # scratch: finds repeated rows
+        self._fit()
+
+    def _fit(self) -> None:
+        """The bookkeeping arrays as long as the trend rows."""
+        cap = len(self.trends.kind)
+        if cap <= self._cap:
+            return
+        for name in ("since_alarm", "since_cp", "last_score", "recent", "recent_pos", "recent_len", "_mark"):
+            old = getattr(self, name)
+            new = np.zeros((cap,) + old.shape[1:], old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        self._cap = cap
+
+    def adopt(self, model: SeriesModel) -> bool:
+        """Take the model's trend tracker and bookkeeping in as a row, when the tracker has the columns'
+        parameters (False, and nothing changed, otherwise)."""
+        trend = model.trend
+        if type(trend) is not TrendTracker or trend.p != self.trends.p:
+            return False
+        try:
+            slot = TrendSlot.adopt(self.trends, trend)
+        except ValueError:    # a state the columns do not mirror (corrupt checkpoint): tracked per point
+            return False
+        row = slot.slot
+        self._fit()
+        self.since_alarm[row] = model._since_alarm
+        self.since_cp[row] = model._since_cp
+        self.last_score[row] = model._last_score
+        self.recent[row] = 0.0
+        self.recent_pos[row] = self.recent_len[row] = 0
+        for ts, value, score in model._recent:
+            self._remember(row, ts, value, score)
+        model._recent.clear()
+        model.trend = slot
+        model._book = self
+        model._row = row
+        return True
+
+    def _remember(self, row: int, ts: float, value: float, score: float) -> None:
+        at = int(self.recent_pos[row])
+        self.recent[row, at] = (ts, value, score)
+        self.recent_pos[row] = (at + 1) % RECENT
+        self.recent_len[row] = min(int(self.recent_len[row]) + 1, RECENT)
+
+    def recent_of(self, row: int) -> deque[tuple[float, float, float]]:
+        """The row's recent points, oldest first, as SeriesModel.recent holds them."""
+        n = int(self.recent_len[row])
+        at = (int(self.recent_pos[row]) - n + np.arange(n)) % RECENT
+        return deque(map(tuple, self.recent[row, at].tolist()), maxlen=RECENT)
+
+    def observe_one(self, row: int, ts: float, value: float, score: float, findings: list[TrendFinding],
+                    history: bool) -> list[TrendFinding]:
+        """SeriesModel.observe_scored's bookkeeping of one point of the row (the trend observed already)."""
+        since = int(self.since_alarm[row])
+        if score >= ANOMALY_THRESHOLD:
+            since = 0
+        elif since < INCIDENT_POINTS:
+            since += 1
+            findings = []   # the incident the detector reported already: one insight per incident
+        self.since_alarm[row] = since
+        self.last_score[row] = score
+        self.since_cp[row] += 1
+        self._remember(row, ts, value, score)
+        return [] if history else findings
+
+    def check_distinct(self, rows: list[int]) -> None:
+        """ValueError when a row (-1 aside) is in `rows` twice: a batch holds one group per series."""
+        r = np.array(rows, _I64)
+        r = r[r >= 0]
+        seq = np.arange(len(r))
+        self._mark[r] = seq
+        if not (self._mark[r] == seq).all():
+            raise ValueError("a series appears in two groups of one batch")
+
+    def track(self, rows: list[int], counts: list[int], pts: list[Mapping[str, Any]], ts: np.ndarray,
+              values: np.ndarray, scores: np.ndarray, surprise: np.ndarray) -> dict[int, list[TrendFinding]]:
+        """SeriesModel.observe_scored of a batch of rows' points (each row's points consecutive, in time
+        order; `pts` the points, for their history flag): the trend rules in one columnar call, the
+        bookkeeping in numpy, a row with a detector alarm or a trend finding among its points walked
+        point by point (incident suppression, history). Returns the findings by point index."""
+        r = np.array(rows, _I64)
+        n = np.array(counts, _I64)
+        ends = np.cumsum(n)
+        single = len(r) == len(scores)
+        pr = r if single else np.repeat(r, n)
+        tfound = self.trends.observe_batch(pr, values, surprise)
+        since = self.since_alarm.take(r)
+        # counts up to INCIDENT_POINTS and stays there (a count set above it from outside stays as it is)
+        after = np.where(since < INCIDENT_POINTS, np.minimum(since + n, INCIDENT_POINTS), since)
+        found: dict[int, list[TrendFinding]] = {}
+        alarms = np.flatnonzero(scores >= ANOMALY_THRESHOLD)
+        if alarms.size or tfound:
+            at = np.union1d(alarms, np.fromiter(tfound, _I64, len(tfound)))
+            for g in np.unique(np.searchsorted(ends, at, side="right")).tolist():
+                after[g] = self._incidents(int(since[g]), int(ends[g] - n[g]), int(ends[g]), pts, scores,
+                                           tfound, found)
+        self.since_alarm[r] = after
+        self.since_cp[r] += n
+        self.last_score[r] = scores[ends - 1]
+        # the recent ring: each row's newest RECENT points (older ones would be overwritten anyway)
+        start = self.recent_pos.take(r)
+        if single:
+            self.recent[r, start] = np.stack((ts, values, scores), axis=1)
+        else:
+            rank = np.arange(len(scores)) - np.repeat(ends - n, n)
+            keep = rank >= np.repeat(n, n) - RECENT
+            where = (np.repeat(start, n) + rank) % RECENT
+            self.recent[pr[keep], where[keep]] = np.stack((ts, values, scores), axis=1)[keep]
+        self.recent_pos[r] = (start + n) % RECENT
+        self.recent_len[r] = np.minimum(self.recent_len.take(r) + n, RECENT)
+        return found
+
+    @staticmethod
+    def _incidents(since: int, a: int, b: int, pts: list[Mapping[str, Any]], scores: np.ndarray,
+                   tfound: dict[int, list[TrendFinding]], found: dict[int, list[TrendFinding]]) -> int:
+        """The points a..b-1 of one row, as observe_scored walks them: a detector alarm restarts the
+        incident, a trend finding within INCIDENT_POINTS after it is that incident (dropped), and a history
+        point makes no finding. Returns the points since the last alarm after them."""
+        for i, score in enumerate(scores[a:b].tolist(), start=a):
+            findings = tfound.get(i)
+            if score >= ANOMALY_THRESHOLD:
+                since = 0
+            elif since < INCIDENT_POINTS:
+                since += 1
+                findings = None
+            if findings and not pts[i].get("history"):
+                found[i] = findings
+        return since
+
+
+# The columnar series of each DetectorColumns: kept beside it, for as long as it lives (a partition's
+# models, agents/scoring/fused.py), without a reference back to it.
+_SERIES_COLUMNS: weakref.WeakKeyDictionary[DetectorColumns, SeriesColumns] = weakref.WeakKeyDictionary()
+
+
+def series_columns_of(cols: DetectorColumns, params: TrendParams | None = None) -> SeriesColumns:
+    """The SeriesColumns beside a detector's columns, created on first use (with trend `params`; only
+    trackers of those parameters become rows of it)."""
+    book = _SERIES_COLUMNS.get(cols)
+    if book is None:
+        book = _SERIES_COLUMNS[cols] = SeriesColumns(params, capacity=max(64, len(cols)))
+    return book
+
+
+def _adopt(model: SeriesModel, cols: DetectorColumns, book: SeriesColumns) -> ColumnSlot | None:
+    """The model's detector as a row of `cols`, and its trend and bookkeeping as a row of `book`, adopted
+    on first sight when they have the columns' parameters. Returns the detector's slot, None for a
+    series scored per point (another River model); the trend stays per series when its parameters are
+    not the columns' (model._book is not `book` then)."""
+    det = model.detector
+    if type(det) is KaizenDetector and det.params == cols.params:
+        det = model.detector = ColumnSlot.adopt(cols, det)
+    if not isinstance(det, ColumnSlot) or det.cols is not cols:
+        return None
+    if model._book is None:
+        book.adopt(model)
+    return det
+
+
+def _spans(starts: list[int], counts: list[int]) -> np.ndarray:
+    """The indices start .. start + count - 1 of each span, span after span."""
+    n = np.array(counts, _I64)
+    offsets = np.array(starts, _I64) - (np.cumsum(n) - n)
+    return np.repeat(offsets, n) + np.arange(int(n.sum()))
+
+
+def score_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequence[Mapping[str, Any]]]]
+                 ) -> tuple[np.ndarray, dict[int, list[TrendFinding]]]:
+    """SeriesModel.observe of each group's points (each group one series, its points in time order): the
+    detectors of kaizen-scored series are rows of `cols`, their trend trackers and bookkeeping rows of
+    the SeriesColumns beside it (adopted on first sight), all their points scored and tracked in
+    columnar calls; series of another River model are scored per point. Returns the points' scores
+    (numpy, group after group) and the trend findings of the few points that have some (by the same
+    index): no container per point, so the garbage collector is not woken by the batch."""
+    book = series_columns_of(cols)
     flat: list[Mapping[str, Any]] = []
     slots: list[int] = []
     counts: list[int] = []
-    columnar: list[bool] = []
+    rows: list[int] = []       # the series' rows of `book`, -1 for a trend of other parameters
+    starts: list[int] = []     # each columnar group's first index in the output
+    per_point: list[tuple[SeriesModel, Sequence[Mapping[str, Any]], int]] = []   # (model, points, first index)
+    others: list[tuple[SeriesModel, Sequence[Mapping[str, Any]], int]] = []      # another River model
+    out = 0
     for model, pts in groups:
+        if not pts:
+            continue
         det = model.detector
-        if type(det) is KaizenDetector and det.params == cols.params:
-            det = model.detector = ColumnSlot.adopt(cols, det)
-        if isinstance(det, ColumnSlot) and det.cols is cols:
-            columnar.append(True)
-            slots.append(det.slot)
-            counts.append(len(pts))
-            flat += pts
-        else:
-            columnar.append(False)
-    col_scores: list[float] = []
-    surprises: list[float] = []
-    if flat:
-        rows = np.array(slots, np.int64)
-        if len(rows) != len(flat):
-            rows = np.repeat(rows, counts)
-        sc, su = cols.score_learn_batch(rows, np.array([p["timestamp"] for p in flat], np.float64),
-                                        np.array([p["value"] for p in flat], np.float64))
-        col_scores, surprises = sc.tolist(), su.tolist()
-    scores: list[float] = []
+        if model._book is not book or type(det) is not ColumnSlot or det.cols is not cols:
+            adopted = _adopt(model, cols, book)     # first sight, or not columnar
+            if adopted is None:
+                others.append((model, pts, out))
+                out += len(pts)
+                continue
+            det = adopted
+            if model._book is not book:
+                per_point.append((model, pts, len(flat)))
+        n = len(pts)
+        slots.append(det.slot)
+        counts.append(n)
+        rows.append(model._row if model._book is book else -1)
+        starts.append(out)
+        flat += pts
+        out += n
     found: dict[int, list[TrendFinding]] = {}
-    i = 0   # index into the columnar scores
-    for (model, pts), col in zip(groups, columnar, strict=True):
-        if col:
-            scored = model.observe_scored
-            for p in pts:
-                score, findings = scored(p["timestamp"], p["value"], col_scores[i], surprises[i], bool(p.get("history")))
-                i += 1
-                if findings:
-                    found[len(scores)] = findings
-                scores.append(score)
+    if not flat:
+        scores = np.zeros(out, _F64)
+    else:
+        book.check_distinct(rows)   # before anything learns the batch
+        srows = np.array(slots, _I64)
+        if len(srows) != len(flat):
+            srows = np.repeat(srows, counts)
+        tl = [p["timestamp"] for p in flat]
+        ts = np.array(tl, _F64)
+        values = np.array([p["value"] for p in flat], _F64)
+        sc, su = cols.score_learn_batch(srows, ts, values)
+        dense = not others
+        scores = sc if dense else np.zeros(out, _F64)
+        if not dense:
+            scores[_spans(starts, counts)] = sc
+        if not per_point:
+            got = book.track(rows, counts, flat, ts, values, sc, su)
+        else:     # some trends of other parameters among them: those per point, the rest in columns
+            fstarts = (np.cumsum(counts) - counts).tolist()
+            mine = [k for k, row in enumerate(rows) if row >= 0]
+            got = {}
+            if mine:
+                mc = [counts[k] for k in mine]
+                sub = _spans([fstarts[k] for k in mine], mc)
+                part = book.track([rows[k] for k in mine], mc, [flat[i] for i in sub.tolist()], ts[sub],
+                                  values[sub], sc[sub], su[sub])
+                got = {int(sub[i]): f for i, f in part.items()}
+            sl = sc.tolist()
+            sul = su.tolist()
+            for model, pts, f0 in per_point:
+                scored = model.observe_scored
+                for m, p in enumerate(pts):
+                    i = f0 + m
+                    _, findings = scored(tl[i], p["value"], sl[i], sul[i], bool(p.get("history")))
+                    if findings:
+                        got[i] = findings
+        if dense:
+            found = got
         else:
-            observe = model.observe
-            for p in pts:
-                score, findings = observe(p["timestamp"], p["value"], bool(p.get("history")))
-                if findings:
-                    found[len(scores)] = findings
-                scores.append(score)
+            first = np.cumsum(counts) - counts      # each columnar group's first index in `flat`
+            for i, f in got.items():
+                k = int(np.searchsorted(first, i, side="right")) - 1
+                found[starts[k] + i - int(first[k])] = f
+    for model, pts, o in others:
+        observe = model.observe
+        for m, p in enumerate(pts):
+            score, findings = observe(p["timestamp"], p["value"], bool(p.get("history")))
+            if findings:
+                found[o + m] = findings
+            scores[o + m] = score
     return scores, found
+
+
+def observe_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequence[Mapping[str, Any]]]]
+                   ) -> tuple[list[float], dict[int, list[TrendFinding]]]:
+    """score_groups with the scores as a list."""
+    scores, found = score_groups(cols, groups)
+    return scores.tolist(), found
 
 
 def _severity(score: float) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 
 __all__ = [
     "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "any_rule_holds", "classify_metric",
-    "error_unit_for", "evaluate_trend", "is_degraded", "rules_from_stats", "window_stats",
+    "decide", "error_unit_for", "evaluate_trend", "is_degraded", "rules_from_stats", "window_stats",
 ]
 
 MetricKind = Literal["latency", "error_rate", "utilization", "throughput", "other"]
@@ -242,7 +242,10 @@ class TrendTracker:
 
     def observe(self, timestamp: float, value: float, surprise: float = 1.0) -> list[TrendFinding]:
         """Add one point (timestamp is accepted for API symmetry; rules work on point order); `surprise`
-        is the series' detector likelihood of the point (1.0: no detector, the rules alone decide)."""
+        is the series' detector likelihood of the point (1.0: no detector, the rules alone decide).
+
+        The window update below is mirrored operation for operation by the columnar trackers
+        (trend_columns.py); what follows it is `decide`, which both call."""
         del timestamp
         if not math.isfinite(value):
             return []
@@ -276,36 +279,7 @@ class TrendTracker:
         bm = r + bmean
         bs = math.sqrt(max(self._bsq / nb - bmean * bmean, 0.0))
         cm = r + self._csum / cs
-        drift = self._drift() if self.kind == "latency" and bm > 0.0 \
-            and cm - bm > bm * self.p.latency_increase / 4 and self._filled == size else None
-        if not self._active and drift is None and not any_rule_holds(bm, bs, cm, self.kind, self.p, self.error_unit):
-            self._calm += 1   # the usual quiet point: nothing held before, nothing holds now
-            if self._calm >= self.p.clear:
-                self._reported = False
-            return []
-        found = rules_from_stats(bm, bs, cm, self.kind, self.p, self.error_unit)
-        if drift is not None:
-            found.append(drift)
-        now = 0
-        for f in found:
-            now |= 1 << _RULES.index(f.rule)
-        self._active = now
-        if not found:
-            self._held = 0
-            self._peak = 0.0
-            self._calm += 1
-            if self._calm >= self.p.clear:
-                self._reported = False
-            return []
-        self._held += 1
-        self._calm = 0
-        if surprise > self._peak:
-            self._peak = surprise
-        if self._reported or self._held < self.p.persist or (self._peak < self.p.unusual and drift is None):
-            return []
-        self._reported = True
-        # the most specific rule names the incident; the generic 2-sigma rule only when it is alone
-        return [next((f for f in found if f.rule != "std_degradation"), found[0])]
+        return decide(self, bm, bs, cm, surprise)
 
     def _drift(self) -> TrendFinding | None:
         """The latency_drift rule on the full ring (see TrendParams.drift_t), None when it does not hold."""
@@ -334,7 +308,9 @@ class TrendTracker:
         return TrendFinding("latency_drift", _severity(rise / self.p.latency_increase), start, end, rise * 100.0)
 
     def _resum(self) -> None:
-        """Exact window sums from the ring (bounds floating drift of the incremental updates)."""
+        """Exact window sums from the ring (bounds floating drift of the incremental updates). The columns
+        form the same differences and squares in numpy (the same IEEE operations) and fsum them per row
+        in the same order."""
         base, cur = self.windows()
         r = self._ref
         self._bsum = math.fsum(v - r for v in base)
@@ -366,3 +342,45 @@ class TrendTracker:
         t._ref, t._bsum, t._bsq, t._csum = ref, bsum, bsq, csum
         t._held, t._calm, t._reported = held, calm, bool(reported)
         return t
+
+
+def decide(t: TrendTracker, bm: float, bs: float, cm: float, surprise: float) -> list[TrendFinding]:
+    """One point's incident decision from its windows' statistics (baseline mean `bm`, std `bs`, recent
+    mean `cm`), after `t`'s window update: the drift rule, the usual quiet point, then the incident state
+    machine (held / calm / active / peak / reported). TrendTracker.observe calls it for every point past
+    the minimum baseline; the columnar trackers (trend_columns.py) call it for the rows that are not the
+    usual quiet point, on a tracker loaded with the row (its ring, fill, position and incident fields),
+    and do the quiet branch (the first `if`) in numpy for the others: a change of the gate there must
+    be mirrored in TrendColumns._round (tests/unit/test_trend_columns.py says where); a change of what
+    follows it is not."""
+    p = t.p
+    drift = t._drift() if t.kind == "latency" and bm > 0.0 \
+        and cm - bm > bm * p.latency_increase / 4 and t._filled == len(t._ring) else None
+    if not t._active and drift is None and not any_rule_holds(bm, bs, cm, t.kind, p, t.error_unit):
+        t._calm += 1   # the usual quiet point: nothing held before, nothing holds now
+        if t._calm >= p.clear:
+            t._reported = False
+        return []
+    found = rules_from_stats(bm, bs, cm, t.kind, p, t.error_unit)
+    if drift is not None:
+        found.append(drift)
+    now = 0
+    for f in found:
+        now |= 1 << _RULES.index(f.rule)
+    t._active = now
+    if not found:
+        t._held = 0
+        t._peak = 0.0
+        t._calm += 1
+        if t._calm >= p.clear:
+            t._reported = False
+        return []
+    t._held += 1
+    t._calm = 0
+    if surprise > t._peak:
+        t._peak = surprise
+    if t._reported or t._held < p.persist or (t._peak < p.unusual and drift is None):
+        return []
+    t._reported = True
+    # the most specific rule names the incident; the generic 2-sigma rule only when it is alone
+    return [next((f for f in found if f.rule != "std_degradation"), found[0])]
