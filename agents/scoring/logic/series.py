@@ -7,6 +7,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ INCIDENT_POINTS = 100
 _HEAD = struct.Struct("<II")
 _F64 = np.float64
 _I64 = np.int64
+_TIMESTAMP = itemgetter("timestamp")
+_VALUE = itemgetter("value")
 
 
 class SeriesModel:
@@ -167,7 +170,11 @@ class SeriesColumns:
         self.since_alarm = np.zeros(0, _I64)
         self.since_cp = np.zeros(0, _I64)
         self.last_score = np.zeros(0, _F64)
-        self.recent = np.zeros((0, RECENT, 3), _F64)   # (ts, value, score) of the newest RECENT points
+        # the newest RECENT (ts, value, score) of each row: three rings, written by flat index (a third of
+        # the cost of a 3-D fancy write)
+        self.recent_ts = np.zeros((0, RECENT), _F64)
+        self.recent_value = np.zeros((0, RECENT), _F64)
+        self.recent_score = np.zeros((0, RECENT), _F64)
         self.recent_pos = np.zeros(0, _I64)             # where the next point goes
         self.recent_len = np.zeros(0, _I64)
         self._mark = np.zeros(0, _I64)                  # scratch: finds repeated rows
@@ -178,7 +185,8 @@ class SeriesColumns:
         cap = len(self.trends.kind)
         if cap <= self._cap:
             return
-        for name in ("since_alarm", "since_cp", "last_score", "recent", "recent_pos", "recent_len", "_mark"):
+        for name in ("since_alarm", "since_cp", "last_score", "recent_ts", "recent_value", "recent_score",
+                     "recent_pos", "recent_len", "_mark"):
             old = getattr(self, name)
             new = np.zeros((cap,) + old.shape[1:], old.dtype)
             new[: len(old)] = old
@@ -189,7 +197,7 @@ class SeriesColumns:
         """Take the model's trend tracker and bookkeeping in as a row, when the tracker has the columns'
         parameters (False, and nothing changed, otherwise)."""
         trend = model.trend
-        if type(trend) is not TrendTracker or trend.p != self.trends.p:
+        if type(trend) is not TrendTracker or (trend.p is not self.trends.p and trend.p != self.trends.p):
             return False
         try:
             slot = TrendSlot.adopt(self.trends, trend)
@@ -200,7 +208,6 @@ class SeriesColumns:
         self.since_alarm[row] = model._since_alarm
         self.since_cp[row] = model._since_cp
         self.last_score[row] = model._last_score
-        self.recent[row] = 0.0
         self.recent_pos[row] = self.recent_len[row] = 0
         for ts, value, score in model._recent:
             self._remember(row, ts, value, score)
@@ -212,7 +219,7 @@ class SeriesColumns:
 
     def _remember(self, row: int, ts: float, value: float, score: float) -> None:
         at = int(self.recent_pos[row])
-        self.recent[row, at] = (ts, value, score)
+        self.recent_ts[row, at], self.recent_value[row, at], self.recent_score[row, at] = ts, value, score
         self.recent_pos[row] = (at + 1) % RECENT
         self.recent_len[row] = min(int(self.recent_len[row]) + 1, RECENT)
 
@@ -220,7 +227,8 @@ class SeriesColumns:
         """The row's recent points, oldest first, as SeriesModel.recent holds them."""
         n = int(self.recent_len[row])
         at = (int(self.recent_pos[row]) - n + np.arange(n)) % RECENT
-        return deque(map(tuple, self.recent[row, at].tolist()), maxlen=RECENT)
+        return deque(zip(self.recent_ts[row, at].tolist(), self.recent_value[row, at].tolist(),
+                         self.recent_score[row, at].tolist(), strict=True), maxlen=RECENT)
 
     def observe_one(self, row: int, ts: float, value: float, score: float, findings: list[TrendFinding],
                     history: bool) -> list[TrendFinding]:
@@ -252,11 +260,17 @@ class SeriesColumns:
         order; `pts` the points, for their history flag): the trend rules in one columnar call, the
         bookkeeping in numpy, a row with a detector alarm or a trend finding among its points walked
         point by point (incident suppression, history). Returns the findings by point index."""
-        r = np.array(rows, _I64)
-        n = np.array(counts, _I64)
-        ends = np.cumsum(n)
-        single = len(r) == len(scores)
-        pr = r if single else np.repeat(r, n)
+        r = np.fromiter(rows, _I64, len(rows))
+        single = len(r) == len(scores)           # one point per row, the usual message of many series
+        if single:
+            n: Any = 1
+            pr = r
+            last = scores
+        else:
+            n = np.fromiter(counts, _I64, len(counts))
+            ends = np.cumsum(n)
+            pr = np.repeat(r, n)
+            last = scores[ends - 1]
         tfound = self.trends.observe_batch(pr, values, surprise)
         since = self.since_alarm.take(r)
         # counts up to INCIDENT_POINTS and stays there (a count set above it from outside stays as it is)
@@ -265,21 +279,25 @@ class SeriesColumns:
         alarms = np.flatnonzero(scores >= ANOMALY_THRESHOLD)
         if alarms.size or tfound:
             at = np.union1d(alarms, np.fromiter(tfound, _I64, len(tfound)))
-            for g in np.unique(np.searchsorted(ends, at, side="right")).tolist():
-                after[g] = self._incidents(int(since[g]), int(ends[g] - n[g]), int(ends[g]), pts, scores,
-                                           tfound, found)
+            for g in (at if single else np.unique(np.searchsorted(ends, at, side="right"))).tolist():
+                a, b = (g, g + 1) if single else (int(ends[g] - n[g]), int(ends[g]))
+                after[g] = self._incidents(int(since[g]), a, b, pts, scores, tfound, found)
         self.since_alarm[r] = after
         self.since_cp[r] += n
-        self.last_score[r] = scores[ends - 1]
-        # the recent ring: each row's newest RECENT points (older ones would be overwritten anyway)
+        self.last_score[r] = last
+        # the recent rings: each row's newest RECENT points (older ones would be overwritten anyway)
         start = self.recent_pos.take(r)
         if single:
-            self.recent[r, start] = np.stack((ts, values, scores), axis=1)
+            at = r * RECENT + start
+            keep = None
         else:
             rank = np.arange(len(scores)) - np.repeat(ends - n, n)
+            at = pr * RECENT + (np.repeat(start, n) + rank) % RECENT
             keep = rank >= np.repeat(n, n) - RECENT
-            where = (np.repeat(start, n) + rank) % RECENT
-            self.recent[pr[keep], where[keep]] = np.stack((ts, values, scores), axis=1)[keep]
+            if keep.all():
+                keep = None
+        for ring, col in ((self.recent_ts, ts), (self.recent_value, values), (self.recent_score, scores)):
+            ring.reshape(-1)[at if keep is None else at[keep]] = col if keep is None else col[keep]
         self.recent_pos[r] = (start + n) % RECENT
         self.recent_len[r] = np.minimum(self.recent_len.take(r) + n, RECENT)
         return found
@@ -380,12 +398,11 @@ def score_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequ
         scores = np.zeros(out, _F64)
     else:
         book.check_distinct(rows)   # before anything learns the batch
-        srows = np.array(slots, _I64)
+        srows = np.fromiter(slots, _I64, len(slots))
         if len(srows) != len(flat):
             srows = np.repeat(srows, counts)
-        tl = [p["timestamp"] for p in flat]
-        ts = np.array(tl, _F64)
-        values = np.array([p["value"] for p in flat], _F64)
+        ts = np.fromiter(map(_TIMESTAMP, flat), _F64, len(flat))
+        values = np.fromiter(map(_VALUE, flat), _F64, len(flat))
         sc, su = cols.score_learn_batch(srows, ts, values)
         dense = not others
         scores = sc if dense else np.zeros(out, _F64)
@@ -409,7 +426,7 @@ def score_groups(cols: DetectorColumns, groups: Sequence[tuple[SeriesModel, Sequ
                 scored = model.observe_scored
                 for m, p in enumerate(pts):
                     i = f0 + m
-                    _, findings = scored(tl[i], p["value"], sl[i], sul[i], bool(p.get("history")))
+                    _, findings = scored(p["timestamp"], p["value"], sl[i], sul[i], bool(p.get("history")))
                     if findings:
                         got[i] = findings
         if dense:

@@ -30,6 +30,7 @@ import numpy as np
 
 from agents.scoring.logic import trends as _tr
 from agents.scoring.logic.trends import (
+    DEFAULT_TREND_PARAMS,
     ErrorUnit,
     MetricKind,
     TrendFinding,
@@ -42,7 +43,7 @@ __all__ = ["MIN_ROUND", "TrendColumns", "TrendSlot", "rules_hold"]
 
 # A round with fewer rows than this costs more in numpy calls than TrendTracker.observe per point: the
 # rows still holding points past it go through a TrendTracker built from the row (and written back).
-MIN_ROUND = 24
+MIN_ROUND = 16
 
 KINDS: tuple[MetricKind, ...] = ("latency", "error_rate", "utilization", "throughput", "other")
 UNITS: tuple[ErrorUnit, ...] = ("percent", "ratio", "count")
@@ -63,28 +64,46 @@ def rules_hold(bm: np.ndarray, bs: np.ndarray, cm: np.ndarray, kind: np.ndarray,
     """`any_rule_holds` of each row (`kind`, `unit`: indexes into KINDS, UNITS), each branch the same
     float operations as there, selected by the row's kind (NaN compares false in both)."""
     with np.errstate(all="ignore"):
-        sdk = p.std_k * bs
-        bsp = bs > 0.0
+        return _gate(bm, bs, cm, kind, unit, p, None)
+
+
+def _gate(bm: np.ndarray, bs: np.ndarray, cm: np.ndarray, kind: np.ndarray, unit: np.ndarray, p: TrendParams,
+          full: np.ndarray | None) -> np.ndarray:
+    """rules_hold, or'ed (`full`: the rows whose ring is full) with decide()'s drift pre-condition of the
+    latency rows. A kind absent from the rows costs nothing; a kind alone in them needs no mask."""
+    n = len(kind)
+    present = np.bincount(kind, minlength=len(KINDS)).tolist()
+    sdk = p.std_k * bs
+    # the 2-sigma rule: throughput degrades downwards, every other kind upwards
+    thr = present[_THR]
+    if thr == 0:
+        out = cm > bm + sdk
+    elif thr == n:
+        out = cm < bm - sdk
+    else:
+        out = np.where(kind == _THR, cm < bm - sdk, cm > bm + sdk)
+    out &= bs > 0.0
+    if thr or present[_LAT] or present[_ERR]:
         bmp = bm > 0.0
         d = cm - bm
         rel = d / bm
-        thr = kind == _THR
-        # throughput degrades downwards, every other kind upwards
-        out = bsp & np.where(thr, cm < bm - sdk, cm > bm + sdk)
-        if thr.any():
-            out |= thr & bmp & ((bm - cm) / bm > p.throughput_drop)
-        lat = kind == _LAT
-        if lat.any():
-            out |= lat & bmp & (rel > p.latency_increase)
-        util = kind == _UTIL
-        if util.any():
-            out |= util & (cm > p.utilization_max)
-        err = kind == _ERR
-        if err.any():
-            limit = p.error_increase / 100.0
-            count = np.where(bmp, rel > limit, np.where(cm > 0.0, math.inf > limit, 0.0 > limit))
-            points = np.where(unit == _RATIO, d * 100.0, d) > p.error_increase
-            out |= err & np.where(unit == _COUNT, count, points)
+    if thr:
+        hit = bmp & ((bm - cm) / bm > p.throughput_drop)
+        out |= hit if thr == n else hit & (kind == _THR)
+    if present[_LAT]:
+        hit = bmp & (rel > p.latency_increase)
+        if full is not None:
+            hit |= bmp & (d > bm * p.latency_increase / 4) & full
+        out |= hit if present[_LAT] == n else hit & (kind == _LAT)
+    if present[_UTIL]:
+        hit = cm > p.utilization_max
+        out |= hit if present[_UTIL] == n else hit & (kind == _UTIL)
+    if present[_ERR]:
+        limit = p.error_increase / 100.0
+        count = np.where(bmp, rel > limit, np.where(cm > 0.0, math.inf > limit, 0.0 > limit))
+        points = np.where(unit == _RATIO, d * 100.0, d) > p.error_increase
+        hit = np.where(unit == _COUNT, count, points)
+        out |= hit if present[_ERR] == n else hit & (kind == _ERR)
     return out
 
 
@@ -108,7 +127,7 @@ class TrendColumns:
     unit: np.ndarray
 
     def __init__(self, params: TrendParams | None = None, capacity: int = 64) -> None:
-        p = self.p = params or TrendParams()
+        p = self.p = params or DEFAULT_TREND_PARAMS
         if p.min_baseline < 1 or p.current_size < 1:
             raise ValueError("the columns need min_baseline >= 1 and current_size >= 1")
         self.min_round = MIN_ROUND
@@ -140,16 +159,22 @@ class TrendColumns:
             setattr(self, name, new)
         self._cap = cap
 
-    def new_slot(self, kind: MetricKind = "other", error_unit: ErrorUnit = "percent") -> int:
-        """A slot holding a fresh tracker of that metric kind and error unit."""
+    def _alloc(self) -> int:
         if self._free:
-            slot = self._free.pop()
-        else:
-            if self._used == self._cap:
-                self._grow(self._cap + max(self._cap // 2, 16))   # 1.5x: at most a third of the rows idle
-            slot = self._used
-            self._used += 1
-        self.store(slot, TrendTracker(kind, self.p, error_unit))
+            return self._free.pop()
+        if self._used == self._cap:
+            self._grow(self._cap + max(self._cap // 2, 16))   # 1.5x: at most a third of the rows idle
+        self._used += 1
+        return self._used - 1
+
+    def new_slot(self, kind: MetricKind = "other", error_unit: ErrorUnit = "percent") -> int:
+        """A slot holding a fresh tracker of that metric kind and error unit (all its state zero, as
+        TrendTracker.__init__ leaves it)."""
+        slot = self._alloc()
+        self.ring[slot] = 0.0
+        for name in _FLOATS + _INTS:
+            getattr(self, name)[slot] = 0
+        self.kind[slot], self.unit[slot] = KINDS.index(kind), UNITS.index(error_unit)
         return slot
 
     def release(self, slot: int) -> None:
@@ -190,7 +215,7 @@ class TrendColumns:
         """Write a TrendTracker (of these parameters) into the slot, its kind and unit included. A state no
         tracker reaches from a fresh one (fill or position out of the ring: a corrupt checkpoint) is
         refused (ValueError): the rounds rely on them."""
-        if t.p != self.p:
+        if t.p is not self.p and t.p != self.p:
             raise ValueError("the tracker's parameters are not the columns' parameters")
         if not (0 <= t._filled <= self.size and 0 <= t._pos < self.size and t._steps >= 0):
             raise ValueError("the tracker's ring position or fill is out of its ring")
@@ -238,12 +263,16 @@ class TrendColumns:
             counts = np.bincount(rank).tolist()
             by_round = order[np.argsort(rank, kind="stable")]
         start = 0
-        for c in counts:
-            if c < self.min_round:
-                break
-            sel = by_round[start:start + c]
-            start += c
-            self._round(r[sel], x[sel], su[sel], sel, found)
+        with np.errstate(all="ignore"):   # the tracker's float arithmetic: inf and NaN, no warnings
+            if len(counts) == 1 and total >= self.min_round:
+                self._round(r, x, su, by_round, found)
+                start = total
+            for c in counts if start < total else ():
+                if c < self.min_round:
+                    break
+                sel = by_round[start:start + c]
+                start += c
+                self._round(r[sel], x[sel], su[sel], sel, found)
         if start < total:
             self._per_point(by_round[start:], r, x, su, found)
         return found
@@ -292,30 +321,29 @@ class TrendColumns:
         flat = self.ring.reshape(-1)   # a view: the ring is always one C-contiguous block
         at = r * size
         lo = int(filled.min())
-        with np.errstate(all="ignore"):
-            if lo == size:                       # the usual round: every ring full
-                old = flat.take(at + pos) - ref              # the oldest value leaves the baseline
-                bsum = bsum - old
-                bsq = bsq - old * old
-                mv = flat.take(at + (pos - cs) % size) - ref   # the oldest recent one moves into it
-                csum = csum - mv
-                bsum = bsum + mv
-                bsq = bsq + mv * mv
-                nfilled = filled
-            else:
-                if lo == 0:
-                    ref = np.where(filled == 0, x, ref)
-                full = filled == size
-                old = flat.take(at + pos) - ref
-                bsum = np.where(full, bsum - old, bsum)
-                bsq = np.where(full, bsq - old * old, bsq)
-                moves = filled >= cs
-                mv = flat.take(at + (pos - cs) % size) - ref
-                csum = np.where(moves, csum - mv, csum)
-                bsum = np.where(moves, bsum + mv, bsum)
-                bsq = np.where(moves, bsq + mv * mv, bsq)
-                nfilled = np.minimum(filled + 1, size)
-            csum = csum + (x - ref)
+        if lo == size:                       # the usual round: every ring full
+            old = flat.take(at + pos) - ref              # the oldest value leaves the baseline
+            bsum = bsum - old
+            bsq = bsq - old * old
+            mv = flat.take(at + (pos - cs) % size) - ref   # the oldest recent one moves into it
+            csum = csum - mv
+            bsum = bsum + mv
+            bsq = bsq + mv * mv
+            nfilled = filled
+        else:
+            if lo == 0:
+                ref = np.where(filled == 0, x, ref)
+            full = filled == size
+            old = flat.take(at + pos) - ref
+            bsum = np.where(full, bsum - old, bsum)
+            bsq = np.where(full, bsq - old * old, bsq)
+            moves = filled >= cs
+            mv = flat.take(at + (pos - cs) % size) - ref
+            csum = np.where(moves, csum - mv, csum)
+            bsum = np.where(moves, bsum + mv, bsum)
+            bsq = np.where(moves, bsq + mv * mv, bsq)
+            nfilled = np.minimum(filled + 1, size)
+        csum = csum + (x - ref)
         npos = pos + 1
         npos[npos == size] = 0
         try:
@@ -325,8 +353,7 @@ class TrendColumns:
             nb = nfilled - cs
             live = np.flatnonzero(nb >= p.min_baseline) if lo - cs < p.min_baseline else None
             if live is None or live.size:
-                with np.errstate(all="ignore"):
-                    self._decide(r, x, su, idx, pos, nfilled, ref, bsum, bsq, csum, nb, live, found)
+                self._decide(r, x, su, idx, pos, nfilled, ref, bsum, bsq, csum, nb, live, found)
         finally:
             flat[at + pos] = x
             self.pos[r] = npos
@@ -378,20 +405,16 @@ class TrendColumns:
         q = bsq / nb - bmean * bmean
         bs = np.sqrt(np.where(0.0 > q, 0.0, q))   # max(q, 0.0): q unless 0.0 > q (NaN stays NaN)
         cm = ref + csum / p.current_size
-        kind = self.kind.take(r)
-        # decide()'s gate: an incident active, the drift rule due (latency, full ring, recent mean a
-        # quarter of latency_increase above the baseline), or some rule holding
-        gate = self.active.take(r) != 0
-        gate |= (kind == _LAT) & (bm > 0.0) & (cm - bm > bm * p.latency_increase / 4) & (nfilled == self.size)
-        gate |= rules_hold(bm, bs, cm, kind, self.unit.take(r), p)
+        # decide()'s gate: some rule holding, the drift rule due (latency, full ring, recent mean a quarter
+        # of latency_increase above the baseline), or an incident active
+        gate = _gate(bm, bs, cm, self.kind.take(r), self.unit.take(r), p, nfilled == self.size)
+        gate |= self.active.take(r) != 0
         loud = np.flatnonzero(gate)
         if len(loud) < len(r):                   # the usual quiet point: calm counts, re-arms at `clear`
             rq = r if not len(loud) else r[~gate]
             calm = self.calm.take(rq) + 1
             self.calm[rq] = calm
-            rearm = np.flatnonzero((calm >= p.clear) & (self.reported.take(rq) != 0))
-            if rearm.size:
-                self.reported[rq[rearm]] = 0
+            self.reported[rq[calm >= p.clear]] = 0
         if len(loud):
             self._loud(r[loud], x[loud], su[loud], idx[loud], pos[loud], nfilled[loud], bm[loud], bs[loud],
                        cm[loud], found)
@@ -475,9 +498,9 @@ class TrendSlot:
     @classmethod
     def adopt(cls, cols: TrendColumns, t: TrendTracker) -> TrendSlot:
         """A slot holding `t`'s state."""
-        if t.p != cols.p:
+        if t.p is not cols.p and t.p != cols.p:
             raise ValueError("the tracker's parameters are not the columns' parameters")
-        slot = cols.new_slot()
+        slot = cols._alloc()
         try:
             cols.store(slot, t)
         except ValueError:

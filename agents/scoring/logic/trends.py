@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker", "any_rule_holds", "classify_metric",
-    "decide", "error_unit_for", "evaluate_trend", "is_degraded", "rules_from_stats", "window_stats",
+    "DEFAULT_TREND_PARAMS", "ErrorUnit", "MetricKind", "TrendFinding", "TrendParams", "TrendTracker",
+    "any_rule_holds", "classify_metric", "decide", "error_unit_for", "evaluate_trend", "is_degraded",
+    "rules_from_stats", "window_stats",
 ]
 
 MetricKind = Literal["latency", "error_rate", "utilization", "throughput", "other"]
@@ -77,6 +78,11 @@ class TrendParams:
     # line is its own evidence (no detector gate); it is fitted only while the recent mean is at least
     # latency_increase / 4 above the baseline mean.
     drift_t: float = 6.0
+
+
+# One instance for every tracker of the default parameters (frozen): no construction per tracker, and
+# the columns recognise their trackers' parameters by identity first.
+DEFAULT_TREND_PARAMS = TrendParams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +220,7 @@ class TrendTracker:
                  error_unit: ErrorUnit = "percent") -> None:
         self.kind: MetricKind = kind
         self.error_unit: ErrorUnit = error_unit
-        self.p = params or TrendParams()
+        self.p = params or DEFAULT_TREND_PARAMS
         self._ring = array("d", bytes(8 * (self.p.baseline_size + self.p.current_size)))
         self._filled = 0
         self._pos = 0
