@@ -8,7 +8,8 @@ kaizen's detector is chosen from a small grid; River anchors (through the same p
 live, and raw) have only their threshold chosen. Then what the live worker emits — anomaly insights at the
 live threshold plus trend-rule insights, each a detection — against the detector's insights alone.
 
-Usage: python -m benchmarks.nab_quality [--quick]   (KAIZEN_NAB_DIR overrides the data dir)
+Usage: python -m benchmarks.nab_quality [--quick] [--trends]   (KAIZEN_NAB_DIR overrides the data dir;
+--trends: only the live-insight figures and the trend gate's protocol, ≈ 30 s)
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def _binary_protocol(bench: NabBench, detections: dict[str, list[list[float]]]) 
 
         res = leave_one_out(bench.corpora, list(detections), fit, apply, total)
         out[prof] = {"in_sample": round(res.in_sample, 2), "loco": round(res.nested, 2),
-                     "shipped": res.shipped, "shipped_loco": round(res.per_candidate[res.shipped], 2)}
+                     "shipped": res.shipped, "shipped_loco": round(res.per_candidate[res.shipped], 2),
+                     "folds": {f.held_out: f.chosen for f in res.folds}}
     return out
 
 
@@ -128,19 +130,56 @@ def metric_name_of(relpath: str) -> str:
     return "value"
 
 
-def live_detections(f: NabFile, spec: str = "kaizen", trend: TrendParams | None = None
-                    ) -> tuple[list[float], list[float]]:
-    """(detector insights alone, detector + trend insights) of the live series model, as 0/1 per row."""
+def detector_pass(f: NabFile, spec: str = "kaizen") -> tuple[list[float], list[float]]:
+    """(score, surprise) of each row from the live series model's detector: the detector does not depend on
+    the trend tracker, so one pass serves every trend-gate candidate (SeriesModel.observe_scored)."""
+    det = SeriesModel.new(metric_name_of(f.relpath), spec).detector
+    scores, surprise = [], []
+    for t, v in zip(f.epochs.tolist(), f.values.tolist(), strict=True):
+        scores.append(det.score_learn(t, v))
+        surprise.append(det.surprise)
+    return scores, surprise
+
+
+def live_detections(f: NabFile, spec: str = "kaizen", trend: TrendParams | None = None,
+                    scored: tuple[list[float], list[float]] | None = None) -> tuple[list[float], list[float]]:
+    """(detector insights alone, detector + trend insights) of the live series model, as 0/1 per row
+    (`scored`: the file's detector_pass, else computed here)."""
     model = SeriesModel.new(metric_name_of(f.relpath), spec)
     if trend is not None:
         model.trend = TrendTracker(model.trend.kind, trend, model.trend.error_unit)
+    scores, surprise = scored or detector_pass(f, spec)
     alone, both = [], []
-    for t, v in zip(f.epochs.tolist(), f.values.tolist(), strict=True):
-        score, findings = model.observe(t, v)
+    for i, (t, v) in enumerate(zip(f.epochs.tolist(), f.values.tolist(), strict=True)):
+        score, findings = model.observe_scored(t, v, scores[i], surprise[i])
         hit = 1.0 if score >= ANOMALY_THRESHOLD else 0.0
         alone.append(hit)
         both.append(1.0 if hit or findings else 0.0)
     return alone, both
+
+
+def live_insights(bench: NabBench) -> dict[str, Any]:
+    """What the live worker emits, each insight a detection: the detector's insights alone (at the live
+    threshold, nothing chosen per fold: its out-of-corpus figure is its in-sample one) against detector +
+    trend insights with the shipped gate, and with the gate chosen per fold by the protocol (TREND_GRID)."""
+    passes = [detector_pass(f) for f in bench.files]
+    det = [live_detections(f, scored=sc) for f, sc in zip(bench.files, passes, strict=True)]
+    alone = [a for a, _ in det]
+    both = [b for _, b in det]
+
+    def fig(d: list[list[float]], prof: str) -> float:
+        return round(bench.normalise(bench.raw_at(d, bench.corpora, prof, 0.5), bench.corpora, prof), 2)
+
+    out: dict[str, Any] = {"live_insights_as_detections": {
+        prof: {"detector_alone": fig(alone, prof), "detector_and_trends": fig(both, prof)} for prof in PROFILES}}
+    out["trend_insights"] = int(sum(sum(b) - sum(a) for a, b in det))
+    trend_cands = {", ".join(f"{k}={v}" for k, v in zip(TREND_GRID, c, strict=True)):
+                   TrendParams(**dict(zip(TREND_GRID, c, strict=True))) for c in itertools.product(*TREND_GRID.values())}
+    combined = {k: [live_detections(f, trend=tp, scored=sc)[1] for f, sc in zip(bench.files, passes, strict=True)]
+                for k, tp in trend_cands.items()}
+    out["trend_protocol"] = _binary_protocol(bench, combined)
+    out["trend_default"] = ", ".join(f"{k}={getattr(TrendParams(), k)}" for k in TREND_GRID)
+    return out
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -169,20 +208,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                          "raw": _protocol(bench, {"raw": [r for _, r in pairs]}),
                          "seconds": round(time.perf_counter() - t1, 1)}
     result["river_anchors"] = anchors
-    det = [live_detections(f) for f in bench.files]
-    alone = [a for a, _ in det]
-    both = [b for _, b in det]
-    result["live_insights_as_detections"] = {
-        prof: {"detector_alone": round(bench.normalise(bench.raw_at(alone, bench.corpora, prof, 0.5),
-                                                       bench.corpora, prof), 2),
-               "detector_and_trends": round(bench.normalise(bench.raw_at(both, bench.corpora, prof, 0.5),
-                                                            bench.corpora, prof), 2)} for prof in PROFILES}
-    result["trend_insights"] = int(sum(sum(b) - sum(a) for a, b in det))
-    trend_cands = {", ".join(f"{k}={v}" for k, v in zip(TREND_GRID, c, strict=True)):
-                   TrendParams(**dict(zip(TREND_GRID, c, strict=True))) for c in itertools.product(*TREND_GRID.values())}
-    combined = {k: [live_detections(f, trend=tp)[1] for f in bench.files] for k, tp in trend_cands.items()}
-    result["trend_protocol"] = _binary_protocol(bench, combined)
-    result["trend_default"] = ", ".join(f"{k}={getattr(TrendParams(), k)}" for k in TREND_GRID)
+    result.update(live_insights(bench))
     result["references_41_files"] = REFERENCES_41_FILES
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -190,6 +216,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def _table(r: dict[str, Any]) -> str:
     rows = ["detector                                   in-sample (std/lowFP/lowFN)   leave-one-corpus-out"]
+    if "kaizen" not in r:   # --trends
+        return _trend_lines(r)
 
     def line(name: str, d: dict[str, Any]) -> str:
         ins = " / ".join(f"{d[p]['in_sample']:6.2f}" for p in PROFILES)
@@ -203,16 +231,36 @@ def _table(r: dict[str, Any]) -> str:
     s = r["kaizen"]["standard"]
     rows.append(f"shipped: {s['shipped']} (out-of-corpus {s['shipped_loco']}); default {r['kaizen_default']}")
     rows.append(f"kaizen at the live threshold {r['live_threshold']:.4f}: {r['kaizen_at_live_threshold']}")
-    rows.append(f"live insights as detections: {r['live_insights_as_detections']} "
-                f"({r['trend_insights']} trend insights)")
-    rows.append(f"trend gate protocol (detector + trends): {r['trend_protocol']}; default {r['trend_default']}")
-    return "\n".join(rows)
+    return "\n".join(rows + [_trend_lines(r)])
+
+
+def _trend_lines(r: dict[str, Any]) -> str:
+    li, tp = r["live_insights_as_detections"], r["trend_protocol"]
+    return "\n".join([
+        f"live insights as detections ({r['trend_insights']} trend insights), standard / low FP / low FN:",
+        "  detector alone (live threshold)            " + " / ".join(f"{li[p]['detector_alone']:6.2f}" for p in PROFILES),
+        f"  detector + trends, shipped gate ({r['trend_default']}) "
+        + " / ".join(f"{li[p]['detector_and_trends']:6.2f}" for p in PROFILES),
+        "  detector + trends, gate chosen by the protocol: in-sample "
+        + " / ".join(f"{tp[p]['in_sample']:6.2f}" for p in PROFILES) + ", leave-one-corpus-out "
+        + " / ".join(f"{tp[p]['loco']:6.2f}" for p in PROFILES),
+        "  folds choosing another gate than the in-sample one: " + "; ".join(
+            f"{p}: {({g: c for g, c in tp[p]['folds'].items() if c != tp[p]['shipped']}) or 'none'}" for p in PROFILES)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="three corpora, two anchors")
-    res = run(quick=ap.parse_args().quick)
+    ap.add_argument("--trends", action="store_true",
+                    help="only what the live worker emits: the detector alone and with the trend gate (≈ 30 s)")
+    args = ap.parse_args()
+    if args.trends:
+        started = time.perf_counter()
+        bench = NabBench(nab_dir(), args.quick)
+        res = {"benchmark": "nab_quality", "trends_only": True, "files": len(bench.files), **live_insights(bench)}
+        res["total_seconds"] = round(time.perf_counter() - started, 1)
+    else:
+        res = run(quick=args.quick)
     print(_table(res))
     print(json.dumps(res, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
 

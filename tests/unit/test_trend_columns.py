@@ -197,7 +197,7 @@ def test_long_default_series_with_incidents_drifts_and_resums() -> None:
             if 300 <= i < 420 + 10 * k and not leak:
                 v *= 1.9 if "Invocations" not in name and "Request" not in name else 0.4
             if leak and i >= 600:
-                v *= 1.0 + 0.004 * (i - 600)      # a leak: the drift rule
+                v *= 1.0 + 0.003 * (i - 600)      # a slow leak: the drift rule
             vals.append(v)
         series.append(vals)
     cols = TrendColumns()

@@ -187,3 +187,42 @@ def test_tracker_reports_a_steady_climb_that_the_rolling_baseline_follows() -> N
     for i in range(100):
         step.observe(float(i), 100.0 * (1 + rng.gauss(0, 0.01)), 0.0)
     assert [f for i in range(60) for f in step.observe(100.0 + i, 150.0 * (1 + rng.gauss(0, 0.01)), 0.2)] == []
+
+
+def test_one_spike_never_makes_an_incident_a_sustained_shift_still_does() -> None:
+    """A single spike keeps the recent window's mean past mean + 2 sigma for current_size points — as long as
+    longer than the minimum duration, so it used to make a std_degradation incident (NAB exchange-4_cpc) —
+    but never its median: a rule holds only when it holds for the median too. A lasting shift holds for
+    both."""
+    rng = random.Random(11)
+    base = [rng.gauss(0.09, 0.005) for _ in range(100)]
+    spike = TrendTracker("other", TrendParams())
+    for i, v in enumerate(base):
+        assert spike.observe(float(i), v, 0.0) == []
+    tail = [1.35] + [rng.gauss(0.09, 0.005) for _ in range(60)]   # 50 sigma, one point; the detector: 1.0
+    assert [f for i, v in enumerate(tail) for f in spike.observe(100.0 + i, v, 1.0 if i == 0 else 0.0)] == []
+    shift = TrendTracker("other", TrendParams())
+    for i, v in enumerate(base):
+        shift.observe(float(i), v, 0.0)
+    found = [(i, f.rule) for i in range(30) for f in shift.observe(100.0 + i, rng.gauss(0.2, 0.005), 0.9)]
+    # the median (of 10: the mean of the middle two) crosses the bound at the shift's 5th point, and the
+    # rule has held for `persist` (5) points at its 9th
+    assert found == [(8, "std_degradation")]
+
+
+def test_a_condition_judged_usual_is_not_reported_later_in_its_course() -> None:
+    """The detector's verdict is taken once, when the condition has lasted `persist` points: a long
+    condition it called usual (a burst fading, a busy evening) is not reported when one of its later points
+    happens to reach `unusual` (NAB Twitter_volume_AAPL); a new condition is judged afresh."""
+    p = TrendParams(baseline_size=30, current_size=5, min_baseline=20, persist=3, clear=10, unusual=0.7)
+    t = TrendTracker("latency", p)
+    for i in range(40):
+        t.observe(float(i), 100.0, 0.0)
+    # +200 %: the rule holds for ~25 points before the baseline has absorbed the step; the detector called
+    # it usual at its start (0.1) and one point 15 points in 0.9
+    got = [f.rule for i in range(40) for f in t.observe(40.0 + i, 300.0, 0.9 if i == 15 else 0.1)]
+    assert got == []
+    for i in range(40):
+        t.observe(80.0 + i, 300.0, 0.0)   # absorbed into the baseline: the condition ended, clear re-arms
+    got = [f.rule for i in range(10) for f in t.observe(120.0 + i, 900.0, 0.9)]
+    assert got == ["latency_increase"]

@@ -235,9 +235,11 @@ def test_series_models_scored_in_columns_equal_per_point_observe() -> None:
     names = ["Latency", "5XXError", "CPUUtilization", "Invocations", "Latency"]
     specs = ["kaizen", "kaizen", "kaizen", "kaizen", "sad"]
     series = [_series(seed, 450) for seed in range(len(names))]
-    for s in series[:3]:                              # a sustained rise: the trend rules fire too
-        for i in range(380, 450):
-            s[i] = (s[i][0], s[i][1] * 1.8)
+    for s in series[:3] + series[4:]:                 # a sustained rise: the kaizen detector alarms (the
+        for i in range(380, 450):                     # trend rules' incident is then that one), River's
+            s[i] = (s[i][0], s[i][1] * 1.8)           # calibrated SAD does not and the trend rules fire
+    for i in range(300, 370):                         # a busy period, then traffic back to normal: the
+        series[3][i] = (series[3][i][0], series[3][i][1] * 1.3)   # throughput_drop rule fires (kaizen)
     ref = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
     live = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
     cols = DetectorColumns()

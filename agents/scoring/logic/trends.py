@@ -62,13 +62,17 @@ class TrendParams:
     error_increase: float = 5.0        # docs/formulas.md: error rate spike > 5 % (see ErrorUnit for the unit)
     utilization_max: float = 80.0      # docs/formulas.md: resource utilisation > 80 %
     throughput_drop: float = 0.30      # docs/formulas.md: throughput drop > 30 % against baseline
-    # One insight per incident: a rule must hold for `persist` consecutive points before it is reported
-    # (a minimum duration: ordinary variation of real series crosses the thresholds for a point or two),
-    # then the incident is reported once and re-arms only after no rule held for `clear` points.
-    persist: int = 10
-    clear: int = 60
-    # ... and the incident must also be unusual for the series itself: during it, the series' detector
-    # likelihood reached `unusual` (a drop at night that happens every night is not one).
+    # One insight per incident: a rule holds only when it holds for the recent window's median as well as
+    # its mean (more than half of the recent points past the threshold: one spike moves the mean for
+    # current_size points, never the median), it must hold for `persist` consecutive points before it is
+    # reported (a minimum duration), then the incident is reported once and re-arms only after no rule held
+    # for `clear` points.
+    persist: int = 5
+    clear: int = 30
+    # ... and the incident must also be unusual for the series itself: by the time it has lasted `persist`
+    # points, the series' detector likelihood reached `unusual` during it (a drop at night that happens
+    # every night is not one). It is judged once: a condition judged usual is not reported however long
+    # it lasts (a long condition meets a likely-enough point sooner or later).
     unusual: float = 0.7
     # A latency that climbs steadily (a leak) moves its rolling baseline along and stays within the
     # recent-vs-baseline rules, and a detector learns each small step as usual: the latency rule is also
@@ -233,7 +237,7 @@ class TrendTracker:
         self._held = 0        # points in a row some rule held
         self._calm = 0        # points in a row no rule held
         self._reported = False
-        self._peak = 0.0      # the highest detector likelihood while the rules held
+        self._peak = 0.0      # the highest detector likelihood while the rules held (-1: judged usual)
 
     @classmethod
     def for_metric(cls, metric_name: str, params: TrendParams | None = None) -> TrendTracker:
@@ -368,6 +372,14 @@ def decide(t: TrendTracker, bm: float, bs: float, cm: float, surprise: float) ->
             t._reported = False
         return []
     found = rules_from_stats(bm, bs, cm, t.kind, p, t.error_unit)
+    if found:
+        # each rule must hold for the recent window's median too (one spike cannot make an incident)
+        ring, cs = t._ring, p.current_size
+        size = len(ring)
+        recent = sorted(ring[(t._pos - cs + i) % size] for i in range(cs))
+        median = (recent[(cs - 1) // 2] + recent[cs // 2]) / 2.0
+        robust = {f.rule for f in rules_from_stats(bm, bs, median, t.kind, p, t.error_unit)}
+        found = [f for f in found if f.rule in robust]
     if drift is not None:
         found.append(drift)
     now = 0
@@ -383,9 +395,14 @@ def decide(t: TrendTracker, bm: float, bs: float, cm: float, surprise: float) ->
         return []
     t._held += 1
     t._calm = 0
-    if surprise > t._peak:
+    if surprise > t._peak >= 0.0:
         t._peak = surprise
-    if t._reported or t._held < p.persist or (t._peak < p.unusual and drift is None):
+    if t._reported or t._held < p.persist:
+        return []
+    if t._peak < p.unusual and drift is None:
+        # judged once, when it has lasted `persist` points: usual for the series. -1 keeps that
+        # verdict until the condition ends (only the drift rule, its own evidence, may still report)
+        t._peak = -1.0
         return []
     t._reported = True
     # the most specific rule names the incident; the generic 2-sigma rule only when it is alone
