@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from agents.opportunities.agent import context as opportunity_context
 from agents.opportunities.agent import send_input
-from agents.opportunities.logic.inputs import users_from_point
+from agents.opportunities.logic.inputs import users_carriers, users_from_point
 from agents.routing import insight_partition
 from agents.scoring.admission import Admission, per_partition_cap
 from agents.scoring.logic.registry import DetectorChoice, parse_detectors
@@ -122,9 +122,11 @@ async def dead_letter_over_cap(partition: int, over: list[LeanPoint]) -> None:
 
 
 async def send_users(state: ScoringState, points: list[LeanPoint]) -> None:
-    """Users per hour seen in the points, to the opportunities stage through Kafka (when it changed)."""
-    for p in points:
-        users = users_from_point(p, opportunity_context.users_metric, opportunity_context.users_dimension)
+    """Users per hour seen in the points, to the opportunities stage through Kafka (when it changed).
+    Only the rare points that may carry users (users_carriers: one pass over the batch) are read."""
+    users_metric, users_dimension = opportunity_context.users_metric, opportunity_context.users_dimension
+    for p in users_carriers(points, users_metric, users_dimension):
+        users = users_from_point(p, users_metric, users_dimension)
         if users is None:
             continue
         key = (p["tenant_id"], p["component"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, Field
 
@@ -28,7 +29,9 @@ __all__ = [
     "TriggerFramework",
     "TriggerSpec",
     "cooldown_key",
+    "durations_s",
     "firing_id",
+    "metric_observation_columns",
     "metric_observation_fields",
     "observation_from_metric",
     "observations_from_executions",
@@ -183,6 +186,10 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base or base <= 0 else value / base
 
 
+# The derived ratios the triggers may watch: (field, numerator field, baseline field).
+_RATIOS = (("duration_ratio", "duration_s", "baseline_duration_s"), ("token_ratio", "tokens", "baseline_tokens"))
+
+
 class TriggerFiring(BaseModel):
     """A trigger crossed its threshold: which, where, when, and the evidence."""
 
@@ -258,13 +265,35 @@ class TriggerFramework:
                 for threshold, ge in gates.get(name, ()):
                     if value >= threshold if ge else value > threshold:
                         return True
-        for ratio_field, num, den in (("duration_ratio", "duration_s", "baseline_duration_s"),
-                                      ("token_ratio", "tokens", "baseline_tokens")):
+        for ratio_field, num, den in _RATIOS:
             if ratio_field in gates and num in fields:
                 value = _ratio(fields.get(num), fields.get(den))
                 if value is not None and any(value >= t if ge else value > t for t, ge in gates[ratio_field]):
                     return True
         return False
+
+    def may_fire_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """may_fire of many points at once: `columns` maps an observation field to its float64 column, one
+        row per point, NaN where the point has no value (a NaN crosses no threshold, like a None, and a
+        NaN baseline gives no ratio, like a missing one). The rows that cross a threshold, or None when
+        no enabled trigger watches these fields. The same comparisons and divisions as may_fire on the
+        same float64 values, so the same answer row by row (tests/unit/test_healing_batch.py)."""
+        gates = self._gates
+        hit: np.ndarray | None = None
+        for name, values in columns.items():
+            for threshold, ge in gates.get(name, ()):
+                crossed = values >= threshold if ge else values > threshold
+                hit = crossed if hit is None else hit | crossed
+        for ratio_field, num, den in _RATIOS:
+            if ratio_field in gates and num in columns and den in columns:
+                base = columns[den]
+                # _ratio: no ratio without a positive baseline (a NaN one gives none either)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ratio = np.divide(columns[num], base, out=np.full(len(base), np.nan), where=base > 0.0)
+                for threshold, ge in gates[ratio_field]:
+                    crossed = ratio >= threshold if ge else ratio > threshold
+                    hit = crossed if hit is None else hit | crossed
+        return hit
 
     def evaluate(self, observation: Observation, now: datetime,
                  cooldowns: MutableMapping[str, float] | None = None) -> list[TriggerFiring]:
@@ -389,6 +418,42 @@ def metric_observation_fields(metric_name: str, value: float, unit: str,
         return {"retries": v}
     if name in {"TokensUsed", "CostUSD"}:
         return {"tokens" if name == "TokensUsed" else "cost_usd": v}
+    return None
+
+
+def durations_s(values: np.ndarray, units: Sequence[Any]) -> np.ndarray:
+    """_duration_s of a column of points (float64 values, one unit each): the same product per point."""
+    factors = {u: _SECONDS_PER_UNIT.get(u) for u in set(units)}
+    with np.errstate(over="ignore"):  # a huge value in Minutes is inf, as in Python (which does not warn)
+        if len(factors) == 1:
+            factor = next(iter(factors.values()))
+            return values if factor is None else values * factor
+        # x * 1.0 is x exactly (IEEE), so the points of a unit without a factor keep their value
+        ones = {u: 1.0 if f is None else f for u, f in factors.items()}
+        return values * np.fromiter(map(ones.__getitem__, units), np.float64, len(units))
+
+
+def metric_observation_columns(metric_name: str, values: np.ndarray,
+                               units: Sequence[Any]) -> dict[str, np.ndarray] | None:
+    """metric_observation_fields of many points of one metric at once, a float64 column per field (for
+    TriggerFramework.may_fire_columns): `values` the points' values as float64, `units` one per point.
+    The same IEEE operations on the same values, so the same numbers bit for bit. A duration metric
+    gives its duration_s column only: its baseline column is the caller's EWMA of these durations."""
+    name = metric_name
+    if name in {"Duration", "Latency", "ResponseTime"}:
+        return {"duration_s": durations_s(values, units)}
+    if name in {"ErrorRate", "TestFailureRate"}:
+        percent = {u: bool(u == "Percent") for u in set(units)}
+        if len(percent) == 1:
+            scaled = next(iter(percent.values())) | (values > 1.0)
+        else:
+            scaled = np.fromiter(map(percent.__getitem__, units), np.bool_, len(units)) | (values > 1.0)
+        field = "error_rate" if name == "ErrorRate" else "test_failure_rate"
+        return {field: np.where(scaled, values / 100.0, values)}
+    if name in {"Retries", "RetryCount"}:
+        return {"retries": values}
+    if name in {"TokensUsed", "CostUSD"}:
+        return {"tokens" if name == "TokensUsed" else "cost_usd": values}
     return None
 
 
