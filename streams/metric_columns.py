@@ -148,9 +148,6 @@ def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: l
     reprs: dict[float, str] = {}
     blake = hashlib.blake2b
     comp_dims = _COMPONENT_DIMENSIONS
-    # One-dimension series (the usual CloudWatch shape): (name, value, namespace-or-metric) -> (series key
-    # tail, component), computed once per envelope; a pair is cached only once its lengths are checked.
-    one_dim: dict[tuple[str, str, str], tuple[str, str]] = {}
     out: list[LeanPoint] = []
     append = out.append
     for it, name, tenant, unit, ns, stat, eid, v, t in zip(items, names, tenants, units, spaces, stats, eids,
@@ -166,15 +163,10 @@ def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: l
         if n == 1:
             for k, dv in dims.items():  # noqa: B007 - the one pair
                 pass
-            if type(dv) is not str:  # (before the lookup: a list or an object cannot be a key)
+            if type(dv) is not str or len(k) > most or len(dv) > max_val:
                 return None
-            fallback = ns or name
-            hit = one_dim.get((k, dv, fallback))
-            if hit is None:
-                if len(k) > most or len(dv) > max_val:
-                    return None
-                hit = one_dim[(k, dv, fallback)] = (f"{k}={dv}", dv if k in comp_dims else fallback)
-            tail, component = hit
+            tail = f"{k}={dv}"
+            component = dv if k in comp_dims else (ns or name)
         elif n == 0:
             tail = ""
             component = ns or name
