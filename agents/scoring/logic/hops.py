@@ -27,16 +27,14 @@ def split_by_owner(points: Iterable[dict[str, Any]], partition: int, partitions:
     """(points this partition owns, the others grouped by their owner), each in arrival order."""
     points = points if isinstance(points, list) else list(points)
     crc = zlib.crc32
-    # The owner of each distinct series once (a message holds several points of each of its series);
-    # when this partition owns them all — producers keying by series, the connectors — the points are
-    # kept as they are, without sorting them out one by one.
-    owners = {s: crc(s.encode()) % partitions for s in {p["series"] for p in points}}
-    if all(o == partition for o in owners.values()):
+    owners = [crc(p["series"].encode()) % partitions for p in points]
+    # When this partition owns every point — producers keying by series, the connectors — the points are
+    # kept as they are. (Owners per distinct series instead cost more for envelopes of one point a series.)
+    if owners.count(partition) == len(owners):
         return points, {}
     owned: list[dict[str, Any]] = []
     foreign: dict[int, list[dict[str, Any]]] = {}
-    for p in points:
-        owner = owners[p["series"]]
+    for p, owner in zip(points, owners, strict=True):
         if owner == partition:
             owned.append(p)
         else:
