@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     kaizen_embedded_moto_port: int = 0
     kaizen_worker_web_port: int = 6066
     kaizen_broker_session_timeout: float = 6.0
+    # Offsets are committed every this many seconds, and as soon as the metric path has caught up with a
+    # partition (streams/commits.py)
+    kaizen_commit_interval_seconds: float = 0.5
     kaizen_connect_wait_seconds: float = 15.0  # how long a command waits at start for the broker / AWS endpoint
     kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
@@ -153,6 +156,7 @@ class Settings(BaseSettings):
 
     @field_validator("monitoring_duration_seconds", "monitoring_check_interval_seconds", "baseline_window_seconds",
                      "cloudwatch_stream_interval_seconds", "kaizen_broker_session_timeout",
+                     "kaizen_commit_interval_seconds",
                      "kaizen_connect_wait_seconds", "improvement_cycle_interval_hours")
     @classmethod
     def _positive(cls, v: float) -> float:

@@ -46,6 +46,7 @@ from agents.scoring.logic.series import SeriesModel, anomaly_insight, score_grou
 from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
+from streams.commits import CaughtUp
 from streams.metric_codec import LeanPoint, to_model
 from streams.metric_columns import decode_metric_columns
 from streams.metrics import DUPLICATES_DROPPED, INSIGHTS_GENERATED, SCORING_POINTS, TELEMETRY_PROCESSED
@@ -260,12 +261,18 @@ async def process(st: Stores, value: bytes | None, headers: Any, partition: int,
         persist_in_background(st.dedup, partition, delta, sends, window)
 
 
+# The end of a backlog is committed at once on both topics of the stage, not at the next commit tick
+# (streams/commits.py); one instance, since a commit takes every acked offset of the worker.
+early_commits = CaughtUp(A.app)
+
+
 @A.app.agent(A.raw_topics["metric"], name="metric-path")
 async def metric_path(stream: faust.StreamT[bytes]) -> None:
     st = await stores()
     async for event in stream.events():
         msg = event.message
         await process(st, event.value, msg.headers, msg.partition, msg.offset, time.time())
+        early_commits.handled(msg.tp, msg.offset)
 
 
 @A.app.agent(A.clean_topics["metric"], name="clean-metric-guard")
@@ -276,6 +283,7 @@ async def clean_guard(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
         msg = event.message
         if hop_of(msg.headers) == SCORED:
+            early_commits.handled(msg.tp, msg.offset)
             continue
         points, dead = clean_points(event.value)
         for dl in dead:
@@ -286,3 +294,4 @@ async def clean_guard(stream: faust.StreamT[bytes]) -> None:
         if points:
             _owned, groups = split_by_owner(points, -1, A.settings.kafka_topic_partitions)
             await forward(groups, FROM_CLEAN, msg.partition, msg.offset)
+        early_commits.handled(msg.tp, msg.offset)
