@@ -45,6 +45,9 @@ class Admission:
 def split_admitted(adm: Admission, points: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                                              list[dict[str, Any]]]:
     """(points of admitted series, points beyond the cap) — in their order."""
+    points = points if isinstance(points, list) else list(points)
+    if adm.admitted.issuperset([p["series"] for p in points]):  # the usual message: every series known
+        return points, []
     keep: list[dict[str, Any]] = []
     over: list[dict[str, Any]] = []
     for p in points:

@@ -26,7 +26,7 @@ import structlog
 from agents.healing.agent import healing
 from agents.ingest.agent import LIMITS, persist_in_background, send_dead_letter, start_dedup_store
 from agents.ingest.agent import STATS as INGEST_STATS
-from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
+from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hashes
 from agents.routing import insight_partition
 from agents.scoring.admission import split_admitted
 from agents.scoring.agent import (
@@ -82,7 +82,7 @@ def fresh_points(window: DedupWindow, points: list[LeanPoint], now: float
                  ) -> tuple[list[LeanPoint], dict[str, Any] | None]:
     """The points whose event id is new in the window, and the dedup delta admitting them (applied in
     memory at once; changelogged by the caller once the points' effects are on the broker)."""
-    hashes = [id_hash(p["event_id"]) for p in points]
+    hashes = id_hashes([p["event_id"] for p in points])
     flags = window.filter_new(hashes, now)
     fresh: list[LeanPoint]
     fresh_hashes: list[int]

@@ -10,6 +10,7 @@ from agents.ingest.logic.dedup import (
     apply_dedup_delta,
     dedup_delta,
     id_hash,
+    id_hashes,
     make_window_factory,
 )
 
@@ -128,3 +129,28 @@ def test_window_fast_paths_match_the_reference(ops: list[tuple[bool, list[int], 
         else:
             assert fast.filter_new(hashes, float(now)) == ref.filter_new(hashes, float(now))
         assert fast._latest == ref.latest and fast.buckets == ref.buckets
+
+
+_derived_like = st.builds(lambda head, tail: "m-" + head + tail,
+                          st.text(alphabet="0123456789abcdefABCDEF \t_+-g", min_size=16, max_size=16),
+                          st.text(alphabet="0123456789abcdef", min_size=8, max_size=8))
+
+
+@given(st.lists(st.one_of(_derived_like, st.text(max_size=30)), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_id_hashes_of_a_message_equal_each_id_hash(ids: list[str]) -> None:
+    assert id_hashes(ids) == [id_hash(e) for e in ids]
+
+
+@given(st.lists(_derived_like, min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_id_hashes_of_derived_looking_ids_equal_each_id_hash(ids: list[str]) -> None:
+    assert id_hashes(ids) == [id_hash(e) for e in ids]
+
+
+def test_id_hashes_never_take_whitespace_for_hex_digits() -> None:
+    tail = "0" * 8
+    spaced = ["m-0011223344556677" + tail, "m-" + " " * 16 + tail]           # fromhex skips the spaces
+    assert id_hashes(spaced) == [id_hash(e) for e in spaced]
+    pairs = ["m-00 11 22 33 44 55" + "66" + tail[:7], "m-0011223344556677" + tail]
+    assert id_hashes(pairs) == [id_hash(e) for e in pairs]

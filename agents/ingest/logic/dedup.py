@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import numpy as np
+
 
 def id_hash(event_id: str) -> int:
     """A stable 63-bit hash (Python's hash() is salted per process, so it cannot be changelogged).
@@ -20,6 +22,22 @@ def id_hash(event_id: str) -> int:
             except ValueError:  # letters beyond f: not a derived id
                 pass
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def id_hashes(event_ids: list[str]) -> list[int]:
+    """[id_hash(e) for e in event_ids], for a whole message at once when every id is a derived one: their
+    16-digit heads joined and read as big-endian 64-bit integers by numpy (~0.05 µs an id instead of
+    ~0.3). bytes.fromhex skips whitespace, so any character that is no hex digit either raises or makes
+    the result short: then (and for any other id) each is hashed by id_hash."""
+    n = len(event_ids)
+    if n and all(len(e) == 26 and e.startswith("m-") for e in event_ids):
+        try:
+            raw = bytes.fromhex("".join([e[2:18] for e in event_ids]))
+        except ValueError:
+            raw = b""
+        if len(raw) == 8 * n:
+            return (np.frombuffer(raw, dtype=">u8") >> np.uint64(1)).tolist()
+    return [id_hash(e) for e in event_ids]
 
 
 class DedupWindow:
