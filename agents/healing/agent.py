@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from agents.healing.history import history_lines, load_healing_config
 from agents.healing.logic.effects import Effect, effect_for
 from agents.healing.logic.healing import (
+    DURATION_METRICS,
+    OBSERVED_METRICS,
     ActionPlan,
     ActionRegistry,
     HealingConfig,
@@ -35,8 +37,7 @@ from streams.state import ChangelogStore, start_agent_store
 
 log = structlog.get_logger(__name__)
 
-WATCHED = frozenset({"Duration", "Latency", "ResponseTime", "ErrorRate", "TestFailureRate", "Retries",
-                     "RetryCount", "TokensUsed", "CostUSD"})
+WATCHED = OBSERVED_METRICS  # the metrics that give observation fields
 FORWARD_EVERY_SECONDS = 1.0  # of observation time, per (tenant, component, metric)
 STATS: dict[str, int] = {"candidates": 0, "firings": 0, "actions": 0, "effects": 0, "suppressed": 0}
 
@@ -196,7 +197,6 @@ class Healing:
         return _Batch(candidates, durations)
 
 
-DURATION_METRICS = frozenset({"Duration", "Latency", "ResponseTime"})  # they share a component's baseline
 # A batch smaller than this is observed point by point: below it numpy's fixed cost (~25–40 µs a batch)
 # outweighs the per-point work it saves (~1.2 µs a watched point).
 MIN_BATCH = 32

@@ -29,6 +29,8 @@ __all__ = [
     "TriggerFramework",
     "TriggerSpec",
     "cooldown_key",
+    "DURATION_METRICS",
+    "OBSERVED_METRICS",
     "durations_s",
     "firing_id",
     "metric_observation_columns",
@@ -403,20 +405,29 @@ def _duration_s(value: float, unit: str) -> float:
     return value if factor is None else value * factor
 
 
+# The CloudWatch metrics that give observation fields, by family (metric_observation_fields and its
+# column form read the same sets, and the metric path watches their union).
+DURATION_METRICS = frozenset({"Duration", "Latency", "ResponseTime"})  # they share a component's baseline
+RATE_METRICS = frozenset({"ErrorRate", "TestFailureRate"})
+RETRY_METRICS = frozenset({"Retries", "RetryCount"})
+USAGE_METRICS = frozenset({"TokensUsed", "CostUSD"})
+OBSERVED_METRICS = DURATION_METRICS | RATE_METRICS | RETRY_METRICS | USAGE_METRICS
+
+
 def metric_observation_fields(metric_name: str, value: float, unit: str,
                               baseline_duration_s: float | None = None) -> dict[str, float | None] | None:
     """The observation fields a CloudWatch point gives: Duration/Latency, ErrorRate, Retries, TokensUsed,
     CostUSD, TestFailureRate (rates given in percent — value > 1 or unit Percent — become fractions);
     None for other metrics."""
     name, v = metric_name, value
-    if name in {"Duration", "Latency", "ResponseTime"}:
+    if name in DURATION_METRICS:
         return {"duration_s": _duration_s(v, unit), "baseline_duration_s": baseline_duration_s}
-    if name in {"ErrorRate", "TestFailureRate"}:
+    if name in RATE_METRICS:
         frac = v / 100.0 if (unit == "Percent" or v > 1.0) else v
         return {"error_rate" if name == "ErrorRate" else "test_failure_rate": frac}
-    if name in {"Retries", "RetryCount"}:
+    if name in RETRY_METRICS:
         return {"retries": v}
-    if name in {"TokensUsed", "CostUSD"}:
+    if name in USAGE_METRICS:
         return {"tokens" if name == "TokensUsed" else "cost_usd": v}
     return None
 
@@ -440,9 +451,9 @@ def metric_observation_columns(metric_name: str, values: np.ndarray,
     The same IEEE operations on the same values, so the same numbers bit for bit. A duration metric
     gives its duration_s column only: its baseline column is the caller's EWMA of these durations."""
     name = metric_name
-    if name in {"Duration", "Latency", "ResponseTime"}:
+    if name in DURATION_METRICS:
         return {"duration_s": durations_s(values, units)}
-    if name in {"ErrorRate", "TestFailureRate"}:
+    if name in RATE_METRICS:
         percent = {u: bool(u == "Percent") for u in set(units)}
         if len(percent) == 1:
             scaled = next(iter(percent.values())) | (values > 1.0)
@@ -450,9 +461,9 @@ def metric_observation_columns(metric_name: str, values: np.ndarray,
             scaled = np.fromiter(map(percent.__getitem__, units), np.bool_, len(units)) | (values > 1.0)
         field = "error_rate" if name == "ErrorRate" else "test_failure_rate"
         return {field: np.where(scaled, values / 100.0, values)}
-    if name in {"Retries", "RetryCount"}:
+    if name in RETRY_METRICS:
         return {"retries": values}
-    if name in {"TokensUsed", "CostUSD"}:
+    if name in USAGE_METRICS:
         return {"tokens" if name == "TokensUsed" else "cost_usd": values}
     return None
 
