@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from streams import topics as t
-from streams.runtime import bound_faust_producer_requests
+from streams.runtime import bound_faust_producer_requests, watch_faust_producer_flushes
 from streams.settings import get_settings
 
 
@@ -40,6 +40,7 @@ def _shorter_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 _shorter_fetch_wait(settings.kaizen_fetch_max_wait_ms)
 bound_faust_producer_requests()  # a reply the broker never sends holds the producer 30 s, not 20 min
+watch_faust_producer_flushes()  # a flush the broker holds up is named in the log, with its partitions
 _datadir = settings.kaizen_data_dir / "faust" / settings.kaizen_app_id  # not the working directory
 _datadir.mkdir(parents=True, exist_ok=True)
 
