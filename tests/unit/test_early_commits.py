@@ -61,3 +61,41 @@ def test_a_failed_commit_is_not_raised() -> None:
     consumer = _Consumer({"a": 1}, fail=True)
     c = _run(consumer, [("a", 0)])
     assert consumer.commits == 1 and c.commits == 0
+
+
+class _SlowConsumer(_Consumer):
+    """A commit that takes a while, as a real one does (it flushes the producer first)."""
+
+    def __init__(self, high: dict[str, int | None]) -> None:
+        super().__init__(high)
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit(self) -> bool:
+        self.commits += 1
+        self.started.set()
+        await self.release.wait()
+        return True
+
+
+def test_a_message_handled_while_a_commit_runs_gets_a_commit_after_it() -> None:
+    async def go() -> tuple[int, int]:
+        consumer = _SlowConsumer({"raw": 5, "clean": 3})
+        c = CaughtUp(_App(consumer), min_gap=0.0, delay=0.001)
+        c.handled("raw", 4)  # the raw backlog's end: a commit starts
+        await asyncio.wait_for(consumer.started.wait(), 1.0)
+        c.handled("clean", 2)  # the clean topic's end, while that commit runs: it may not be in it
+        consumer.release.set()
+        await asyncio.sleep(0.05)
+        during = consumer.commits
+        c.handled("raw", 3)  # not the last message: nothing more
+        await asyncio.sleep(0.05)
+        return during, consumer.commits
+    during, after = asyncio.run(go())
+    assert during == 2 and after == 2
+
+
+def test_messages_handled_before_a_commit_starts_go_with_it() -> None:
+    consumer = _Consumer({"a": 3, "b": 5})
+    _run(consumer, [("a", 2), ("b", 4)], min_gap=0.0)
+    assert consumer.commits == 1
