@@ -19,6 +19,7 @@ from agents.improvement.analysed import current_totals, since
 from agents.improvement.context import step_context
 from agents.improvement.logic.decisions import decision_events, resolution_events
 from agents.improvement.logic.lifecycle import is_terminal, new_event
+from agents.improvement.logic.schedule import due
 from agents.improvement.logic.verdicts import build_cycle_report
 from agents.opportunities.logic.impact import prioritize
 from agents.opportunities.logic.rootcause import (
@@ -32,6 +33,7 @@ from agents.opportunities.logic.rootcause import (
 from streams import app as A
 from streams import topics as T
 from streams.commands import (
+    MAX_WINDOW_HOURS,
     Command,
     CommandBase,
     Decision,
@@ -241,6 +243,8 @@ async def _start(cmd: TriggerCycle, run: CycleRun, ctx: Any) -> None:
             break
         if target_of(opp) in targets or target_of(opp) in busy_targets:
             continue  # one change per component at a time
+        if target_of(opp) in _in_flight(ctx.views.improvements, asyncio.get_running_loop().time())[1]:
+            continue  # reserved meanwhile by a cycle running beside this one (another tenant's queue: "*")
         targets.add(target_of(opp))
         imp = improvement_id_for(run.cycle_id, opp.opportunity_id)
         _reserved[target_of(opp)] = (imp, asyncio.get_running_loop().time())
@@ -358,24 +362,51 @@ async def handle_command(cmd: Command) -> None:
     await HANDLERS[type(cmd)](cmd)
 
 
-async def consume(value: bytes | None, partition: int, offset: int) -> None:
-    """Parse, skip if stale, dispatch."""
+async def _parse(value: bytes | None, partition: int, offset: int) -> Command | None:
+    """The command; None for a bad one (dead-lettered) or a stale one (skipped)."""
     try:
         cmd = parse_command(value or b"")
     except BadRecord as exc:
         await dead_letter(T.COMMANDS, "command", exc.reason, exc.detail, value, partition, offset)
-        return
+        return None
     age = (datetime.now(UTC) - cmd.timestamp).total_seconds()
     if age > A.settings.kaizen_command_max_age_seconds:
         # a request for "now": a new consumer group replaying old commands must not re-run them
         log.warning("stale command skipped", command=cmd.command_id, kind=cmd.kind, age_seconds=round(age))
-        return
+        return None
+    return cmd
+
+
+async def _handle(cmd: Command, value: bytes | None, partition: int, offset: int) -> None:
     try:
         await handle_command(cmd)
     except Exception as exc:  # noqa: BLE001 - one failing command must not stop the agent
         log.exception("command failed", command=cmd.command_id, kind=cmd.kind)
         await dead_letter(T.COMMANDS, "command", f"{cmd.kind} command failed", f"{type(exc).__name__}: {exc}", value,
                           partition, offset)
+
+
+# A cycle start may wait seconds for its evidence (CAUSE_SETTLE_SECONDS, the views catching up). Handled in
+# line, every command behind it waited too: at a lab run's start kaizen's own connectors fired 23 self-healing
+# cycles (5 s each), and the cycles of the tenants' faults queued behind them for 30 s. Cycle starts therefore
+# run beside the stream, one at a time per tenant (cycles over all tenants have a queue of their own); other
+# commands (decisions, flags) are handled in line. Each command is acknowledged once handled: Faust commits a
+# partition's offset only up to its oldest command still being handled.
+CYCLE_STARTS_IN_FLIGHT = 32
+_tenant_queues: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # tenant -> (its turn, starts holding or waiting)
+
+
+async def _start_in_turn(cmd: TriggerCycle, value: bytes | None, partition: int, offset: int) -> None:
+    key = cmd.tenant_id or "*"
+    lock, users = _tenant_queues.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            await _handle(cmd, value, partition, offset)
+    finally:
+        users[0] -= 1
+        if not users[0]:  # nobody holds or waits for it: forgotten, so tenants seen once do not pile up
+            del _tenant_queues[key]
 
 
 @A.app.agent(A.commands_topic, name="commands")
@@ -386,9 +417,33 @@ async def commands(stream: faust.StreamT[bytes]) -> None:
     # whose cycle never started, depending on which worker owned the partition); unacknowledged, the
     # partition's next owner handles it again (cycle and improvement ids are derived from the command).
     manual = stream.noack()  # type: ignore[attr-defined]  # faust.Stream has it, StreamT does not declare it
-    async for event in manual.events():
-        await consume(event.value, event.message.partition, event.message.offset)
-        await manual.ack(event)
+    slots = asyncio.Semaphore(CYCLE_STARTS_IN_FLIGHT)
+    starts: set[asyncio.Task[None]] = set()
+
+    async def start_then_ack(cmd: TriggerCycle, event: Any) -> None:
+        try:
+            await _start_in_turn(cmd, event.value, event.message.partition, event.message.offset)
+            await manual.ack(event)
+        finally:
+            slots.release()
+
+    try:
+        async for event in manual.events():
+            msg = event.message
+            cmd = await _parse(event.value, msg.partition, msg.offset)
+            if isinstance(cmd, TriggerCycle):
+                await slots.acquire()
+                task = asyncio.create_task(start_then_ack(cmd, event))
+                starts.add(task)
+                task.add_done_callback(starts.discard)
+                continue
+            if cmd is not None:
+                await _handle(cmd, event.value, msg.partition, msg.offset)
+            await manual.ack(event)
+    finally:  # the worker stops: cycle starts still choosing stop too, unacknowledged (handled again later)
+        for task in list(starts):
+            task.cancel()
+        await asyncio.gather(*starts, return_exceptions=True)
 
 
 @A.app.timer(interval=1.0)
@@ -428,19 +483,15 @@ async def scheduled_cycles() -> None:
         return
     ctx = await step_context()
     now = datetime.now(UTC)
-    hh, mm = (int(x) for x in s.improvement_cycle_start_time.split(":"))
-    anchor = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
-    if anchor > now:
-        anchor -= timedelta(days=1)
-    interval = timedelta(hours=s.improvement_cycle_interval_hours)
-    slot = int((now - anchor) / interval)
-    slot_id = f"{anchor.date().isoformat()}#{slot}"
-    last = ctx.views.config.get("cycles/last_scheduled", {}).get("slot")
-    if last == slot_id or (now - anchor - slot * interval) > timedelta(minutes=5):
+    slot_id = due(now, s.improvement_cycle_start_time, s.improvement_cycle_interval_hours,
+                  ctx.views.config.get("cycles/last_scheduled", {}).get("slot"))
+    if slot_id is None:
         return  # already run, or more than 5 minutes past the slot start (e.g. the worker just started)
     await A.config_topic.send(key=b"cycles/last_scheduled", value=orjson.dumps({"slot": slot_id}))
     ctx.views.config["cycles/last_scheduled"] = {"slot": slot_id}
+    # the cycle looks back over its interval, at most over the longest window a cycle may have
     cmd = TriggerCycle(command_id=f"cmd-scheduled-{slot_id}", timestamp=now, actor="scheduler", roles=["system"],
-                       cycle_kind="scheduled", analysis_window_hours=s.improvement_cycle_interval_hours)
+                       cycle_kind="scheduled",
+                       analysis_window_hours=min(s.improvement_cycle_interval_hours, MAX_WINDOW_HOURS))
     await A.commands_topic.send(key=b"scheduler", value=cmd.to_bytes())
 
