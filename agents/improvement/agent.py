@@ -27,8 +27,10 @@ from agents.improvement.logic.lifecycle import (
     is_terminal,
     next_event,
 )
+from agents.improvement.logic.replay import ReplayGate
 from streams import app as A
 from streams import epoch
+from streams.commits import CaughtUp
 from streams.errors import BadRecord
 from streams.improvement_events import parse_improvement_event
 from streams.metrics import ACTIVE_IMPROVEMENTS, IMPROVEMENTS_DEPLOYED, IMPROVEMENTS_ROLLED_BACK
@@ -44,6 +46,9 @@ STATS: dict[str, int] = defaultdict(int)
 _store: dict[str, ChangelogStore[dict[str, Any]]] = {}
 _tasks: dict[str, asyncio.Task[None]] = {}
 _emitted: dict[str, tuple[str | None, float]] = {}  # improvement -> (state its step ran from, when it emitted)
+# A group reading the topic from its start (a new app id) must not re-run the steps it folds (logic/replay.py).
+_replay = ReplayGate(started_at=time.time())
+_ends = CaughtUp(A.app)  # only its caught_up(): whether an event is the last its partition holds
 
 
 async def store() -> ChangelogStore[dict[str, Any]]:
@@ -155,7 +160,9 @@ async def _after_terminal(ex: ImprovementExecution) -> None:
         IMPROVEMENTS_ROLLED_BACK.inc()
 
 
-async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecution | None:
+async def handle_event(partition: int, ev: ImprovementEvent, launch: bool = True) -> ImprovementExecution | None:
+    """Fold one event; with `launch`, start the step of the status it leads to (without, the supervisor
+    resumes it once the partition has caught up)."""
     s = await store()
     book = await s.state(partition)
     raw = book.get(ev.improvement_id)
@@ -198,7 +205,12 @@ async def handle_event(partition: int, ev: ImprovementEvent) -> ImprovementExecu
         await _after_terminal(new)
     elif new.status in RUNNABLE and (cur is None or cur.status != new.status or new.status != "monitoring"
                                      or ev.data.get("deployment") is not None):
-        _launch(new)
+        if launch:
+            _launch(new)
+        else:  # read back, not live: the step of a state that moved on stops; the supervisor resumes later
+            task = _tasks.pop(new.improvement_id, None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
     return new
 
 
@@ -213,8 +225,11 @@ async def improvements(stream: faust.StreamT[bytes]) -> None:
             await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event", exc.reason,
                               exc.detail, event.value, event.message.partition, event.message.offset)
             continue
+        msg = event.message
+        launch = _replay.on_event(msg.partition, _ends.caught_up(msg.tp, msg.offset), ev.timestamp.timestamp(),
+                                  time.monotonic())
         try:
-            await handle_event(event.message.partition, ev)
+            await handle_event(msg.partition, ev, launch=launch)
         except ValidationError as exc:  # e.g. a pending event whose opportunity is no opportunity
             await dead_letter(A.improvement_events_topic.get_topic_name(), "improvement_event",
                               "improvement event does not fold", str(exc), event.value, event.message.partition,
@@ -235,7 +250,10 @@ async def supervise_improvements() -> None:
     except (AttributeError, RuntimeError):
         return
     now = time.time()
+    _replay.keep_only(assigned)
     for p in sorted(assigned):
+        if _replay.behind(p, time.monotonic()):
+            continue  # read back from its start: nothing of it is resumed before it has caught up
         book = await s.state(p)
         queued: list[ImprovementExecution] = []
         for raw in list(book.values()):

@@ -251,6 +251,48 @@ async def test_sigkill_during_monitoring_one_deployment_one_verdict(backend: Bac
     assert len(history) <= 1
 
 
+async def test_a_new_group_reading_the_events_back_reruns_no_old_step(backend: Backend, cycle_env: dict[str, str],
+                                                                      service_factory: Any) -> None:
+    """A worker of another app id (a new consumer group, empty stores) folds a finished improvement from
+    improvements.events: it must not run any of the steps the improvement went through (before, it deployed
+    the rolled-back change again until a later event cancelled the step) — no event, no SSM write."""
+    ssm = _ssm(backend)
+    tenant = f"replay-{uuid.uuid4().hex[:6]}"
+    name = f"/kaizen/{tenant}/api/concurrency"
+    ssm.put_parameter(Name=name, Value="8", Type="String", Overwrite=True)
+    w1 = start_kaizen(["worker"], cycle_env, "replay-worker-1")
+    try:
+        service_factory(tenant, "api", "bad")
+        imp = await _to_approval(backend, tenant, "api")
+        await _send(backend, T.COMMANDS, imp, _cmd("approve", "bob", ["approver"], tenant, imp, reason="ok"))
+        evs = await _events(backend, tenant, _terminal, timeout=180)
+    finally:
+        w1.stop()
+    assert [e["status"] for e in evs if e["status"] in ("completed", "rolled_back", "failed")] == ["rolled_back"]
+    assert _get(ssm, name) == "8"
+    mine = [e for e in evs if e["improvement_id"] == imp]
+    versions = {n: len(ssm.get_parameter_history(Name=n)["Parameters"]) for n in (name, f"/kaizen/{tenant}/api/cache_size")
+                if _get(ssm, n) is not None}
+
+    def folded_by_two(ps: list[tuple[str, dict[str, Any]]]) -> bool:  # the first worker's fold and the new one's
+        return sum(1 for _t, r in ps if r.get("improvement_id") == imp and r.get("status") == "rolled_back") >= 2
+
+    # commands of a minute ago are not the new worker's to run (as any new group on an old commands topic)
+    w2 = start_kaizen(["worker"], {**cycle_env, "KAIZEN_APP_ID": f"kz-replay-{uuid.uuid4().hex[:6]}",
+                                   "KAIZEN_COMMAND_MAX_AGE_SECONDS": "5"}, "replay-worker-2")
+    try:
+        states = await collect(backend.kafka_bootstrap, [T.IMPROVEMENT_STATE], folded_by_two, timeout=120)
+        assert folded_by_two(states), "the new worker did not fold the improvement"
+        await asyncio.sleep(8.0)  # what a re-run step would do by now: emit its outcome, write SSM
+        after = await _events(backend, tenant, lambda e: True, timeout=3.0, settle=1.0)
+    finally:
+        w2.stop()
+    again = [e for e in after if e["improvement_id"] == imp]
+    assert len(again) == len(mine), [(e["status"], e["event_id"]) for e in again[len(mine):]]
+    assert {n: len(ssm.get_parameter_history(Name=n)["Parameters"]) for n in versions} == versions
+    assert _get(ssm, name) == "8"
+
+
 class _EvilLLM:
     """An OpenAI-compatible endpoint (real HTTP on a free port) that answers with dangerous code."""
 
