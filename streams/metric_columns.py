@@ -128,7 +128,63 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     # One metric and one unit in the whole envelope, not a ratio sent as a fraction: no value is converted
     # (streams/units.py), nothing to look up per point.
     plain = len(u_names) == len(distinct[4]) == 1 and canonical(names[0], 0.5, units[0]) == (0.5, units[0])
+    if prefix is not None and plain and distinct[5] == {""}:
+        uniform = _uniform_points(items, names[0], tenants[0], units[0], spaces[0], stats[0], fvalues, ts, lim,
+                                  prefix)
+        if uniform is not None:
+            return uniform
     return _points(items, names, tenants, units, spaces, stats, eids, fvalues, ts, lim, prefix, plain)
+
+
+def _reprs(col: list[float]) -> list[str]:
+    """repr of each float of a column, computed once per distinct value (a window's series share their
+    time, a steady series its value); a zero is repr'd each time (0.0 and -0.0 are one key, two reprs)."""
+    distinct = set(col)
+    if 0.0 in distinct:
+        return list(map(repr, col))
+    known = {x: repr(x) for x in distinct}
+    return list(map(known.__getitem__, col))
+
+
+def _uniform_points(items: Sequence[Any], name: str, tenant: str, unit: str, ns: str, stat: str,
+                    fvalues: list[float], ts: list[float], lim: Limits, prefix: str) -> list[LeanPoint] | None:
+    """The usual CloudWatch envelope, column by column: one metric of one tenant, namespace and statistic,
+    in a unit kept as it is, no event ids given, no history flags, and every record with the same one
+    dimension (or none). The same points as `_points` (tests/unit/test_metric_columns.py), without its
+    per-record branches; None when the envelope is not of this shape."""
+    if any(it.get("history") is not None for it in items):
+        return None
+    dims = [it.get("dimensions", _MISSING) for it in items]
+    n = len(items)
+    if set(map(type, dims)) != {dict}:
+        return None
+    lengths = set(map(len, dims))
+    if lengths == {0}:  # no dimensions ({} or none)
+        series = [prefix] * n
+        components = [ns or name] * n
+        dims = [{} if d is _MISSING else d for d in dims]
+    else:
+        if lengths != {1} or lim.max_dimensions < 1:
+            return None
+        keys = {k for d in dims for k in d}
+        if len(keys) != 1:
+            return None
+        (key,) = keys
+        values = [v for d in dims for v in d.values()]
+        if set(map(type, values)) != {str} or len(key) > lim.max_identifier_length \
+                or max(map(len, values)) > lim.max_dimension_value_length:
+            return None
+        head = f"{prefix}{key}="
+        series = [head + v for v in values]
+        components = values if key in _COMPONENT_DIMENSIONS else [ns or name] * n
+    if lim.max_identifier_length < _DERIVED_ID_LENGTH:
+        return None  # a derived id could be over the limit: the per-record path says which
+    blake = hashlib.blake2b
+    ids = ["m-" + blake(f"{s}|{tr}|{vr}".encode(), digest_size=12).hexdigest()
+           for s, tr, vr in zip(series, _reprs(ts), _reprs(fvalues), strict=True)]
+    return [{"metric_name": name, "value": v, "unit": unit, "dimensions": d, "timestamp": t, "tenant_id": tenant,
+             "namespace": ns, "statistic": stat, "event_id": e, "series": k, "component": c}
+            for v, d, t, e, k, c in zip(fvalues, dims, ts, ids, series, components, strict=True)]
 
 
 def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: list[str], spaces: list[str],

@@ -132,3 +132,67 @@ def test_one_dimension_cache_checks_each_value_and_keeps_components_apart() -> N
     assert [p["component"] for p in fast.records] == ["a", "a", "AWS/X", "Latency", "AWS/X"]
     recs = [dict(good, dimensions={"service": "a"}), dict(good, dimensions={"service": "a" * 13})]
     assert not _same(orjson.dumps({"records": recs}))
+
+
+@st.composite
+def uniform_envelopes(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool]:
+    """The usual CloudWatch envelope (one metric, tenant, namespace, statistic, unit; one dimension key or
+    none), and now and then one record that breaks the shape. Returns (records, whether one was broken)."""
+    n = draw(st.integers(1, 15))
+    head = {"metric_name": draw(st.sampled_from(["Latency", "Errors", "CPUUtilization"])),
+            "tenant_id": draw(st.sampled_from(["acme", "t-1"]))}
+    if draw(st.booleans()):
+        head["unit"] = draw(st.sampled_from(["Milliseconds", "Count", "None"]))
+    if draw(st.booleans()):
+        head["namespace"] = draw(st.sampled_from(["AWS/X", ""]))
+    if draw(st.booleans()):
+        head["statistic"] = draw(st.sampled_from(["Average", "p99"]))
+    key = draw(st.sampled_from([None, "service", "FunctionName", "host", "InstanceId"]))
+    value = st.sampled_from([0.0, -0.0, 0, 1.5, 2.0, 1e-9, -3.25]) | st.floats(-1e6, 1e6)
+    stamp = st.sampled_from([int(NOW) - 60, int(NOW) - 120, NOW - 0.0]) | st.integers(int(NOW) - 86400, int(NOW))
+    recs = []
+    for _ in range(n):
+        rec: dict[str, Any] = {**head, "value": draw(value), "timestamp": draw(stamp)}
+        if key is not None:
+            rec["dimensions"] = {key: draw(st.sampled_from(["a", "b", "svc-1", "x" * 12]))}
+        elif draw(st.booleans()):
+            rec["dimensions"] = {}
+        recs.append(rec)
+    broken = draw(st.integers(0, 3)) == 0
+    if broken:
+        i = draw(st.integers(0, n - 1))
+        field, bad = draw(st.sampled_from([
+            ("dimensions", {"other": "a"}), ("dimensions", {"service": "a", "host": "b"}), ("dimensions", {}),
+            ("dimensions", {"service": 5}), ("dimensions", {"service": "x" * 13}), ("dimensions", "svc"),
+            ("history", True), ("history", False), ("history", None), ("event_id", "e-1"), ("event_id", ""),
+            ("value", "1.5"), ("storage_resolution", 60)]))
+        recs[i] = {**recs[i], field: bad}
+    return recs, broken
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uniform_envelopes())
+def test_uniform_envelopes_decode_alike(case: tuple[list[dict[str, Any]], bool]) -> None:
+    recs, broken = case
+    taken = _same(orjson.dumps({"records": recs}))
+    assert taken or broken  # an envelope of the usual shape is never sent the per-record way
+
+
+def test_the_uniform_shape_is_taken_column_by_column() -> None:
+    recs: list[dict[str, Any]] = [{"metric_name": "Latency", "tenant_id": "acme", "unit": "Milliseconds", "value": float(i % 3),
+             "timestamp": int(NOW) - 60 * (i % 2), "dimensions": {"service": f"s{i}"}} for i in range(6)]
+    fvalues = [float(r["value"]) for r in recs]
+    stamps = [float(r["timestamp"]) for r in recs]
+    prefix = "acme||Latency|Average|"
+    fast = metric_columns._uniform_points(recs, "Latency", "acme", "Milliseconds", "", "Average", fvalues, stamps,
+                                          LIMITS, prefix)
+    assert fast is not None
+    ref = metric_columns._points(recs, ["Latency"] * 6, ["acme"] * 6, ["Milliseconds"] * 6, [""] * 6,
+                                 ["Average"] * 6, [""] * 6, fvalues, stamps, LIMITS, prefix, True)
+    assert orjson.dumps(fast) == orjson.dumps(ref)
+    assert [p["component"] for p in fast] == [f"s{i}" for i in range(6)]
+    # a dimension that names no component: the namespace or the metric is the component, as per record
+    other = [{**r, "dimensions": {"host": "h"}} for r in recs]
+    fast = metric_columns._uniform_points(other, "Latency", "acme", "Milliseconds", "", "Average", fvalues, stamps,
+                                          LIMITS, prefix)
+    assert fast is not None and {p["component"] for p in fast} == {"Latency"}
