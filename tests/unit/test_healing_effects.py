@@ -89,6 +89,32 @@ def test_optimize_task_performance_starts_a_focused_latency_cycle() -> None:
     assert eff.command["args"]["problem_type"] == "latency" and eff.role == "auditor"
 
 
+@pytest.mark.parametrize(("tenant", "component"), [
+    ("kaizen", "connector:metrics:payments"),  # kaizen's own connector polls
+    ("kaizen", "connector:logs:/kaizen/demo/*"),
+    ("kaizen", "llm:bedrock"),
+    ("acme", "arn:aws:lambda:eu-west-1:123456789012:function:checkout"),  # a monitored one named by an ARN
+])
+def test_a_component_that_cannot_name_a_target_gets_no_cycle(tenant: str, component: str) -> None:
+    firing, plans = fire(duration_s=3.0, baseline_duration_s=1.0, tenant_id=tenant, component=component)
+    assert [p.action for p in plans] == ["optimize_task_performance"]
+    eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
+    assert eff is not None and eff.kind == "no_target" and eff.command is None and eff.config_key is None
+    assert eff.summary.startswith("no cycle: component ") and "no target" in eff.summary
+    line = eff.history_record()  # the firing's history says why nothing was started
+    assert line["effect"] == "no_target" and line["firing_id"] == firing.firing_id and "command_id" not in line
+
+
+def test_kaizen_steps_keep_their_focused_cycle_and_policies_stay_for_every_name() -> None:
+    firing, plans = fire(duration_s=3.0, baseline_duration_s=1.0, tenant_id="kaizen",
+                         component="improvement.generating")
+    eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
+    assert eff is not None and eff.kind == "improvement_cycle" and eff.command is not None
+    firing, plans = fire(tokens=9000.0, baseline_tokens=1000.0, tenant_id="kaizen", component="llm:bedrock")
+    eff = effect_for(plans[0], firing, NOW, {}, LLM_MAX, 3)
+    assert eff is not None and eff.kind == "policy_change" and eff.config_key == TOKEN_BUDGET_KEY
+
+
 def test_optimize_token_usage_halves_the_llm_token_budget_which_the_generator_reads() -> None:
     firing, plans = fire(tokens=9000.0, baseline_tokens=1000.0, tenant_id="kaizen", component="llm:bedrock")
     assert [p.action for p in plans] == ["optimize_token_usage"]

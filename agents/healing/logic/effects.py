@@ -20,11 +20,12 @@ from agents.healing.logic.policies import (
     strictness_value,
     token_budget_value,
 )
+from connectors.actuators.base import InvalidIdentifier, check_identifier
 from streams.records import ImprovementOpportunity, Severity, TelemetryInsight
 
 __all__ = ["EFFECTS", "KAIZEN_TENANT", "ROLES", "Effect", "EffectSpec", "effect_for", "healing_opportunity"]
 
-EffectKind = Literal["improvement_cycle", "policy_change", "analysis_cycle"]
+EffectKind = Literal["improvement_cycle", "policy_change", "analysis_cycle", "no_target"]
 
 # The agent names of the trigger-framework tables are kaizen roles: the actor of every command and
 # config change a healing action makes (`healing:<role>`), never an approver (see docs/healing.md).
@@ -170,6 +171,12 @@ def effect_for(plan: ActionPlan, firing: TriggerFiring, now: datetime, current_c
         value["healing"] = base.link()
         base.config_key, base.config_value = key, value
         return base
+    if spec.kind == "improvement_cycle":
+        unnamed = _no_target(firing)
+        if unnamed is not None:
+            base.kind = "no_target"
+            base.summary = f"no cycle: {unnamed}"
+            return base
     command_id = _id("cmd-heal-", firing.firing_id, plan.action)
     cycle_id = _id("cycle-heal-", firing.firing_id, plan.action)
     args: dict[str, Any] = {"cycle_id": cycle_id, "healing": base.link(), "analysis_window_hours": 24}
@@ -186,6 +193,23 @@ def effect_for(plan: ActionPlan, firing: TriggerFiring, now: datetime, current_c
     base.command = {"kind": "trigger_cycle", "command_id": command_id, "timestamp": now.isoformat(),
                     "actor": actor, "roles": ["healing", role], "tenant_id": tenant, "args": args}
     return base
+
+
+def _no_target(firing: TriggerFiring) -> str | None:
+    """Why a focused cycle on the firing's component could change nothing (None when it could).
+
+    A change is applied under `<tenant>/<component>/<parameter>`, so a component that cannot be a key
+    segment can have no change: kaizen's own connector polls and LLM calls (`connector:metrics:checkout`,
+    `llm:bedrock`) are such components. Their cycle used to start and fail in its generating step ("no
+    safe target name"); in the demo a dozen of them failed at start-up, and those failed steps then fired
+    `high_error_rate` on `improvement.generating`. The firing and its action stay in healing.history, with
+    this effect saying why no cycle was started."""
+    try:
+        check_identifier(firing.tenant_id, "tenant")
+        check_identifier(firing.component, "component")
+    except InvalidIdentifier as exc:
+        return f"{exc} — kaizen has no target to change for it"
+    return None
 
 
 def _policy(key: str, current: Any, firing: TriggerFiring, now: datetime, llm_max_tokens: int) -> dict[str, Any]:
