@@ -54,7 +54,7 @@ def _points(prefix: str, phase: str, series: int, n: int) -> list[dict[str, Any]
 
 
 def _spike(tenant: str, host: str, start: int) -> list[dict[str, Any]]:
-    """40 quiet latency points then 12 at triple the level: the seeds' latency rule (> +20 %) fires."""
+    """40 quiet latency points then 12 at triple the level: the default latency trend rule (> +20 %) fires."""
     vals = [100.0 + (i % 3) for i in range(40)] + [300.0] * 12
     return [{"metric_name": "Latency", "value": v, "unit": "Milliseconds", "timestamp": BASE + (start + i) * 60,
              "tenant_id": tenant, "namespace": "Test/Scale", "dimensions": {"service": "checkout", "host": host},

@@ -1,4 +1,4 @@
-"""Impact score, priority levels and prioritisation order of the improvement-cycle seed."""
+"""Impact score, priority levels and prioritisation order of the improvement cycle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of the seeds' trend rules."""
+"""Unit tests of the default trend rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Verdicts: the seed's degradation formula, judge decisions, impact assessment and cycle reports."""
+"""Verdicts: the degradation formula, judge decisions, impact assessment and cycle reports."""
 
 from __future__ import annotations
 
