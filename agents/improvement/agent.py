@@ -189,7 +189,11 @@ async def handle_event(partition: int, ev: ImprovementEvent, launch: bool = True
         IMPROVEMENTS_DEPLOYED.inc()
     action = AUDITED.get(new.status)
     if action is not None and (cur is None or cur.status != new.status):
+        # Stamped with the event's time, so the record (and its id) is the same whoever folds the event: a
+        # new consumer group reading the topic back, or the next owner of a partition, re-writes an audit
+        # record a reader can tell is already there, dated when the change happened, not when it was re-read.
         await write_audit(audit_record(action, ev.actor, tenant_id=new.tenant_id, target=new.improvement_id,
+                                       now=ev.timestamp,
                                        detail={"reason": ev.reason, "status": new.status, **{
                                            k: ev.data[k] for k in ("deployment", "verdict", "degradation",
                                                                    "rollback", "approval", "conflicts",

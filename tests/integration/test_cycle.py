@@ -289,6 +289,17 @@ async def test_a_new_group_reading_the_events_back_reruns_no_old_step(backend: B
         w2.stop()
     again = [e for e in after if e["improvement_id"] == imp]
     assert len(again) == len(mine), [(e["status"], e["event_id"]) for e in again[len(mine):]]
+    # the new worker's fold re-writes the audit records of the statuses it folds: the same records (same ids,
+    # dated when the change happened), so the trail has no second, later-dated copy of any step
+    audits = await collect(backend.kafka_bootstrap, [T.AUDIT], lambda ps: False, timeout=4.0,
+                           keep=lambda _t, r: r.get("target") == imp)
+    folded = [r for _t, r in audits if r["action"] in ("deployment", "rollback_started", "rollback")
+              or r["action"] in {f"improvement_{s}" for s in ("awaiting_approval", "completed", "failed", "rejected")}]
+    ids: dict[str, set[str]] = {}
+    for r in folded:
+        ids.setdefault(r["action"], set()).add(r["audit_id"])
+    assert len(folded) > len(ids), "the new worker wrote no audit record: the check below proves nothing"
+    assert all(len(v) == 1 for v in ids.values()), sorted((r["action"], r["timestamp"]) for r in folded)
     assert {n: len(ssm.get_parameter_history(Name=n)["Parameters"]) for n in versions} == versions
     assert _get(ssm, name) == "8"
 
