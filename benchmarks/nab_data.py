@@ -31,7 +31,13 @@ def load_scorer(base: Path) -> ModuleType:
         raise FileNotFoundError(base / "nab_score.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["nab_score"] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except ModuleNotFoundError as exc:  # the scorer's own imports (pandas), which kaizen does not need
+        del sys.modules["nab_score"]
+        raise ModuleNotFoundError(
+            f"the NAB scorer {base / 'nab_score.py'} needs {exc.name}, which is not installed: "
+            "install the bench extra (.venv/bin/pip install -e '.[bench]'; make bench does)", name=exc.name) from exc
     return mod
 
 

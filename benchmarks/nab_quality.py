@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import re
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -266,4 +267,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ModuleNotFoundError) as exc:  # no data, or the scorer's pandas: say what to do
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
