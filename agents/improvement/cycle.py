@@ -241,10 +241,11 @@ async def _start(cmd: TriggerCycle, run: CycleRun, ctx: Any) -> None:
     for opp in picked:
         if len(run.improvement_ids) >= max_n:
             break
-        if target_of(opp) in targets or target_of(opp) in busy_targets:
-            continue  # one change per component at a time
-        if target_of(opp) in _in_flight(ctx.views.improvements, asyncio.get_running_loop().time())[1]:
-            continue  # reserved meanwhile by a cycle running beside this one (another tenant's queue: "*")
+        # one change per component at a time; read afresh, since a cycle running beside this one (another
+        # tenant's queue, or "*") may have reserved a target while this one waited or sent
+        if target_of(opp) in targets or target_of(opp) in _in_flight(ctx.views.improvements,
+                                                                    asyncio.get_running_loop().time())[1]:
+            continue
         targets.add(target_of(opp))
         imp = improvement_id_for(run.cycle_id, opp.opportunity_id)
         _reserved[target_of(opp)] = (imp, asyncio.get_running_loop().time())
