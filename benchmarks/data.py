@@ -1,4 +1,5 @@
-"""Where the shared benchmark data lives: ../shared/bench/<set> next to the repository, or an override."""
+"""Where the quality benchmarks' data sets (NAB, LogHub) live: an override per set, a root for all sets, or
+benchmarks/data/<set> in the repository (not committed: a copy or a symlink of the public data sets)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT_VAR = "KAIZEN_BENCH_DATA"
 
 
 def bench_data(env_var: str, name: str, marker: str) -> Path:
-    """The folder of data set `name` ($env_var, else ../shared/bench/<name> beside the repository), checked
-    for `marker` so a missing data set fails with what to set rather than deep inside a benchmark."""
+    """The folder of data set `name`: $env_var, else $KAIZEN_BENCH_DATA/<name>, else benchmarks/data/<name>;
+    checked for `marker` so a missing data set fails with what to set rather than deep inside a benchmark."""
     override = os.environ.get(env_var)
-    path = Path(override or REPO_ROOT.parent / "shared" / "bench" / name).resolve()
+    root = os.environ.get(DATA_ROOT_VAR)
+    if override:
+        path, source = Path(override), f"{env_var}={override}"
+    elif root:
+        path, source = Path(root) / name, f"{DATA_ROOT_VAR}={root}"
+    else:
+        path, source = REPO_ROOT / "benchmarks" / "data" / name, "the default benchmarks/data/" + name
+    path = path.resolve()
     if not (path / marker).exists():
-        source = f"{env_var}={override}" if override else f"the default ../shared/bench/{name} beside the repository"
         raise FileNotFoundError(f"{name} benchmark data not found in {path} ({source}; it should hold {marker}): "
-                                f"set {env_var} to the {name} data folder")
+                                f"set {DATA_ROOT_VAR} to the folder holding nab/ and loghub/, or {env_var} "
+                                f"to the {name} data folder")
     return path

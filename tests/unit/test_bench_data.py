@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.data import bench_data
+from benchmarks.data import REPO_ROOT, bench_data
 
 
 def test_an_override_holding_the_marker_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,5 +18,24 @@ def test_an_override_holding_the_marker_is_used(tmp_path: Path, monkeypatch: pyt
 
 def test_a_folder_without_the_data_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAIZEN_LOGHUB_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"should hold log_score.py.*set KAIZEN_LOGHUB_DIR"):
+    with pytest.raises(FileNotFoundError, match=r"should hold log_score.py.*or KAIZEN_LOGHUB_DIR to the loghub data folder"):
         bench_data("KAIZEN_LOGHUB_DIR", "loghub", "log_score.py")
+
+
+def test_a_data_root_holds_every_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "loghub").mkdir()
+    (tmp_path / "loghub" / "log_score.py").write_text("")
+    monkeypatch.delenv("KAIZEN_LOGHUB_DIR", raising=False)
+    monkeypatch.setenv("KAIZEN_BENCH_DATA", str(tmp_path))
+    assert bench_data("KAIZEN_LOGHUB_DIR", "loghub", "log_score.py") == (tmp_path / "loghub").resolve()
+
+
+def test_without_settings_the_repository_folder_is_looked_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAIZEN_NAB_DIR", raising=False)
+    monkeypatch.delenv("KAIZEN_BENCH_DATA", raising=False)
+    try:
+        got = bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json")
+    except FileNotFoundError as exc:
+        assert "benchmarks/data/nab" in str(exc) and "KAIZEN_BENCH_DATA" in str(exc)
+    else:
+        assert got == (REPO_ROOT / "benchmarks" / "data" / "nab").resolve()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +12,20 @@ import pytest
 
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, score_series
 from agents.scoring.logic.series import SeriesModel
+from benchmarks.data import bench_data
 from kaizen.replay import parse_timestamp, patterns_file, score_csv
 
-NAB_DATA = Path(os.environ.get("KAIZEN_NAB_DIR", Path(__file__).resolve().parents[3] / "shared" / "bench" / "nab")) / "data"
-NAB_FILE = NAB_DATA / "realKnownCause" / "machine_temperature_system_failure.csv"
+
+def _nab_file() -> Path | None:
+    """A real NAB file when the benchmark data is configured (benchmarks/data.py), else None."""
+    try:
+        return bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json") / "data" / "realKnownCause" \
+            / "machine_temperature_system_failure.csv"
+    except FileNotFoundError:
+        return None
+
+
+NAB_FILE = _nab_file()
 START = 1_700_000_000
 
 
@@ -68,7 +77,7 @@ def test_epoch_and_iso_timestamps_score_alike(tmp_path: Path) -> None:
 
 
 def test_nab_like_file_matches_the_benchmark_path(tmp_path: Path) -> None:
-    if NAB_FILE.is_file():
+    if NAB_FILE is not None and NAB_FILE.is_file():
         src = NAB_FILE
     else:  # no shared bench here: a NAB-shaped file (5-minute steps, daily cycle, one spike)
         rows = []
