@@ -17,7 +17,7 @@ from agents.scoring.logic.vectorised import DetectorColumns
 # Small parameters reach every branch within a few dozen points: warm-up, grid freeze, likelihoods past
 # their quiet period, seasonal slots scored, the recent maximum expiring (rescans), a tiny level table.
 SMALL = DetectorParams(warmup=3, grid_at=12, bins=4, table_bits=4, short_win=3, val_short=2, quiet=2,
-                       season_bins=4, season_min=1, rest=4)
+                       season_bins=4, season_min=1, season_after=0.05, rest=4)
 WEEKLY = DetectorParams(warmup=5, grid_at=30, season_days=7, season_bins=6, season_min=2, quiet=4, rest=7,
                         adjacent=1.0)
 PARAMS = [SMALL, WEEKLY, DEFAULT_PARAMS]
@@ -165,7 +165,7 @@ def _series(seed: int, n: int) -> list[tuple[float, float]]:
     base = rng.uniform(10.0, 500.0)
     out = []
     for i in range(n):
-        ts = 1_700_000_000.0 + 60.0 * i
+        ts = 1_700_000_000.0 + 90.0 * i         # 17.5 hours and more: the daily profile is scored after 12
         v = base + 10.0 * math.sin(i / 40.0) + rng.gauss(0.0, 2.0)
         if 350 < i < 370 + seed % 7 or i % 211 == 5:
             v += 60.0 + 20.0 * seed % 3          # incidents: alarms, then the recent maximum expires

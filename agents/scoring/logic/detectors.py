@@ -49,17 +49,20 @@ class DetectorParams:
                                    #     (interval since the last point / slot length), at most this, and
                                    #     at least 1/visits (a slot's first visits: their plain mean)
     season_min: int = 3            # ... visits of a slot before its residual is scored
+    season_after: float = 0.5      # ... and days since the series' first point: before, a slot's "profile" is
+                                   #     the mean of a few points of this hour today, not a daily level
     quiet: int = 20                # updates of each likelihood before it may score (its distribution settles)
     decades: float = 8.0           # a tail probability of 10**-decades maps to score 1 (log scale)
     rest: int = 100                # report a score only if it beats every score of the last `rest` points
 
 
 DEFAULT_PARAMS = DetectorParams()
-# Score at or above which the live agent emits an insight (calibrated scores; chosen by the protocol).
-ANOMALY_THRESHOLD: float = 0.9786
+# Score at or above which the live agent emits an insight (calibrated scores; chosen by the protocol: every
+# fold's threshold and the in-sample one are 1.0, a tail probability of 10**-decades or less on some signal).
+ANOMALY_THRESHOLD: float = 1.0
 
-_VERSION = 3
-_HEAD = struct.Struct("<B8sIddddd")
+_VERSION = 4
+_HEAD = struct.Struct("<B8sIdddddd")
 
 
 @functools.lru_cache(maxsize=64)
@@ -97,7 +100,7 @@ class KaizenDetector(river_base.AnomalyDetector):
     """
 
     __slots__ = ("params", "_n", "_vmin", "_vmax", "_origin", "_width", "_last_ts", "_levels", "_lev", "_val",
-                 "_sea", "_prof", "_visits", "_cal", "surprise")
+                 "_sea", "_prof", "_visits", "_cal", "_first_ts", "surprise")
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         p = params or DEFAULT_PARAMS
@@ -108,6 +111,7 @@ class KaizenDetector(river_base.AnomalyDetector):
         self._origin = 0.0
         self._width = 0.0          # 0 until the grid is frozen
         self._last_ts = -math.inf  # timestamp of the last point learnt (the profile's rate per visit)
+        self._first_ts = 0.0       # timestamp of the first point learnt (the profile's age)
         self._levels = PatternCounter(p.table_bits)
         self._lev = Likelihood(p.short_win, p.long_alpha, p.decades, p.quiet, p.lev_min_sd)
         self._val = Likelihood(p.val_short, p.val_alpha, p.decades, p.quiet, two_sided=True)
@@ -160,7 +164,9 @@ class KaizenDetector(river_base.AnomalyDetector):
         prof, visits = self._prof, self._visits
         slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % len(prof)
         k = visits[slot]
-        if k >= p.season_min:
+        if n == 0:
+            self._first_ts = timestamp
+        if k >= p.season_min and timestamp - self._first_ts >= p.season_after * _DAY:
             s_sea = self._sea.update(x - prof[slot])
         dt = timestamp - self._last_ts
         self._last_ts = timestamp
@@ -215,12 +221,15 @@ class KaizenDetector(river_base.AnomalyDetector):
         prof, visits = self._prof, self._visits
         slot = int(timestamp % (_DAY * p.season_days) * p.season_bins / _DAY) % len(prof)
         k = visits[slot]
+        first = timestamp if n == 0 else self._first_ts
+        profiled = k >= p.season_min and timestamp - first >= p.season_after * _DAY
         if learn:
+            self._first_ts = first
             self._vmin, self._vmax, self._width, self._origin = vmin, vmax, width, origin
             if width > 0.0:
                 s_lev = self._lev.update(self._levels.novelty(math.floor((x - origin) / width), p.adjacent))
             s_val = self._val.update(x)
-            s_sea = self._sea.update(x - prof[slot]) if k >= p.season_min else 0.0
+            s_sea = self._sea.update(x - prof[slot]) if profiled else 0.0
             dt = timestamp - self._last_ts
             self._last_ts = timestamp
             if k == 0:
@@ -240,7 +249,7 @@ class KaizenDetector(river_base.AnomalyDetector):
             if width > 0.0:
                 s_lev = self._lev.peek(self._levels.peek(math.floor((x - origin) / width), p.adjacent))
             s_val = self._val.peek(x)
-            s_sea = self._sea.peek(x - prof[slot]) if k >= p.season_min else 0.0
+            s_sea = self._sea.peek(x - prof[slot]) if profiled else 0.0
         score = p.level_weight * s_lev
         s_val *= p.val_weight
         if s_val > score:
@@ -254,14 +263,15 @@ class KaizenDetector(river_base.AnomalyDetector):
     def to_state(self) -> bytes:
         """Compact deterministic checkpoint (native byte order, i.e. little-endian on x86/ARM), ~2 KB."""
         head = _HEAD.pack(_VERSION, _fingerprint(self.params), self._n, self._vmin, self._vmax, self._origin,
-                          self._width, self._last_ts)
+                          self._width, self._last_ts, self._first_ts)
         return b"".join((head, self._levels.pack(), self._lev.pack(), self._val.pack(), self._sea.pack(),
                          self._cal.pack(), self._prof.tobytes(), self._visits.tobytes()))
 
     @classmethod
     def from_state(cls, data: bytes, params: DetectorParams | None = None) -> KaizenDetector:
         det = cls(params)
-        ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._last_ts = _HEAD.unpack_from(data, 0)
+        (ver, fp, det._n, det._vmin, det._vmax, det._origin, det._width, det._last_ts,
+         det._first_ts) = _HEAD.unpack_from(data, 0)
         if ver != _VERSION or fp != _fingerprint(det.params):
             raise ValueError("checkpoint was written by another detector version or other parameters")
         off = _HEAD.size

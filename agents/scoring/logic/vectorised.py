@@ -174,6 +174,7 @@ class DetectorColumns:
         self.origin = np.zeros(cap, _F64)
         self.width = np.zeros(cap, _F64)
         self.last_ts = np.full(cap, -np.inf)    # the last point's timestamp (the profile's rate per visit)
+        self.first_ts = np.zeros(cap, _F64)     # the first point's timestamp (the profile's age)
         self.levels = np.zeros((cap, self._table), np.uint16)
         self.lev = _LikelihoodColumns(cap, proto._lev)
         self.val = _LikelihoodColumns(cap, proto._val)
@@ -187,7 +188,7 @@ class DetectorColumns:
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
         self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
 
-    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "levels", "prof", "visits", "cal_ring",
+    _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "first_ts", "levels", "prof", "visits", "cal_ring",
                    "cal_pos", "cal_top", "cal_age", "surprise")
 
     # --- slots -----------------------------------------------------------------------------------
@@ -234,6 +235,7 @@ class DetectorColumns:
         self.vmin[slot], self.vmax[slot] = np.inf, -np.inf
         self.origin[slot] = self.width[slot] = 0.0
         self.last_ts[slot] = -np.inf
+        self.first_ts[slot] = 0.0
         self.levels[slot] = 0
         for lik in (self.lev, self.val, self.sea):
             lik.reset(slot)
@@ -248,7 +250,7 @@ class DetectorColumns:
         """The slot's detector as `KaizenDetector.to_state()` would write it."""
         head = _det._HEAD.pack(_det._VERSION, self._fp, int(self.n[slot]), float(self.vmin[slot]),
                                float(self.vmax[slot]), float(self.origin[slot]), float(self.width[slot]),
-                               float(self.last_ts[slot]))
+                               float(self.last_ts[slot]), float(self.first_ts[slot]))
         cal = RecentMax._HEAD.pack(int(self.cal_pos[slot]), float(self.cal_top[slot]), int(self.cal_age[slot]))
         return b"".join((head, self.levels[slot].tobytes(), self.lev.pack(slot), self.val.pack(slot),
                          self.sea.pack(slot), cal, self.cal_ring[slot].tobytes(), self.prof[slot].tobytes(),
@@ -259,7 +261,7 @@ class DetectorColumns:
         head = _det._HEAD
         if len(data) < head.size:
             raise ValueError("truncated detector checkpoint")
-        ver, fp, n, vmin, vmax, origin, width, last_ts = head.unpack_from(data, 0)
+        ver, fp, n, vmin, vmax, origin, width, last_ts, first_ts = head.unpack_from(data, 0)
         if ver != _det._VERSION or fp != self._fp:
             raise ValueError("checkpoint was written by another detector version or other parameters")
         if len(data) != self._state_size:
@@ -268,6 +270,7 @@ class DetectorColumns:
         self.n[slot], self.vmin[slot], self.vmax[slot], self.origin[slot], self.width[slot] = \
             n, vmin, vmax, origin, width
         self.last_ts[slot] = last_ts
+        self.first_ts[slot] = first_ts
         self.levels[slot] = np.frombuffer(data, np.uint16, self._table, off)
         off += 2 * self._table
         for lik in (self.lev, self.val, self.sea):
@@ -425,7 +428,9 @@ class DetectorColumns:
         k = self.visits[r, slot]
         pv = self.prof[r, slot]
         s_sea = np.zeros(m, _F64)
-        seen = k >= p.season_min
+        first = np.where(n == 0, t, self.first_ts[r])
+        self.first_ts[r] = first
+        seen = (k >= p.season_min) & (t - first >= p.season_after * _DAY)
         if seen.any():
             sr = np.flatnonzero(seen)
             s_sea[sr] = self.sea.update(r[sr], x[sr] - pv[sr])
