@@ -37,8 +37,11 @@ class TopicTail:
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         # Per partition, the offset of the next record to hand over: every record before it has been
-        # given to on_record (a read-back reads up to here and no further, so nothing is seen twice).
+        # given to on_record (a read-back reads up to here and no further, so nothing is seen twice) —
+        # except while paused: then nothing is fetched, and resume_at_end moves the positions to the end.
         self.positions: dict[TopicPartition, int] = {}
+        self.paused = False
+        self._resume_then: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -63,10 +66,43 @@ class TopicTail:
             self.positions[tp] = await self._consumer.position(tp)
         self._task = asyncio.create_task(self._run())
 
+    def pause(self) -> None:
+        """Stop fetching (no reader wants the records now): nothing is read, and none is handed over, until
+        resume_at_end."""
+        if self._consumer is None or self.paused or not self.positions:
+            return
+        self._consumer.pause(*self.positions)
+        self.paused = True
+
+    def resume_at_end(self, then: Callable[[], None]) -> None:
+        """Fetch again, from the end of each partition: what arrived while paused is skipped, `positions`
+        move to the end, then `then()` is called (the caller reads back what it needs up to there)."""
+        if self.paused:
+            self._resume_then = then
+
+    @property
+    def resuming(self) -> bool:
+        return self._resume_then is not None
+
+    async def _resume(self) -> None:
+        assert self._consumer is not None and self._resume_then is not None
+        tps = list(self.positions)
+        # Tansu's LATEST is the last batch's base offset + 1 (docs/embedded-broker.md): at or before the true
+        # end, so at most part of the last batch is handed over from here, never a record skipped.
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.positions[tp] = await self._consumer.position(tp)
+        self._consumer.resume(*tps)
+        then, self._resume_then = self._resume_then, None
+        self.paused = False
+        then()
+
     async def _run(self) -> None:
         assert self._consumer is not None
         empty = 0
         while True:
+            if self._resume_then is not None:
+                await self._resume()
             batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             if not batch:
                 empty += 1

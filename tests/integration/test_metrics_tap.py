@@ -130,3 +130,32 @@ async def test_a_quiet_topic_still_gets_a_newly_watched_component_read_back(back
         assert await _values(tap, tenant, "inventory", 2, timeout=20.0) == [3.0, 4.0]
     finally:
         await tap.stop()
+
+
+async def test_with_nothing_watched_the_tap_fetches_nothing_and_loses_nothing_when_watching_starts(
+        backend: Backend) -> None:
+    """A worker's tap tails the whole clean topic only while a component is watched; what arrived while it
+    was paused comes back through the read-back (within the lookback), live records after it, each once."""
+    bootstrap, tenant = backend.kafka_bootstrap, f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topic(bootstrap, TOPIC, 2)
+    views = StateViews(bootstrap)
+    tap = MetricsTap(bootstrap, watch=views, lookback_seconds=600)
+    await tap.start()
+    try:
+        assert tap.tail.paused  # nothing watched: the clean topic is not fetched
+        await _send(bootstrap, tenant, "payments", [1.0, 2.0, 3.0])  # while paused
+        await asyncio.sleep(0.5)
+        assert tap.tail.paused and tap.window(tenant, "payments", 0) == []
+        _watch(views, tenant, "payments")
+        tap._refresh_watch(force=True)  # (else at its next poll)
+        assert tap.reading(tenant, "payments")  # its window is not there yet: monitoring waits for it
+        await tap.settled()   # the tail went back to the end; the three records before it were read back
+        assert not tap.tail.paused and not tap.reading(tenant, "payments")
+        await _send(bootstrap, tenant, "payments", [4.0, 5.0])  # live
+        assert await _values(tap, tenant, "payments", 5) == [1.0, 2.0, 3.0, 4.0, 5.0]
+        views.opportunities.clear()  # the opportunity closed: nothing watched again
+        views.version += 1
+        tap._refresh_watch(force=True)
+        assert tap.tail.paused and tap.window(tenant, "payments", 0) == []
+    finally:
+        await tap.stop()
