@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.data import REPO_ROOT, bench_data
+from benchmarks import data
+from benchmarks.data import bench_data
 
 
 def test_an_override_holding_the_marker_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,12 +31,20 @@ def test_a_data_root_holds_every_set(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert bench_data("KAIZEN_LOGHUB_DIR", "loghub", "log_score.py") == (tmp_path / "loghub").resolve()
 
 
-def test_without_settings_the_repository_folder_is_looked_in(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_settings_the_repository_folder_then_a_bench_folder_beside_it_is_looked_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAIZEN_NAB_DIR", raising=False)
     monkeypatch.delenv("KAIZEN_BENCH_DATA", raising=False)
-    try:
-        got = bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json")
-    except FileNotFoundError as exc:
-        assert "benchmarks/data/nab" in str(exc) and "KAIZEN_BENCH_DATA" in str(exc)
-    else:
-        assert got == (REPO_ROOT / "benchmarks" / "data" / "nab").resolve()
+    repo = tmp_path / "kaizen"
+    (repo / "benchmarks").mkdir(parents=True)
+    monkeypatch.setattr(data, "REPO_ROOT", repo)
+    with pytest.raises(FileNotFoundError, match=r"benchmarks/data/nab.*nor in a bench/nab folder beside"):
+        bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json")
+    beside = tmp_path / "datasets" / "bench" / "nab"
+    (beside / "labels").mkdir(parents=True)
+    (beside / "labels" / "combined_windows.json").write_text("{}")
+    assert bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json") == beside.resolve()
+    inside = repo / "benchmarks" / "data" / "nab"  # the repository's own folder comes first
+    (inside / "labels").mkdir(parents=True)
+    (inside / "labels" / "combined_windows.json").write_text("{}")
+    assert bench_data("KAIZEN_NAB_DIR", "nab", "labels/combined_windows.json") == inside.resolve()
