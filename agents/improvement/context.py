@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from agents.improvement.journal import FILE_NAME, AppliedJournal
 from agents.improvement.metrics_tap import MetricsTap
 from agents.improvement.stepctx import StepContext
 from connectors.actuators.base import Actuator
-from connectors.actuators.git import GitActuator
+from connectors.actuators.git import GitActuator, ensure_repo
 from connectors.llm.bedrock import CLIENT_CONFIG
 from streams import app as A
 from streams.runtime import runtime
@@ -34,14 +33,7 @@ def aws_client(service: str, config: Any = None) -> Any:
 
 
 def _git_repo() -> Path:
-    repo = A.settings.kaizen_git_repo or (A.settings.kaizen_data_dir / "repo")
-    repo = repo.resolve()
-    if not (repo / ".git").exists():
-        repo.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "init", "-q", str(repo)], check=True)  # nosec B603 B607 - fixed arguments
-        subprocess.run(["git", "-C", str(repo), "-c", "user.name=kaizen", "-c", "user.email=kaizen@localhost",
-                        "commit", "-q", "--allow-empty", "-m", "kaizen: initial"], check=True)  # nosec B603 B607
-    return repo
+    return ensure_repo(A.settings.kaizen_git_repo or (A.settings.kaizen_data_dir / "repo"))
 
 
 async def _actuator() -> Actuator:

@@ -19,6 +19,34 @@ class GitError(ActuatorError):
     """A git command failed."""
 
 
+def _has_commit(repo: Path) -> bool:
+    if not (repo / ".git").exists():
+        return False
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "-q", "--verify", "HEAD"],  # nosec B603 B607
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def ensure_repo(repo: Path) -> Path:
+    """`repo` as a git repository with a first commit, created if need be. Workers sharing a data directory
+    (`kaizen run --workers N`) start together: one creates it while the others wait on a lock file beside it
+    (git's own config lock made a second concurrent `git init` fail)."""
+    repo = repo.resolve()
+    if _has_commit(repo):
+        return repo  # the usual case: nothing to set up, no lock file
+    import fcntl
+
+    repo.mkdir(parents=True, exist_ok=True)
+    with open(repo.parent / f".{repo.name}.kaizen-init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not (repo / ".git").exists():
+            subprocess.run(["git", "init", "-q", str(repo)], check=True)  # nosec B603 B607 - fixed arguments
+        if not _has_commit(repo):
+            subprocess.run(["git", "-C", str(repo), "-c", "user.name=kaizen", "-c", "user.email=kaizen@localhost",
+                            "commit", "-q", "--allow-empty", "-m", "kaizen: initial"], check=True)  # nosec B603 B607
+    return repo
+
+
 class GitActuator(Actuator):
     """Keys are paths relative to the repository root, checked by connectors/actuators/paths.py on every
     read and write (defence in depth behind validation): no absolute path, no `..`, nothing inside `.git`
