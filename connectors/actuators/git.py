@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess  # nosec B404 - runs the local git binary with fixed argument lists, no shell
 from pathlib import Path
@@ -34,8 +35,6 @@ def ensure_repo(repo: Path) -> Path:
     repo = repo.resolve()
     if _has_commit(repo):
         return repo  # the usual case: nothing to set up, no lock file
-    import fcntl
-
     repo.mkdir(parents=True, exist_ok=True)
     with open(repo.parent / f".{repo.name}.kaizen-init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
