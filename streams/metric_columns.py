@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def decode_metric_columns(raw: bytes | None, *, topic: str, partition: int = -1,
     return decode_metrics_lean(raw, topic=topic, partition=partition, offset=offset, now=now, limits=limits)
 
 
-def _distinct_str(col: list[Any]) -> set[str] | None:
+def _distinct_str(col: Sequence[Any]) -> set[str] | None:
     """The distinct values of a column if every one is a string (one C-level set build: identifier
     columns hold a few distinct values, whose types and lengths are then checked), else None."""
     try:
@@ -59,7 +60,7 @@ def _distinct_str(col: list[Any]) -> set[str] | None:
     return distinct
 
 
-def _timestamps(col: list[Any], now: float, lim: Limits) -> list[float] | None:
+def _timestamps(col: Sequence[Any], now: float, lim: Limits) -> list[float] | None:
     kinds = set(map(type, col))
     if kinds <= {int, float}:
         try:
@@ -89,16 +90,42 @@ def _timestamps(col: list[Any], now: float, lim: Limits) -> list[float] | None:
     return out
 
 
+def _same_keys(items: Sequence[dict[str, Any]]) -> dict[str, Sequence[Any]] | None:
+    """Each field's column when every record has the same keys (the usual envelope, written by one
+    producer), else None. One C-level itemgetter call per record and one transpose, instead of a
+    `.get` per record and field (~0.1 µs each, over a microsecond a point for the eleven fields read):
+    every record has as many keys as the first and holds each of the first's, so all have its keys."""
+    keys = tuple(items[0])
+    if not keys or set(map(len, items)) != {len(keys)}:
+        return None
+    try:
+        rows = list(map(itemgetter(*keys), items))
+    except KeyError:
+        return None
+    columns = [rows] if len(keys) == 1 else list(zip(*rows, strict=True))  # (one key: the value, no tuple)
+    return dict(zip(keys, columns, strict=True))
+
+
 def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[LeanPoint] | None:
     """The lean points of an envelope whose every record passes every check, or None (then per point)."""
     if set(map(type, items)) != {dict}:
         return None
-    names = [it.get("metric_name") for it in items]
-    tenants = [it.get("tenant_id") for it in items]
-    units = [it.get("unit", "None") for it in items]
-    spaces = [it.get("namespace", "") for it in items]
-    stats = [it.get("statistic", "Average") for it in items]
-    eids = [it.get("event_id", "") for it in items]
+    n = len(items)
+    same = _same_keys(items)
+
+    def column(key: str, default: Any = None) -> Sequence[Any]:
+        """[it.get(key, default) for it in items]"""
+        if same is None:
+            return [it.get(key, default) for it in items]
+        col = same.get(key)
+        return [default] * n if col is None else col
+
+    names = column("metric_name")
+    tenants = column("tenant_id")
+    units = column("unit", "None")
+    spaces = column("namespace", "")
+    stats = column("statistic", "Average")
+    eids = column("event_id", "")
     maybe = [_distinct_str(c) for c in (names, tenants, spaces, stats, units, eids)]
     distinct = [u for u in maybe if u is not None]
     if len(distinct) < len(maybe):
@@ -109,7 +136,7 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     most = lim.max_identifier_length
     if max(max(map(len, u)) for u in distinct) > most or most < 7:
         return None  # (7: the canonical unit "Percent" must fit too)
-    values = [it.get("value") for it in items]
+    values = column("value")
     if not set(map(type, values)) <= {int, float}:
         return None
     try:
@@ -118,7 +145,7 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
         return None
     if not bool(np.all(np.isfinite(varr))):
         return None
-    ts = _timestamps([it.get("timestamp") for it in items], now, lim)
+    ts = _timestamps(column("timestamp"), now, lim)
     if ts is None:
         return None
     fvalues: list[float] = varr.tolist()
@@ -129,8 +156,8 @@ def columns_to_points(items: Sequence[Any], now: float, lim: Limits) -> list[Lea
     # (streams/units.py), nothing to look up per point.
     plain = len(u_names) == len(distinct[4]) == 1 and canonical(names[0], 0.5, units[0]) == (0.5, units[0])
     if prefix is not None and plain and distinct[5] == {""}:
-        uniform = _uniform_points(items, names[0], tenants[0], units[0], spaces[0], stats[0], fvalues, ts, lim,
-                                  prefix)
+        uniform = _uniform_points(column("history"), column("dimensions", _MISSING), names[0], tenants[0],
+                                  units[0], spaces[0], stats[0], fvalues, ts, lim, prefix)
         if uniform is not None:
             return uniform
     return _points(items, names, tenants, units, spaces, stats, eids, fvalues, ts, lim, prefix, plain)
@@ -146,16 +173,16 @@ def _reprs(col: list[float]) -> list[str]:
     return list(map(known.__getitem__, col))
 
 
-def _uniform_points(items: Sequence[Any], name: str, tenant: str, unit: str, ns: str, stat: str,
-                    fvalues: list[float], ts: list[float], lim: Limits, prefix: str) -> list[LeanPoint] | None:
+def _uniform_points(history: Sequence[Any], dims: Sequence[Any], name: str, tenant: str, unit: str, ns: str,
+                    stat: str, fvalues: list[float], ts: list[float], lim: Limits, prefix: str
+                    ) -> list[LeanPoint] | None:
     """The usual CloudWatch envelope, column by column: one metric of one tenant, namespace and statistic,
     in a unit kept as it is, no event ids given, no history flags, and every record with the same one
     dimension (or none). The same points as `_points` (tests/unit/test_metric_columns.py), without its
     per-record branches; None when the envelope is not of this shape."""
-    if any(it.get("history") is not None for it in items):
+    if history.count(None) != len(history):
         return None
-    dims = [it.get("dimensions", _MISSING) for it in items]
-    n = len(items)
+    n = len(dims)
     if set(map(type, dims)) != {dict}:
         return None
     lengths = set(map(len, dims))
@@ -166,11 +193,11 @@ def _uniform_points(items: Sequence[Any], name: str, tenant: str, unit: str, ns:
     else:
         if lengths != {1} or lim.max_dimensions < 1:
             return None
-        keys = {k for d in dims for k in d}
-        if len(keys) != 1:
+        key = next(iter(dims[0]))
+        try:  # every record's one dimension is named `key` (a record naming another has no `key`)
+            values = list(map(itemgetter(key), dims))
+        except KeyError:
             return None
-        (key,) = keys
-        values = [v for d in dims for v in d.values()]
         if set(map(type, values)) != {str} or len(key) > lim.max_identifier_length \
                 or max(map(len, values)) > lim.max_dimension_value_length:
             return None
@@ -187,8 +214,9 @@ def _uniform_points(items: Sequence[Any], name: str, tenant: str, unit: str, ns:
             for v, d, t, e, k, c in zip(fvalues, dims, ts, ids, series, components, strict=True)]
 
 
-def _points(items: Sequence[Any], names: list[str], tenants: list[str], units: list[str], spaces: list[str],
-            stats: list[str], eids: list[str], fvalues: list[float], ts: list[float], lim: Limits,
+def _points(items: Sequence[Any], names: Sequence[str], tenants: Sequence[str], units: Sequence[str],
+            spaces: Sequence[str], stats: Sequence[str], eids: Sequence[str], fvalues: list[float], ts: list[float],
+            lim: Limits,
             prefix: str | None, plain: bool = False) -> list[LeanPoint] | None:
     """The per-point part: dimensions checked, series key, component, derived event id, the lean dict.
 

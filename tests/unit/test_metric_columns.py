@@ -184,8 +184,8 @@ def test_the_uniform_shape_is_taken_column_by_column() -> None:
     fvalues = [float(r["value"]) for r in recs]
     stamps = [float(r["timestamp"]) for r in recs]
     prefix = "acme||Latency|Average|"
-    fast = metric_columns._uniform_points(recs, "Latency", "acme", "Milliseconds", "", "Average", fvalues, stamps,
-                                          LIMITS, prefix)
+    fast = metric_columns._uniform_points([None] * 6, [r["dimensions"] for r in recs], "Latency", "acme",
+                                          "Milliseconds", "", "Average", fvalues, stamps, LIMITS, prefix)
     assert fast is not None
     ref = metric_columns._points(recs, ["Latency"] * 6, ["acme"] * 6, ["Milliseconds"] * 6, [""] * 6,
                                  ["Average"] * 6, [""] * 6, fvalues, stamps, LIMITS, prefix, True)
@@ -193,6 +193,20 @@ def test_the_uniform_shape_is_taken_column_by_column() -> None:
     assert [p["component"] for p in fast] == [f"s{i}" for i in range(6)]
     # a dimension that names no component: the namespace or the metric is the component, as per record
     other = [{**r, "dimensions": {"host": "h"}} for r in recs]
-    fast = metric_columns._uniform_points(other, "Latency", "acme", "Milliseconds", "", "Average", fvalues, stamps,
-                                          LIMITS, prefix)
+    fast = metric_columns._uniform_points([None] * 6, [r["dimensions"] for r in other], "Latency", "acme",
+                                          "Milliseconds", "", "Average", fvalues, stamps, LIMITS, prefix)
     assert fast is not None and {p["component"] for p in fast} == {"Latency"}
+
+
+def test_records_with_as_many_but_other_keys_decode_alike() -> None:
+    """Records of one envelope with the same number of fields but not the same fields (one gives a unit,
+    another a statistic), or one dimension each under other names, are not taken as one shape."""
+    base = {"metric_name": "Latency", "tenant_id": "acme", "value": 1.5, "timestamp": int(NOW),
+            "dimensions": {"service": "a"}}
+    mixed = [{**base, "unit": "Milliseconds"}, {**base, "statistic": "p99"}, {**base, "unit": "Milliseconds"}]
+    assert _same(orjson.dumps({"records": mixed}))
+    assert metric_columns._same_keys(mixed) is None
+    names = [{**base, "dimensions": {"service": "a"}}, {**base, "dimensions": {"host": "h"}}]
+    assert _same(orjson.dumps({"records": names}))
+    same = metric_columns._same_keys(names)
+    assert same is not None and list(same["value"]) == [1.5, 1.5]
