@@ -18,6 +18,7 @@ from agents.scoring.logic.detectors import (
     KaizenDetector,
     score_series,
 )
+from agents.scoring.logic.vectorised import DetectorColumns
 
 
 def _noisy(n: int, seed: int = 7, mean: float = 100.0, sd: float = 5.0) -> list[tuple[float, float]]:
@@ -192,3 +193,33 @@ def test_plain_river_program_without_timestamps() -> None:
         scores.append(model.score_one(x))
         model.learn_one(x)
     assert scores[1100] >= ANOMALY_THRESHOLD and sum(s >= ANOMALY_THRESHOLD for s in scores) <= 2
+
+
+def _daily_peak(days: int, seed: int) -> list[tuple[float, float]]:
+    """5-minute points: ~0 all day, ~100 from 12:00 to 13:00 (UTC) every day — a usual daily peak."""
+    rng = random.Random(seed)
+    t0 = 1_699_920_000.0  # midnight UTC
+    return [(t0 + 300.0 * i, (100.0 if 144 <= i % 288 < 156 else 0.0) + rng.gauss(0.0, 1.0))
+            for i in range(288 * days)]
+
+
+def test_profile_residual_replaces_the_value_signal_once_it_may_score() -> None:
+    """The daily peak is far from the all-hours level (the value signal), usual for its hour (the residual):
+    alarming before the profile exists (days 0-1), quiet once the residual has replaced the value signal."""
+    det = KaizenDetector()
+    pts = _daily_peak(5, seed=3)
+    peak: dict[int, float] = {}
+    for i, (t, v) in enumerate(pts):
+        det.score_learn(t, v)
+        if 144 <= i % 288 < 156:
+            peak[i // 288] = max(peak.get(i // 288, 0.0), det.surprise)
+    assert peak[0] >= 0.9 and peak[1] >= 0.9
+    assert max(peak[2], peak[3], peak[4]) < 0.5
+    # the columnar form takes the same turn at the same point
+    cols = DetectorColumns(DEFAULT_PARAMS, capacity=2)
+    cols.min_round = 1
+    slot = cols.new_slot()
+    ref = KaizenDetector()
+    for t, v in pts:
+        sc, su = cols.score_learn_batch([slot], [t], [v])
+        assert float(sc[0]) == ref.score_learn(t, v) and float(su[0]) == ref.surprise

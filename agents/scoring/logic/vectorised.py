@@ -433,7 +433,10 @@ class DetectorColumns:
         seen = (k >= p.season_min) & (t - first >= p.season_after * _DAY)
         if seen.any():
             sr = np.flatnonzero(seen)
-            s_sea[sr] = self.sea.update(r[sr], x[sr] - pv[sr])
+            rs = r[sr]
+            # the residual, once its likelihood may score, replaces the value signal (score_learn)
+            s_val[sr] = np.where(self.sea.n[rs] >= self.sea.quiet, 0.0, s_val[sr])
+            s_sea[sr] = self.sea.update(rs, x[sr] - pv[sr])
         # the slot's rate per visit: season_alpha per day, scaled by the interval since the last point
         dt = t - self.last_ts[r]
         self.last_ts[r] = t
