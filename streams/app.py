@@ -64,9 +64,7 @@ app = faust.App(
     # machine (docs/throughput.md). A backlog's end is committed at once instead (streams/commits.py).
     broker_commit_interval=settings.kaizen_commit_interval_seconds,
     producer_acks=1,
-    # A record waits this long for others to share its produce request. Under load they fill requests
-    # anyway; at the end of a burst the last ones (a clean envelope, insights) wait for it, so it is short.
-    producer_linger=0.005,
+    producer_linger=0.02,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
     stream_wait_empty=False,

@@ -20,8 +20,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-ACK_DELAY_SECONDS = 0.005  # the stream acks an event when the agent asks for the next one: after this, it has
-MIN_GAP_SECONDS = 0.05    # between two early commits
+ACK_DELAY_SECONDS = 0.02  # the stream acks an event when the agent asks for the next one: after this, it has
+MIN_GAP_SECONDS = 0.1     # between two early commits
 
 
 class CaughtUp:

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # partition (streams/commits.py)
     kaizen_commit_interval_seconds: float = 0.5
     kaizen_connect_wait_seconds: float = 15.0  # how long a command waits at start for the broker / AWS endpoint
-    kaizen_fetch_max_wait_ms: int = 50  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
+    kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
     kaizen_log_level: str = "info"
     kaizen_log_json: str = "auto"  # true | false | auto (JSON unless the output is a terminal)
     kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader
