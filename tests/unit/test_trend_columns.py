@@ -212,7 +212,7 @@ def test_long_default_series_with_incidents_drifts_and_resums() -> None:
             take = rng.choice([0, 1, 1, 2, 4, 9])
             pts += [(s, v) for v in series[s][cursor[s]:cursor[s] + take]]
             cursor[s] += take
-        sus = [rng.choice([0.0, 0.9, rng.random()]) for _ in pts]
+        sus = [rng.choice([0.0, 0.995, rng.random()]) for _ in pts]   # 0.995: past the default gate
         want = {i: f for i, ((s, v), su) in enumerate(zip(pts, sus, strict=True)) if (f := ref[s].observe(0.0, v, su))}
         got = cols.observe_batch([slots[s] for s, _ in pts], [v for _, v in pts], sus)
         assert got == want

@@ -204,10 +204,10 @@ def test_one_spike_never_makes_an_incident_a_sustained_shift_still_does() -> Non
     shift = TrendTracker("other", TrendParams())
     for i, v in enumerate(base):
         shift.observe(float(i), v, 0.0)
-    found = [(i, f.rule) for i in range(30) for f in shift.observe(100.0 + i, rng.gauss(0.2, 0.005), 0.9)]
+    found = [(i, f.rule) for i in range(30) for f in shift.observe(100.0 + i, rng.gauss(0.2, 0.005), 0.995)]
     # the median (of 10: the mean of the middle two) crosses the bound at the shift's 5th point, and the
-    # rule has held for `persist` (5) points at its 9th
-    assert found == [(8, "std_degradation")]
+    # rule has held for `persist` (10) points at its 14th
+    assert found == [(13, "std_degradation")]
 
 
 def test_a_condition_judged_usual_is_not_reported_later_in_its_course() -> None:

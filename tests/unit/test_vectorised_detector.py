@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, DetectorParams, KaizenDetector
+from agents.scoring.logic.trends import TrendParams, TrendTracker
 from agents.scoring.logic.vectorised import DetectorColumns
 
 # Small parameters reach every branch within a few dozen points: warm-up, grid freeze, likelihoods past
@@ -242,6 +243,9 @@ def test_series_models_scored_in_columns_equal_per_point_observe() -> None:
         series[3][i] = (series[3][i][0], series[3][i][1] * 1.3)   # throughput_drop rule fires (kaizen)
     ref = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
     live = [SeriesModel.new(n, sp) for n, sp in zip(names, specs, strict=True)]
+    loose = TrendParams(persist=5, clear=30, unusual=0.7)   # a looser gate than the shipped one: rules fire
+    for m in ref + live:
+        m.trend = TrendTracker(m.trend.kind, loose, m.trend.error_unit)
     cols = DetectorColumns()
     rng = random.Random(5)
     cursor = [0] * len(series)

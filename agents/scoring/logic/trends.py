@@ -67,13 +67,15 @@ class TrendParams:
     # current_size points, never the median), it must hold for `persist` consecutive points before it is
     # reported (a minimum duration), then the incident is reported once and re-arms only after no rule held
     # for `clear` points.
-    persist: int = 5
-    clear: int = 30
+    persist: int = 10
+    clear: int = 60
     # ... and the incident must also be unusual for the series itself: by the time it has lasted `persist`
     # points, the series' detector likelihood reached `unusual` during it (a drop at night that happens
     # every night is not one). It is judged once: a condition judged usual is not reported however long
-    # it lasts (a long condition meets a likely-enough point sooner or later).
-    unusual: float = 0.7
+    # it lasts (a long condition meets a likely-enough point sooner or later). persist, clear and unusual
+    # are the gate benchmarks/nab_quality.py's protocol chose (docs/detection.md): the strictest of its
+    # grid, because no looser gate added a detection out of corpus that was worth its false alarms.
+    unusual: float = 0.99
     # A latency that climbs steadily (a leak) moves its rolling baseline along and stays within the
     # recent-vs-baseline rules, and a detector learns each small step as usual: the latency rule is also
     # read along the whole ring — a least-squares line over baseline + recent window that rises by more
