@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,7 +78,15 @@ def run_service(load_settings: Callable[[], Settings], *, workers: int, demo: bo
         echo(f"logs: {sup.log_dir}   (Ctrl-C to stop)")
         rc = sup.wait(stop_after)
     finally:
-        sup.stop()
+        # A second Ctrl-C (an impatient user, or a wrapper such as `timeout` passing the signal on to its
+        # process group) must not cut the stopping short and leave children running.
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            sup.stop()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
         echo("stopped every process kaizen started")
     if sup.failure:
         typer.echo(f"error: {sup.failure}", err=True)

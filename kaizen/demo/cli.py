@@ -257,9 +257,6 @@ async def run_scenarios(settings: Settings, cases: list[Case], report: Path | No
         else:
             await lab.run(progress, ready=ready, done=finish)
     finally:
-        # A SIGTERM now (kaizen run stopping its children after Ctrl-C) must not cut the cleanup short;
-        # _serve restores the handler afterwards.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for task in extra:
             task.cancel()
         await asyncio.gather(*extra, return_exceptions=True)
@@ -290,14 +287,26 @@ def run_demo(scenario: str, report: Path | None, exit_after_cycle: bool, attach:
 
 def _serve(settings: Settings, cases: list[Case], report: Path | None, exit_after_cycle: bool,
            console: Console) -> int:
-    """asyncio.run with SIGTERM treated like Ctrl-C, so every `finally` runs and nothing is left behind."""
-    def _term(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+    """asyncio.run with SIGTERM treated like Ctrl-C: the main task is cancelled, so every `finally` runs and
+    nothing is left behind. On Ctrl-C in a terminal the demo gets SIGINT and, moments later, SIGTERM from
+    `kaizen run` stopping its children: a signal that arrives while the task is already being cancelled is
+    ignored, so it cannot cut the cleanup short. (Raising KeyboardInterrupt from a SIGTERM handler did: it
+    broke out of the loop mid-cleanup and left the coroutine to be finalised with no loop, a traceback.)"""
+    async def main() -> int:
+        task = asyncio.current_task()
+        assert task is not None
 
-    old = signal.signal(signal.SIGTERM, _term)
+        def _term() -> None:
+            if not task.cancelling():
+                task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _term)
+        return await run_scenarios(settings, cases, report, exit_after_cycle, console)
+
+    old = signal.getsignal(signal.SIGTERM)
     try:
-        return asyncio.run(run_scenarios(settings, cases, report, exit_after_cycle, console))
-    except KeyboardInterrupt:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("stopped")
         return 0
     finally:
