@@ -65,21 +65,27 @@ def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeo
     pytest.fail(f"kaizen run printed no line like {pattern!r} within {timeout:.0f}s: {log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def kaizen_run(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """`kaizen run --no-demo --no-connectors` on its own embedded broker, AWS pointed at the test endpoint."""
+def spawn_kaizen_run(backend: Backend, data_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path, int, int]:
+    """`kaizen run --no-demo --no-connectors` on its own embedded broker, AWS pointed at the test endpoint:
+    (process, its log, Kafka port, MCP port). JSON log lines, so the pids it started can be read back."""
     kafka_port, mcp_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("KAFKA_BOOTSTRAP", "SELF_BUILDING_MCP", "KAIZEN_DEMO", "KAIZEN_DATA_DIR"))}
     env.update(backend.aws_env(), KAIZEN_EMBEDDED_KAFKA_PORT=str(kafka_port), SELF_BUILDING_MCP_PORT=str(mcp_port),
-               KAIZEN_DATA_DIR=str(tmp_path_factory.mktemp("run")), KAIZEN_BROKER_SESSION_TIMEOUT="4",
-               KAIZEN_LOG_JSON="true")
-    log = ARTIFACTS / "logs" / f"consumers-run-{uuid.uuid4().hex[:8]}.log"
+               KAIZEN_DATA_DIR=str(data_dir), KAIZEN_BROKER_SESSION_TIMEOUT="4", KAIZEN_LOG_JSON="true")
+    log = ARTIFACTS / "logs" / f"{name}-{uuid.uuid4().hex[:8]}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "kaizen.cli", "run", "--no-demo", "--no-connectors"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent)
+    return proc, log, kafka_port, mcp_port
+
+
+@pytest.fixture(scope="module")
+def kaizen_run(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """`kaizen run --no-demo --no-connectors` on its own embedded broker, AWS pointed at the test endpoint."""
+    proc, log, kafka_port, mcp_port = spawn_kaizen_run(backend, tmp_path_factory.mktemp("run"), "consumers-run")
     try:
         _wait_for_line(log, r"^logs: ", proc, 90)
         yield Running(proc, log, f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{mcp_port}")

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
+from pathlib import Path
 
 import orjson
 
-from kaizen.embedded import _die_with_parent, free_port
 from tests.conftest import Backend
-from tests.integration.test_consumers import _wait_for_line
-from tests.kafka_utils import ARTIFACTS
+from tests.integration.test_consumers import _wait_for_line, spawn_kaizen_run
 
 
 def _started_pids(text: str) -> dict[str, int]:
@@ -43,18 +39,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_ctrl_c_twice_still_stops_every_process(backend: Backend, tmp_path: os.PathLike[str]) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KAFKA_BOOTSTRAP", "SELF_BUILDING_MCP", "KAIZEN_DEMO", "KAIZEN_DATA_DIR"))}
-    env.update(backend.aws_env(), KAIZEN_EMBEDDED_KAFKA_PORT=str(free_port()),
-               SELF_BUILDING_MCP_PORT=str(free_port()), KAIZEN_DATA_DIR=str(tmp_path),
-               KAIZEN_BROKER_SESSION_TIMEOUT="4", KAIZEN_LOG_JSON="true")
-    log = ARTIFACTS / "logs" / f"run-stop-{uuid.uuid4().hex[:8]}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kaizen.cli", "run", "--no-demo", "--no-connectors"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
+def test_ctrl_c_twice_still_stops_every_process(backend: Backend, tmp_path: Path) -> None:
+    proc, log, _kafka, _mcp = spawn_kaizen_run(backend, tmp_path, "run-stop")
     try:
         _wait_for_line(log, r"^logs: ", proc, 90)
         pids = _started_pids(log.read_text(encoding="utf-8", errors="replace"))
