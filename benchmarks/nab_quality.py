@@ -186,12 +186,12 @@ def _gate_protocol(bench: NabBench, combined: dict[str, list[list[float]]],
     def choose(groups: list[str]) -> str:
         ok = [c for c in combined
               if min(norm(combined[c], [g], p) - norm(alone, [g], p) for g in groups for p in PROFILES) >= -1e-9]
-        ok = ok or list(combined)   # none meets it (cannot happen while a gate emits nothing): the best
+        ok = ok or list(combined)   # no gate meets it (a gate that emits nothing always does)
         std = {c: norm(combined[c], groups, "standard") for c in ok}
         best = max(std.values())
-        tied = [c for c in ok if std[c] >= best - GATE_TIE]
-        fewest = min(insights(c, groups) for c in tied)
-        return [c for c in tied if insights(c, groups) == fewest][-1]
+        count = {c: insights(c, groups) for c in ok if std[c] >= best - GATE_TIE}
+        fewest = min(count.values())
+        return [c for c, n in count.items() if n == fewest][-1]
 
     folds = {g: choose([o for o in bench.corpora if o != g]) for g in bench.corpora}
     shipped = choose(list(bench.corpora))
