@@ -39,6 +39,7 @@ from agents.scoring.agent import (
     dead_letter_over_cap,
     send_users,
 )
+from agents.scoring.logic.detector_kernel import warm
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
 from agents.scoring.logic.models import CheckpointTooLarge
@@ -71,6 +72,7 @@ _stores: dict[str, Stores] = {}
 async def stores() -> Stores:
     s = _stores.get("s")
     if s is None:
+        warm()  # the detector's compiled loop (detector_kernel.py), loaded before the first message
         dedup = await start_dedup_store("metric")
         detectors: ChangelogStore[dict[str, Any]] = await start_agent_store(
             "detectors", A.raw_topics["metric"].get_topic_name())

@@ -217,7 +217,6 @@ def test_profile_residual_replaces_the_value_signal_once_it_may_score() -> None:
     assert max(peak[2], peak[3], peak[4]) < 0.5
     # the columnar form takes the same turn at the same point
     cols = DetectorColumns(DEFAULT_PARAMS, capacity=2)
-    cols.min_round = 1
     slot = cols.new_slot()
     ref = KaizenDetector()
     for t, v in pts:

@@ -1,12 +1,9 @@
 """kaizen's default detector in columns: the state of every series of a partition in numpy arrays indexed
-by series slot, scored one numpy step per round (the k-th point of each series in round k).
+by series slot, a batch of points scored by one compiled loop (detector_kernel.py).
 
 `DetectorColumns.score_batch(slots, ts, values)` gives exactly the scores (bit for bit) and the state that
-`KaizenDetector.score_learn` gives on the same points, series by series in time order: every +, -, *, /
-is the same IEEE float64 operation in the same order (the short ring summed column by column from 0,
-as Python's sum() does), the rare deviations past the 1.5-sd gate get their erfc/log10 tail from the
-detector's own `Likelihood._tail`, the float32 recent-max ring is rescanned per element when its
-maximum expires, and the hashed level table is indexed per row (a round holds one point per series).
+`KaizenDetector.score_learn` gives on the same points, series by series in time order: the loop is the
+detector's own scalar code written against these arrays (detector_kernel.py says how it stays equal).
 `state(slot)` are `KaizenDetector.to_state()` bytes and `load(slot, data)` reads them, so checkpoints,
 the changelog and `kaizen score` are unchanged. tests/unit/test_vectorised_detector.py checks it all on
 generated series; docs/throughput.md describes the design and its cost.
@@ -15,47 +12,33 @@ generated series; docs/throughput.md describes the design and its cost.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from math import erfc, log10
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from agents.scoring.logic import detectors as _det
-from agents.scoring.logic.detector_parts import _SQRT2, _Z_MIN2, Likelihood, RecentMax
+from agents.scoring.logic.detector_parts import Likelihood, RecentMax
 from agents.scoring.logic.detectors import DEFAULT_PARAMS, DetectorParams, KaizenDetector
 
-__all__ = ["MIN_ROUND", "ColumnSlot", "DetectorColumns"]
+__all__ = ["ColumnSlot", "DetectorColumns"]
 
-# A round with fewer points than this costs more in numpy calls than the per-point detector: the series
-# still holding points past it are scored by a KaizenDetector built from their row (and written back).
-MIN_ROUND = 12
-
-_DAY = 86400.0
 _HUGE = 1e100
-_HASH = 0x9E3779B1
-_COUNT_MAX = 65535
-# Python >= 3.12 sums floats with Neumaier's compensation; 3.11 adds plainly, left to right.
-_NEUMAIER = sys.version_info >= (3, 12)
+_kernel: Callable[..., int] | None = None
+
+
+def _score_learn_rows() -> Callable[..., int]:
+    """The compiled loop, imported on first use: numba and its LLVM (≈ 150 MB resident) are loaded by the
+    processes that score in columns (the worker), not by every process importing the scoring models."""
+    global _kernel
+    if _kernel is None:
+        from agents.scoring.logic import detector_kernel
+        _kernel = cast(Callable[..., int], detector_kernel.score_learn_rows)
+    return _kernel
+
+
 _F64 = np.float64
 _I64 = np.int64
-
-
-def _ring_sum(rows: np.ndarray) -> np.ndarray:
-    """Python's sum() of each row, bit for bit: 0 + r0, then each next column in order."""
-    total = 0.0 + rows[:, 0]
-    if not _NEUMAIER:
-        for j in range(1, rows.shape[1]):
-            total = total + rows[:, j]
-        return total
-    comp = np.zeros_like(total)
-    for j in range(1, rows.shape[1]):
-        x = rows[:, j]
-        t = total + x
-        comp += np.where(np.abs(total) >= np.abs(x), (total - t) + x, (x - t) + total)
-        total = t
-    fix = (comp != 0.0) & np.isfinite(comp)
-    return np.where(fix, total + comp, total)
 
 
 class _LikelihoodColumns:
@@ -88,53 +71,6 @@ class _LikelihoodColumns:
         self.pos[slot] = self.n[slot] = 0
         self.mean[slot] = self.var[slot] = 0.0
 
-    def update(self, r: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """Likelihood.update for rows `r` (distinct) with values `raw`."""
-        size = self.size
-        pos = self.pos[r]
-        self.ring[r, pos] = raw
-        nxt = pos + 1
-        nxt[nxt >= size] = 0
-        self.pos[r] = nxt
-        n = self.n[r]
-        self.n[r] = n + 1
-        short = _ring_sum(self.ring[r]) / np.where(n < size, n + 1, size)
-        m = self.mean[r]
-        v = self.var[r]
-        d = short - m
-        nf = n.astype(_F64)
-        alpha = self.alpha
-        a = np.where(nf * alpha > 1.0, alpha, 1.0 / (nf + 1.0))
-        self.mean[r] = m + a * d
-        self.var[r] = (1.0 - a) * (v + a * d * d)
-        cand = (n >= self.quiet) & (d > 0.0 if not self.two_sided else d != 0.0)
-        ve = np.where(v > self.min_var, v, self.min_var)
-        cand &= (ve <= 1e-18) | (d * d >= _Z_MIN2 * ve)
-        out = np.zeros(len(r), _F64)
-        idx = np.flatnonzero(cand)
-        if idx.size:
-            out[idx] = self._tail(d[idx], m[idx], ve[idx])
-        return out
-
-    def _tail(self, d: np.ndarray, m: np.ndarray, ve: np.ndarray) -> np.ndarray:
-        """Likelihood._tail of deviations past the gate: the arithmetic in numpy, erfc and log10 by Python's
-        math per element (numpy's own log10 may differ in the last bit)."""
-        flat = ve <= 1e-18
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = d / np.sqrt(ve)
-        if flat.any():
-            # flat history: any move is surprising, scaled by the value itself so 1e-9 jitter is not
-            am = np.abs(m[flat])
-            z[flat] = d[flat] / np.where(am > 1e-6, am * 1e-3, 1e-9)
-        if self.two_sided:
-            p = np.array([erfc(u) for u in (np.abs(z) / _SQRT2).tolist()])
-        else:
-            p = 0.5 * np.array([erfc(u) for u in (z / _SQRT2).tolist()])
-        lg = np.array([log10(q) if q > 0.0 else 0.0 for q in p.tolist()])
-        sc = -lg / self.decades
-        sc = np.where(sc > 1.0, 1.0, np.where(sc > 0.0, sc, 0.0))
-        return np.where(p <= 0.0, 1.0, sc)
-
     def pack(self, slot: int) -> bytes:
         return Likelihood._HEAD.pack(int(self.pos[slot]), int(self.n[slot]), float(self.mean[slot]),
                                      float(self.var[slot])) + self.ring[slot].tobytes()
@@ -155,7 +91,6 @@ class DetectorColumns:
 
     def __init__(self, params: DetectorParams | None = None, capacity: int = 64) -> None:
         p = self.params = params or DEFAULT_PARAMS
-        self.min_round = MIN_ROUND
         cap = max(int(capacity), 1)
         self._cap = cap
         self._used = 0
@@ -186,7 +121,14 @@ class DetectorColumns:
         self.cal_top = np.zeros(cap, _F64)
         self.cal_age = np.zeros(cap, _I64)
         self.surprise = np.zeros(cap, _F64)   # each series' last point's likelihood (KaizenDetector.surprise)
-        self._mark = np.zeros(cap, _I64)      # scratch: finds a batch's repeated slots
+        lev, val, sea = self.lev, self.val, self.sea
+        # the kernel's parameters (detector_kernel.score_learn_rows says which is which)
+        self._ints = np.array([p.warmup, p.grid_at, p.bins, p.season_min, p.season_bins, p.season_days, lev.quiet,
+                               val.quiet, sea.quiet, self._tbits, self._mask, lev.two_sided, val.two_sided,
+                               sea.two_sided], _I64)
+        self._floats = np.array([p.level_weight, p.adjacent, p.val_weight, p.season_weight, p.season_alpha,
+                                 p.season_after, lev.alpha, val.alpha, sea.alpha, lev.min_var, val.min_var,
+                                 sea.min_var, lev.decades, val.decades, sea.decades], _F64)
 
     _ROW_ARRAYS = ("n", "vmin", "vmax", "origin", "width", "last_ts", "first_ts", "levels", "prof", "visits", "cal_ring",
                    "cal_pos", "cal_top", "cal_age", "surprise")
@@ -326,187 +268,21 @@ class DetectorColumns:
         if not np.isfinite(t).all() and not np.isfinite(t[(x > -_HUGE) & (x < _HUGE)]).all():
             # a learnt point's time-of-day slot: int(nan) raises in KaizenDetector; here before any change
             raise ValueError("cannot convert float NaN to integer")
-        mark = self._mark
-        if len(mark) < self._cap:
-            mark = self._mark = np.zeros(self._cap, _I64)
-        seq = np.arange(total)
-        mark[s] = seq
-        if (mark[s] == seq).all():                   # one point per slot: a single round
-            order = seq
-            rank = np.zeros(total, _I64)
-        else:
-            order = np.lexsort((t, s))               # by slot, then time; stable
-            ss = s[order]
-            first = np.ones(total, bool)
-            first[1:] = ss[1:] != ss[:-1]
-            rank = seq - np.maximum.accumulate(np.where(first, seq, 0))
-        counts = np.bincount(rank)
-        rounds = len(counts)
-        vec_rounds = rounds
-        for k in range(rounds):
-            if counts[k] < self.min_round:
-                vec_rounds = k
-                break
-        if rounds == 1:
-            by_round = order
-        else:
-            by_round = order[np.argsort(rank, kind="stable")]
-        start = 0
-        for k in range(vec_rounds):
-            sel = by_round[start:start + counts[k]]
-            start += counts[k]
-            sc, su = self._round(s[sel], t[sel], x[sel])
-            scores[sel] = sc
-            surprise[sel] = su
-        if start < total:
-            self._per_point(by_round[start:], s, t, x, scores, surprise)
+        order = np.lexsort((t, s))                   # by slot, then time; ties in input order
+        done = _score_learn_rows()(order, s, t, x, scores, surprise, *self._kernel_arrays(), self._ints,
+                                   self._floats, sys.version_info >= (3, 12))
+        if done < 0:   # OVERFLOW: as math.floor raises in KaizenDetector
+            raise OverflowError("cannot convert float infinity to integer")
         return scores, surprise
 
-    def _per_point(self, rest: np.ndarray, s: np.ndarray, t: np.ndarray, x: np.ndarray, scores: np.ndarray,
-                   surprise: np.ndarray) -> None:
-        """The points of the thin rounds, per series through a KaizenDetector (in round order, which is
-        each series' time order)."""
-        groups: dict[int, list[int]] = {}
-        for i in rest.tolist():
-            groups.setdefault(int(s[i]), []).append(i)
-        for slot, idx in groups.items():
-            det = self.detector(slot)
-            f = det.score_learn
-            for i in idx:
-                scores[i] = f(float(t[i]), float(x[i]))
-                surprise[i] = det.surprise
-            self.store_detector(slot, det)
-
-    def _round(self, r: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One point of each of the (distinct) rows `r`: KaizenDetector.score_learn, in columns."""
-        m = len(r)
-        scores = np.zeros(m, _F64)
-        ok = (x > -_HUGE) & (x < _HUGE)     # NaN/inf/absurd: a gap, state untouched (score_learn)
-        if not ok.all():
-            keep = np.flatnonzero(ok)
-            surprise = self.surprise[r]
-            if keep.size:
-                sc, su = self._round(r[keep], t[keep], x[keep])
-                scores[keep] = sc
-                surprise[keep] = su
-            return scores, surprise
-        p = self.params
-        n = self.n[r]
-        vmin = self.vmin[r]
-        vmax = self.vmax[r]
-        vmin = np.where(x < vmin, x, vmin)
-        vmax = np.where(x > vmax, x, vmax)
-        width = self.width[r]
-        freeze = (width == 0.0) & (n + 1 >= p.grid_at)
-        f = np.flatnonzero(freeze) if freeze.any() else None
-        origin = self.origin[r]
-        if f is not None:
-            # freeze the grid once: bin ids stay comparable forever (KaizenDetector.score_learn)
-            w = (vmax[f] - vmin[f]) / p.bins
-            ax = np.abs(x[f]) * 1e-3
-            width[f] = np.where(w > 0.0, w, np.where(1e-9 > ax, 1e-9, ax))
-            origin[f] = vmin[f]
-        has = np.flatnonzero(width > 0.0)
-        key = None
-        if has.size:
-            with np.errstate(over="ignore"):
-                key = np.floor((x[has] - origin[has]) / width[has])
-            if not np.isfinite(key).all():
-                # as math.floor raises; raised before this round writes anything
-                raise OverflowError("cannot convert float infinity to integer")
-        self.vmin[r] = vmin
-        self.vmax[r] = vmax
-        if f is not None:
-            self.width[r[f]] = width[f]
-            self.origin[r[f]] = origin[f]
-        s_lev = np.zeros(m, _F64)
-        if key is not None:
-            s_lev[has] = self.lev.update(r[has], self._novelty(r[has], key))
-        s_val = self.val.update(r, x)
-        # time-of-day profile
-        slot = (np.remainder(t, _DAY * p.season_days) * p.season_bins / _DAY).astype(_I64) % self._bins
-        k = self.visits[r, slot]
-        pv = self.prof[r, slot]
-        s_sea = np.zeros(m, _F64)
-        first = np.where(n == 0, t, self.first_ts[r])
-        self.first_ts[r] = first
-        seen = (k >= p.season_min) & (t - first >= p.season_after * _DAY)
-        if seen.any():
-            sr = np.flatnonzero(seen)
-            rs = r[sr]
-            # the residual, once its likelihood may score, replaces the value signal (score_learn)
-            s_val[sr] = np.where(self.sea.n[rs] >= self.sea.quiet, 0.0, s_val[sr])
-            s_sea[sr] = self.sea.update(rs, x[sr] - pv[sr])
-        # the slot's rate per visit: season_alpha per day, scaled by the interval since the last point
-        dt = t - self.last_ts[r]
-        self.last_ts[r] = t
-        slot_s = _DAY / p.season_bins
-        a = np.where(dt < slot_s, p.season_alpha * dt / slot_s, p.season_alpha)
-        w = 1.0 / (k + 1.0)                  # the slot's first visits: a plain mean (as score_learn)
-        a = np.where(a < w, w, a)
-        self.prof[r, slot] = np.where(k == 0, x, np.where(dt > 0.0, pv + a * (x - pv), pv))
-        self.visits[r, slot] = np.where(k < _COUNT_MAX, k + 1, k)
-        self.n[r] = n + 1
-        score = p.level_weight * s_lev
-        s_val = s_val * p.val_weight
-        score = np.where(s_val > score, s_val, score)
-        s_sea = s_sea * p.season_weight
-        score = np.where(s_sea > score, s_sea, score)
-        score = np.where(score > 1.0, 1.0, score)
-        warm = n < p.warmup
-        surprise = np.where(warm, 1.0, score)
-        self.surprise[r] = surprise
-        live = np.flatnonzero(~warm)
-        if live.size:
-            sc = score[live]
-            prior = self._push(r[live], sc)
-            scores[live] = np.where(sc > prior, sc, 0.0)
-        return scores, surprise
-
-    def _novelty(self, r: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """PatternCounter.novelty of each row's level bin `key` (counting it), per row of the level table."""
-        mod = self._tbits
-        k = np.fmod(key, float(mod)).astype(_I64) % mod
-        mask = self._mask
-        h = (k * _HASH >> 7) & mask
-        c = self.levels[r, h]
-        self.levels[r, h] = np.where(c < _COUNT_MAX, c + 1, c)
-        nov = 1.0 / (1.0 + c.astype(_F64))
-        adjacent = self.params.adjacent
-        if adjacent < 1.0:
-            zero = np.flatnonzero(c == 0)
-            if zero.size:
-                rz, kz = r[zero], k[zero]
-                lo = (((kz - 1) % mod) * _HASH >> 7) & mask
-                hi = (((kz + 1) % mod) * _HASH >> 7) & mask
-                near = (self.levels[rz, lo] != 0) | (self.levels[rz, hi] != 0)
-                nov[zero[near]] = adjacent
-        return nov
-
-    def _push(self, r: np.ndarray, sc: np.ndarray) -> np.ndarray:
-        """RecentMax.push of each row: the prior maximum, then the score into the float32 ring."""
-        size = self._rest
-        prior = self.cal_top[r]
-        pos = self.cal_pos[r]
-        self.cal_ring[r, pos] = sc
-        nxt = pos + 1
-        nxt[nxt >= size] = 0
-        self.cal_pos[r] = nxt
-        stored = self.cal_ring[r, pos].astype(_F64)
-        ge = stored >= prior
-        age = np.where(ge, 0, self.cal_age[r] + 1)
-        top = np.where(ge, stored, prior)
-        expired = np.flatnonzero(age >= size)
-        if expired.size:   # the max was just overwritten: rescan those rows, find their max's newest copy
-            rings = self.cal_ring[r[expired]]
-            best = rings.max(axis=1)
-            back = (pos[expired][:, None] - np.arange(size)) % size
-            newest = np.take_along_axis(rings, back, axis=1) == best[:, None]
-            top[expired] = best.astype(_F64)
-            age[expired] = np.argmax(newest, axis=1)
-        self.cal_top[r] = top
-        self.cal_age[r] = age
-        return prior
+    def _kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays score_learn_rows reads and writes, in its argument order (looked up per call:
+        growing replaces them)."""
+        lev, val, sea = self.lev, self.val, self.sea
+        return (self.n, self.vmin, self.vmax, self.origin, self.width, self.last_ts, self.first_ts, self.levels,
+                self.prof, self.visits, self.cal_ring, self.cal_pos, self.cal_top, self.cal_age, self.surprise,
+                lev.ring, lev.pos, lev.n, lev.mean, lev.var, val.ring, val.pos, val.n, val.mean, val.var,
+                sea.ring, sea.pos, sea.n, sea.mean, sea.var)
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("DetectorColumns is checkpointed per slot (state(slot)), not pickled")
