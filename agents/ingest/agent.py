@@ -19,6 +19,7 @@ from agents.ingest.logic.dedup import (
     dedup_delta,
     id_hash,
     make_window_factory,
+    warm,
 )
 from streams import app as A
 from streams.codec import (
@@ -55,6 +56,7 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 async def start_dedup_store(kind: str) -> ChangelogStore[DedupWindow]:
+    warm()
     return await start_agent_store(f"dedup.{kind}", A.raw_topics[kind].get_topic_name(),
                                    make_window_factory(A.settings.cloudwatch_event_dedup_window_seconds),
                                    apply_dedup_delta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,7 +78,7 @@ def test_window_rebuilt_from_deltas_equals_the_live_one() -> None:
     rebuilt = make_window_factory(60)()
     for d in deltas:
         apply_dedup_delta(rebuilt, d)
-    assert rebuilt.buckets == live.buckets
+    assert rebuilt.entries() == live.entries() and rebuilt.size() == live.size()
     probe = [id_hash(f"{t}-1") for t in range(0, 200, 7)] + [id_hash("never")]
     assert rebuilt.filter_new(probe, 200.0) == live.filter_new(probe, 200.0)
     assert rebuilt.filter_new([id_hash("196-0")], 200.0) == [False]
@@ -128,7 +129,40 @@ def test_window_fast_paths_match_the_reference(ops: list[tuple[bool, list[int], 
             ref.add(hashes, float(now))
         else:
             assert fast.filter_new(hashes, float(now)) == ref.filter_new(hashes, float(now))
-        assert fast._latest == ref.latest and fast.buckets == ref.buckets
+        assert fast.entries() == ref.latest, "the same ids, each at its newest bucket"
+        assert fast.size() == len(ref.latest)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from(["random", "clustered", "few"]))
+def test_window_matches_the_reference_while_it_grows_expires_and_shrinks(seed: int, kind: str) -> None:
+    """Thousands of ids: the table grows past its first size, rebuilds as buckets expire, and shrinks; ids
+    chosen to share their low or high bits (a producer may pick the hash of an id of the derived form)
+    are found as well as random ones."""
+    import random
+    rng = random.Random(seed)
+    fast, ref = DedupWindow(60.0), _ReferenceWindow(60.0)   # buckets of 2 s
+    pool = {"random": lambda: rng.getrandbits(63), "clustered": lambda: rng.getrandbits(20) << 43,
+            "few": lambda: rng.randrange(3000)}[kind]
+    now = 1_000.0
+    for _ in range(60):
+        now += rng.choice([0.5, 1.0, 3.0, 30.0, -5.0])
+        hashes = [pool() for _ in range(rng.choice([0, 1, 50, 400]))]
+        if rng.random() < 0.5:
+            fast.add(hashes, now)
+            ref.add(hashes, now)
+        else:
+            assert fast.filter_new(hashes, now) == ref.filter_new(hashes, now)
+        assert fast.size() == len(ref.latest)
+    assert fast.entries() == ref.latest
+
+
+def test_hashes_out_of_63_bits_are_refused() -> None:
+    w = DedupWindow(300)
+    with pytest.raises(ValueError):
+        w.add([-1], 0.0)
+    with pytest.raises(OverflowError):
+        w.filter_new([2**64], 0.0)
 
 
 _derived_like = st.builds(lambda head, tail: "m-" + head + tail,
