@@ -1,5 +1,5 @@
 """The trend trackers of a partition's columnar series as rows of arrays, updated one numpy step per round
-(the k-th point of each series in round k), as vectorised.py does for the detector.
+(the k-th point of each series in round k; the detector beside them is one compiled loop, detector_kernel.py).
 
 `TrendColumns.observe_batch(rows, values, surprise)` gives exactly the findings and the state that
 `TrendTracker.observe` gives on the same points, series by series in input order. Per round, for all its
