@@ -115,10 +115,27 @@ def _sound(p: dict[str, Any]) -> bool:
             and type(p.get("namespace")) is str and type(p.get("statistic")) is str)
 
 
+def _consistent(p: dict[str, Any]) -> bool:
+    """The point's `series` and `component` are the ones its fields give, and it has an event id: a record
+    someone wrote with the form of a lean point cannot put its values into another series (another
+    tenant's detector, healing baselines or dedup window) by naming it."""
+    dims = p["dimensions"]
+    for v in dims.values():
+        if type(v) is not str:
+            return False
+    ns, name = p["namespace"], p["metric_name"]
+    eid = p.get("event_id")
+    return (type(eid) is str and eid != "" and type(p.get("unit", "None")) is str
+            and p["series"] == metric_series_key(p["tenant_id"], ns, name, p["statistic"], dims)
+            and p["component"] == metric_component(dims, ns, name))
+
+
 def trusted_lean(item: Any) -> LeanPoint | None:
-    """A point of the clean topic: written by dedup as a lean point (trusted as it is); anything else
-    (an older writer, a hand-made record) is checked like a raw record. None if it is not a point."""
-    if type(item) is dict and "series" in item and "component" in item and _sound(item):
+    """A point of the clean topic: written by dedup as a lean point (taken as it is once its series and
+    component are checked against its fields); anything else (an older writer, a hand-made record, a
+    lean point naming another series) is checked like a raw record, its series and component derived
+    from its fields. None if it is not a point."""
+    if type(item) is dict and "series" in item and "component" in item and _sound(item) and _consistent(item):
         return item
     lean = lean_metric(item)
     if lean is not None:

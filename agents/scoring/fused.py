@@ -224,11 +224,16 @@ async def process(st: Stores, value: bytes | None, headers: Any, partition: int,
     """One message of the raw metric topic, end to end."""
     hop = hop_of(headers)
     nparts = A.settings.kafka_topic_partitions
-    if hop in (FORWARDED, FROM_CLEAN):  # written by kaizen to this, their owner partition: taken as they are
-        owned, dead = clean_points(value)
+    if hop in (FORWARDED, FROM_CLEAN):  # written by kaizen to this, their owner partition: lean points
+        points, dead = clean_points(value)
         for dl in dead:
             dl.partition, dl.offset = partition, offset
             await send_dead_letter("metric", dl)
+        # (anyone can set the header: a point of a series owned elsewhere goes on to its owner, so a series
+        # is never scored on two partitions)
+        owned, foreign = split_by_owner(points, partition, nparts)
+        if foreign:
+            await forward(foreign, hop, partition, offset)
     else:
         topic_name = A.raw_topics["metric"].get_topic_name()
         decoded = decode_metric_columns(value, topic=topic_name, partition=partition, offset=offset, now=now,

@@ -112,3 +112,32 @@ async def test_a_point_written_to_the_clean_topic_is_scored_not_duplicated(backe
     assert scores and scores[0][1]["series"] == _series(pts[0]), "the hand-written point was not scored"
     clean = await _read(backend.kafka_bootstrap, T.CLEAN_TOPICS["metric"], tenant, lambda o: len(o) >= 2, settle=3.0)
     assert len(clean) == 2 and all(hop is None for _, _, hop in clean), "written to the clean topic again"
+
+
+async def test_a_forged_forward_cannot_write_into_another_series(backend: Backend, worker: None) -> None:
+    """A record with the forwarded header and the form of a lean point that names another tenant's series
+    (anyone producing to the raw topic can set the header) is scored under the series its own fields give,
+    on the partition owning that one; the named series gets nothing."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    victim = f"v-{uuid.uuid4().hex[:8]}"
+    p = _points(tenant, 1, 1)[0]
+    mine = _series(p)
+    theirs = metric_series_key(victim, p["namespace"], p["metric_name"], "Average", p["dimensions"])
+    forged = {**p, "statistic": "Average", "timestamp": float(p["timestamp"]), "series": theirs,
+              "component": "not-the-service", "event_id": f"e-{uuid.uuid4().hex}"}
+    wrong = (owner_partition(theirs, PARTITIONS) + 1) % PARTITIONS
+    if wrong == owner_partition(mine, PARTITIONS):
+        wrong = (wrong + 1) % PARTITIONS
+    prod = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await prod.start()
+    try:
+        await prod.send_and_wait(T.RAW_TOPICS["metric"], envelope([forged]), partition=wrong,
+                                 headers=[(HOP_HEADER, b"forwarded")])
+    finally:
+        await prod.stop()
+    scores = await _read(backend.kafka_bootstrap, T.SERIES, tenant, lambda o: bool(o), settle=3.0)
+    assert [r["series"] for _, r, _ in scores] == [mine], "not scored under the series its fields give"
+    assert scores[0][1]["component"] == p["dimensions"]["service"]
+    clean = await _read(backend.kafka_bootstrap, T.CLEAN_TOPICS["metric"], tenant, lambda o: bool(o), settle=2.0)
+    assert [(part, r["series"]) for part, r, _ in clean] == [(owner_partition(mine, PARTITIONS), mine)], \
+        "not deduplicated and written out by the partition owning its series"

@@ -120,3 +120,17 @@ def test_clean_topic_point_that_is_not_sound_is_not_trusted() -> None:
     assert trusted_lean(p) is p
     assert trusted_lean({**p, "value": None}) is None
     assert trusted_lean({**p, "timestamp": "soon"}) is None
+
+
+def test_a_lean_point_naming_another_series_is_read_from_its_fields() -> None:
+    """The clean topic's lean points are taken as they are only when their series and component are the ones
+    their fields give: a record naming another tenant's series (or a wrong component) gets its own."""
+    p = decode_metrics_lean(orjson.dumps(_metric()), topic=TOPIC).records[0]
+    other = p["series"].replace(p["tenant_id"], "victim", 1)
+    for forged in ({**p, "series": other}, {**p, "component": "elsewhere"}, {**p, "event_id": ""},
+                   {**p, "dimensions": {**p["dimensions"], "x": 1}}):
+        got = trusted_lean(forged)
+        assert got is not forged
+        if got is not None:
+            assert got["series"] == p["series"] and got["component"] == p["component"]
+    assert trusted_lean({**p, "series": other})["series"] == p["series"]  # type: ignore[index]
