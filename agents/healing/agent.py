@@ -206,6 +206,7 @@ MIN_ROUND = 32
 
 _NAME, _VALUE, _UNIT = itemgetter("metric_name"), itemgetter("value"), itemgetter("unit")
 _KEY = itemgetter("tenant_id", "component")
+_SERIES = itemgetter("series")
 
 
 class Baselines(MutableMapping[tuple[str, str], float]):
@@ -215,6 +216,7 @@ class Baselines(MutableMapping[tuple[str, str], float]):
 
     def __init__(self) -> None:
         self.slots: dict[tuple[str, str], int] = {}
+        self.by_series: dict[str, int] = {}   # a cache: series key -> its (tenant, component)'s slot
         self.column = np.zeros(64)
         self.used = 0  # slots handed out (a key deleted leaves its slot unused)
 
@@ -243,6 +245,7 @@ class Baselines(MutableMapping[tuple[str, str], float]):
 
     def __delitem__(self, key: tuple[str, str]) -> None:
         del self.slots[key]
+        self.by_series.clear()   # (rare: a failed forward's rewind) the cache refills from `slots`
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.slots)
@@ -287,16 +290,24 @@ class _Durations:
     def __init__(self, pts: Sequence[LeanPoint], rows: np.ndarray | None, store: Baselines) -> None:
         self.rows = rows  # batch index of each duration point (None: the points are the batch)
         self.duration = durations_s(_floats(list(map(_VALUE, pts))), list(map(_UNIT, pts)))
-        self.keys = keys = list(map(_KEY, pts))
-        m = len(keys)
-        slots = np.fromiter(map(store.slots.get, keys, repeat(-1)), np.intp, m)
+        self.pts = pts
+        m = len(pts)
+        # a point's key by its series (a series has one tenant and component; its string's hash is cached
+        # by the grouping before): no (tenant, component) tuple per point, one dict probe
+        slots = np.fromiter(map(store.by_series.get, map(_SERIES, pts), repeat(-1)), np.intp, m)
         # keys new to the store get the next slots, in order of their first point (as a dict inserts them)
         self.new: dict[tuple[str, str], int] = {}
         if (slots < 0).any():
+            by_series = store.by_series
             for j in np.flatnonzero(slots < 0).tolist():
-                slot = self.new.get(keys[j])
-                if slot is None:
-                    slot = self.new[keys[j]] = store.used + len(self.new)
+                key = _KEY(pts[j])
+                slot = store.slots.get(key)
+                if slot is not None:
+                    by_series[pts[j]["series"]] = slot
+                else:
+                    slot = self.new.get(key)
+                    if slot is None:
+                        slot = self.new[key] = store.used + len(self.new)
                 slots[j] = slot
             store.reserve(store.used + len(self.new))  # room only: no key is added before commit
         self.slots = slots
@@ -393,7 +404,7 @@ class _Durations:
         store.column[self.key_slots[known]] = self.initial[known]
         upto = i + 1 if self.rows is None else int(np.searchsorted(self.rows, i, side="right"))
         for j in range(upto):
-            store[self.keys[j]] = float(self.after[j])
+            store[_KEY(self.pts[j])] = float(self.after[j])
 
 
 class Evaluator:
