@@ -40,6 +40,11 @@ from streams.state import ensure_topic
 PARTITIONS = 4
 PER_MESSAGE = 1000  # Faust's cost is per Kafka message: many points per message
 TARGET_POINTS_PER_S = 100_000
+# The worker's CPU per point varies by up to half between identical runs minutes apart on this machine
+# (8.8–13.3 µs on the quick load, same code, load average below 1; its two vCPUs are shared with the broker
+# and the producing benchmark), so one run decides nothing: the worker runs the load this many times, each
+# on a fresh broker, and the run with the median points/s is reported, the others beside it.
+RUNS = 3
 
 
 async def _create_topics(stack: Stack) -> None:
@@ -265,6 +270,15 @@ def _kaizen_worker(stack: Stack, load: list[list[bytes]], points: int, timeout: 
     return res
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median points/s (a run that timed out counts as 0), with every run's figures."""
+    ranked = sorted(runs, key=lambda r: r.get("points_per_s", 0))
+    mid = ranked[(len(ranked) - 1) // 2]
+    return {**mid, "runs": [
+        {k: r.get(k) for k in ("points_per_s", "worker_cpu_us_per_point", "seconds", "broker_cpu_seconds", "status")
+         if k in r} for r in runs]}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     points = 100_000 if quick else 1_000_000
     series = 1_000 if quick else 10_000
@@ -272,13 +286,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     load = keyed_envelopes(metric_points(points, series), PER_MESSAGE)
     with embedded_stack() as stack:
         asyncio.run(_create_topics(stack))
-        kaizen = _kaizen_worker(stack, load, points, timeout)
+        runs = [_kaizen_worker(stack, load, points, timeout)]
         # The anchors read the same raw topic afterwards: warm-up + load, the same messages.
         total = sum(len(m) for m in warm_load()) + sum(len(m) for m in load)
         bare = asyncio.run(bare_consumer(stack.bootstrap, T.RAW_TOPICS["metric"], total))
         passthrough = _faust_passthrough(stack, total, points, timeout)
         warm_points = PARTITIONS * 64
         peer = _quix_peer(stack, points + warm_points, timeout)
+    for _ in range(RUNS - 1):  # each on a fresh broker: the raw topic holds this load only
+        with embedded_stack() as again:
+            asyncio.run(_create_topics(again))
+            runs.append(_kaizen_worker(again, load, points, timeout))
+    kaizen = median_run(runs)
     pps = kaizen.get("points_per_s", 0)
     scale_out: dict[str, Any] = {"skipped": "quick run"}
     if not quick:
@@ -321,7 +340,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "method": "after a warm-up, the load is produced while the worker consumes it; time runs from the start "
                   "of producing to every offset committed on the raw topic (each point deduplicated, scored and "
                   "its outputs on the broker: dedup_seconds) and then on the clean topic (the clean-topic guard "
-                  "has read the stage's own writes: seconds, points_per_s)",
+                  "has read the stage's own writes: seconds, points_per_s); kaizen_worker is the median of "
+                  f"{RUNS} runs, each on a fresh broker (runs: each one's figures)",
     }
 
 

@@ -92,8 +92,9 @@ class ScoringState:
         sec = int(now)
         if sec != self.budget_second:
             self.budget_second, self.budget_used = sec, 0
-        if not urgent and (now - self.last_publish.get(key, 0.0) < SERIES_PUBLISH_SECONDS
-                           or self.budget_used >= SERIES_PUBLISH_BUDGET):
+        # (the budget first: under load it is spent within the second, and no key is looked up then)
+        if not urgent and (self.budget_used >= SERIES_PUBLISH_BUDGET
+                           or now - self.last_publish.get(key, 0.0) < SERIES_PUBLISH_SECONDS):
             return False
         self.budget_used += 1
         self.last_publish[key] = now

@@ -39,3 +39,20 @@ def test_points_all_owned_here_stay_as_they_are() -> None:
     owned, foreign = split_by_owner(iter(pts), 3, 4)  # any iterable; none owned by 3
     assert owned == [] and [p for g in foreign.values() for p in g] == pts
     assert split_by_owner([], 0, 4) == ([], {})
+
+
+def test_remembered_owners_follow_the_partition_count_and_stay_bounded(monkeypatch: Any) -> None:
+    from agents.scoring.logic import hops
+    keys = [f"t|ns|m|Average|s={i}" for i in range(300)]
+    pts: list[dict[str, Any]] = [{"series": k} for k in keys]
+    for parts in (4, 7, 4, 1):  # the memo of one count never answers for another
+        owned, foreign = split_by_owner(pts, 0, parts)
+        assert [p["series"] for p in owned] == [k for k in keys if zlib.crc32(k.encode()) % parts == 0]
+        assert all(zlib.crc32(p["series"].encode()) % parts == o for o, g in foreign.items() for p in g)
+    monkeypatch.setattr(hops._Owners, "MOST", 100)
+    for start in range(0, 3000, 300):  # a burst of new series: the memo starts afresh, the answers stay
+        more: list[dict[str, Any]] = [{"series": f"burst|{i}"} for i in range(start, start + 300)]
+        owned, foreign = split_by_owner(more, 2, 4)
+        assert [p["series"] for p in owned] == [p["series"] for p in more
+                                                if zlib.crc32(p["series"].encode()) % 4 == 2]
+        assert len(hops._OWNERS.known) <= 100 + 300
