@@ -20,7 +20,7 @@ COPY benchmarks ./benchmarks
 # container's worker loads them (≈ 0.3 s) instead of compiling them (≈ 2.4 s) at every first start.
 RUN pip install . \
  && useradd --system --uid 10001 --home-dir /var/lib/kaizen --create-home kaizen \
- && python -c "from agents.scoring.logic.detector_kernel import warm; from agents.ingest.logic.dedup import warm as w; warm(); w()" \
+ && python -c "from agents.scoring.logic.detector_kernel import warm; from agents.scoring.logic.trend_kernel import warm as t; from agents.ingest.logic.dedup import warm as w; warm(); t(); w()" \
  && chown -R kaizen "$NUMBA_CACHE_DIR"
 
 USER kaizen

@@ -20,6 +20,7 @@ import orjson
 from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
 from agents.ingest.logic.dedup import warm as warm_dedup
 from agents.scoring.logic.detector_kernel import warm
+from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.hops import split_by_owner
 from agents.scoring.logic.series import SeriesModel, observe_groups
 from agents.scoring.logic.vectorised import DetectorColumns
@@ -49,8 +50,9 @@ def run(quick: bool = False, columnar: bool = True) -> dict[str, Any]:
 
 
 def _run(quick: bool, columnar: bool) -> dict[str, Any]:
-    warm()  # the detector's and the dedup table's compiled loops, loaded before the clock as a worker loads
+    warm()  # the detector's, trend rules' and dedup table's compiled loops, loaded before the clock as a worker loads
     warm_dedup()  # them at start
+    warm_trends()
     points, series = (100_000, 1_000) if quick else (1_000_000, 10_000)
     base = metric_points(points, series)
     now = float(max(p["timestamp"] for p in base)) + 60.0

@@ -40,6 +40,7 @@ from agents.scoring.agent import (
     send_users,
 )
 from agents.scoring.logic.detector_kernel import warm
+from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
 from agents.scoring.logic.models import CheckpointTooLarge
@@ -48,10 +49,11 @@ from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
 from streams.commits import CaughtUp
+from streams.contract import metric_violation
 from streams.metric_codec import LeanPoint, to_model
 from streams.metric_columns import decode_metric_columns
 from streams.metrics import DUPLICATES_DROPPED, INSIGHTS_GENERATED, SCORING_POINTS, TELEMETRY_PROCESSED
-from streams.records import TelemetryInsight
+from streams.records import DeadLetter, TelemetryInsight
 from streams.state import ChangelogStore, OversizedDelta, start_agent_store
 
 log = structlog.get_logger(__name__)
@@ -72,12 +74,31 @@ _stores: dict[str, Stores] = {}
 async def stores() -> Stores:
     s = _stores.get("s")
     if s is None:
-        warm()  # the detector's compiled loop (detector_kernel.py), loaded before the first message
+        warm()  # the detector's and the trend rules' compiled loops, loaded before the first message
+        warm_trends()
         dedup = await start_dedup_store("metric")
         detectors: ChangelogStore[dict[str, Any]] = await start_agent_store(
             "detectors", A.raw_topics["metric"].get_topic_name())
         s = _stores["s"] = Stores(dedup, ScoringState(detectors))
     return s
+
+
+def held_to_limits(points: list[LeanPoint], now: float) -> tuple[list[LeanPoint], list[DeadLetter]]:
+    """Points that came as lean points (forwarded by a raw partition, or from the clean topic) held to the
+    ingest contract's limits like a raw record (identifier and dimension lengths, plausible times): anyone
+    producing to the raw topic can set the forwarded header, so these limits are checked where the points
+    enter a detector, not trusted from the hop before. The points of a record that breaks one are
+    dead-lettered with the rule, as the raw decoder does."""
+    kept: list[LeanPoint] = []
+    dead: list[DeadLetter] = []
+    topic = A.raw_topics["metric"].get_topic_name()
+    for p in points:
+        why = metric_violation(p, now, LIMITS)
+        if why is None:
+            kept.append(p)
+        else:
+            dead.append(dead_letter(why, orjson.dumps(p).decode(), source_topic=topic))
+    return kept, dead
 
 
 def fresh_points(window: DedupWindow, points: list[LeanPoint], now: float
@@ -226,7 +247,8 @@ async def process(st: Stores, value: bytes | None, headers: Any, partition: int,
     nparts = A.settings.kafka_topic_partitions
     if hop in (FORWARDED, FROM_CLEAN):  # written by kaizen to this, their owner partition: lean points
         points, dead = clean_points(value)
-        for dl in dead:
+        points, beyond = held_to_limits(points, now)
+        for dl in dead + beyond:
             dl.partition, dl.offset = partition, offset
             await send_dead_letter("metric", dl)
         # (anyone can set the header: a point of a series owned elsewhere goes on to its owner, so a series

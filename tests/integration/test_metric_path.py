@@ -75,6 +75,22 @@ async def _read(bootstrap: str, topic: str, tenant: str, until: Any, timeout: fl
     return out
 
 
+async def _dead_letter_reasons(bootstrap: str, tenant: str, timeout: float = 45.0) -> list[str]:
+    """The reasons of the dead letters whose original names the tenant."""
+    c = AIOKafkaConsumer(T.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+                         enable_auto_commit=False)
+    await c.start()
+    reasons: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not reasons:
+            for msgs in (await c.getmany(timeout_ms=300)).values():
+                reasons += [orjson.loads(m.value)["reason"] for m in msgs if m.value and tenant.encode() in m.value]
+    finally:
+        await c.stop()
+    return reasons
+
+
 async def test_points_on_every_partition_pass_once_on_their_owner(backend: Backend, worker: None) -> None:
     """The same envelope written to every raw partition (3 of the 4 copies are off their owner): each
     point reaches the clean topic exactly once, on its owner's partition, marked as scored."""
@@ -141,3 +157,27 @@ async def test_a_forged_forward_cannot_write_into_another_series(backend: Backen
     clean = await _read(backend.kafka_bootstrap, T.CLEAN_TOPICS["metric"], tenant, lambda o: bool(o), settle=2.0)
     assert [(part, r["series"]) for part, r, _ in clean] == [(owner_partition(mine, PARTITIONS), mine)], \
         "not deduplicated and written out by the partition owning its series"
+
+
+async def test_a_forwarded_point_is_held_to_the_ingest_limits(backend: Backend, worker: None) -> None:
+    """A point with the forwarded header skips the raw decoder, so the owner holds it to the same limits: one
+    whose metric name is over INGEST_MAX_IDENTIFIER_LENGTH (512) is dead-lettered with that rule and never
+    scored, while a sound point of the same forwarded message is."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    good, long_named = _points(tenant, 2, 1)
+    long_named["metric_name"] = "L" * 600
+    lean = [{**p, "statistic": "Average", "timestamp": float(p["timestamp"]), "series": _series(p),
+             "component": p["dimensions"]["service"], "event_id": f"e-{uuid.uuid4().hex}"} for p in (good, long_named)]
+    prod = AIOKafkaProducer(bootstrap_servers=backend.kafka_bootstrap)
+    await prod.start()
+    try:
+        for p in lean:  # each on the partition owning its series, as kaizen forwards
+            await prod.send_and_wait(T.RAW_TOPICS["metric"], envelope([p]),
+                                     partition=owner_partition(p["series"], PARTITIONS),
+                                     headers=[(HOP_HEADER, b"forwarded")])
+    finally:
+        await prod.stop()
+    reasons = await _dead_letter_reasons(backend.kafka_bootstrap, tenant)
+    assert any(r.startswith("identifier too long: metric_name has 600 characters") for r in reasons), reasons
+    scores = await _read(backend.kafka_bootstrap, T.SERIES, tenant, lambda o: bool(o), settle=3.0)
+    assert [r["series"] for _, r, _ in scores] == [lean[0]["series"]], "the long-named point was scored"

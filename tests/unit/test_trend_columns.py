@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from agents.scoring.logic import trends as _tr
 from agents.scoring.logic.detectors import DetectorParams, KaizenDetector
 from agents.scoring.logic.series import SeriesModel, score_groups, series_columns_of
-from agents.scoring.logic.trend_columns import KINDS, UNITS, TrendColumns, TrendSlot, rules_hold
+from agents.scoring.logic.trend_columns import KINDS, UNITS, TrendColumns, TrendSlot
+from agents.scoring.logic.trend_kernel import _rule_holds, fsum_array
 from agents.scoring.logic.trends import TrendFinding, TrendParams, TrendTracker, any_rule_holds
 from agents.scoring.logic.vectorised import DetectorColumns
 
@@ -114,8 +115,7 @@ def _both_raise(ref: Callable[[], Any], live: Callable[[], Any]) -> tuple[Any, A
 
 # --- the trackers --------------------------------------------------------------------------------------
 @st.composite
-def tracker_cases(draw: st.DrawFn) -> tuple[TrendParams, list[str], int, list[list[tuple[int, float, float]]],
-                                             list[int]]:
+def tracker_cases(draw: st.DrawFn) -> tuple[TrendParams, list[str], list[list[tuple[int, float, float]]], list[int]]:
     params = draw(st.sampled_from(TREND_PARAMS))
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=8))
     pts: list[tuple[int, float, float]] = []
@@ -136,15 +136,14 @@ def tracker_cases(draw: st.DrawFn) -> tuple[TrendParams, list[str], int, list[li
         mixed.append(per[s][cursor[s]])
         cursor[s] += 1
     swaps = draw(st.lists(st.integers(0, len(names) - 1), max_size=4))
-    return params, names, draw(st.sampled_from([1, 2, 3, 24, 1000])), _cuts(draw, mixed), swaps
+    return params, names, _cuts(draw, mixed), swaps
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(tracker_cases())
 def test_columns_observe_exactly_as_the_tracker(case: tuple) -> None:
-    params, names, min_round, batches, swaps = case
+    params, names, batches, swaps = case
     cols = TrendColumns(params, capacity=1)          # grows while slots are taken
-    cols.min_round = min_round
     ref = [_unit_tracker(n, params) for n in names]
     slots = [TrendSlot.adopt(cols, _unit_tracker(n, params)).slot for n in names]
     try:
@@ -243,7 +242,7 @@ def test_version_3_checkpoints_and_bad_bytes() -> None:
 
 @pytest.mark.parametrize("params", TREND_PARAMS + [TrendParams(error_increase=-1.0, throughput_drop=-0.2,
                                                                latency_increase=-0.1, std_k=0.0)])
-def test_rules_hold_is_any_rule_holds(params: TrendParams) -> None:
+def test_the_loops_rule_test_is_any_rule_holds(params: TrendParams) -> None:
     rng = random.Random(11)
     edge = [0.0, -0.0, 5e-324, 1e-300, 1.0, 80.0, 100.0, -3.0, 1e300, -1e300, math.inf, -math.inf, math.nan]
     stats = []
@@ -252,11 +251,27 @@ def test_rules_hold_is_any_rule_holds(params: TrendParams) -> None:
         bs = rng.choice([rng.choice(edge), rng.uniform(0, 30)])
         cm = rng.choice([rng.choice(edge), bm + rng.uniform(-100, 100) * rng.choice([0.01, 0.3, 1.0])])
         stats.append((bm, bs, cm, rng.randrange(len(KINDS)), rng.randrange(len(UNITS))))
-    bms, bss, cms, kinds, units = (np.array(c) for c in zip(*stats, strict=True))
-    got = rules_hold(bms.astype(float), bss.astype(float), cms.astype(float), kinds, units, params).tolist()
+    got = [_rule_holds(b, s, c, k, u, params.std_k, params.latency_increase, params.error_increase,
+                       params.utilization_max, params.throughput_drop) for b, s, c, k, u in stats]
     want = [any_rule_holds(b, s, c, KINDS[k], params, UNITS[u]) for b, s, c, k, u in stats]
     assert got == want
     assert 500 < sum(want) < 5500
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                          st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1e308, -1e308, 1e16, 1.0, -1.0, 1e-16]),
+                          st.floats(-1e6, 1e6)), max_size=80))
+def test_the_loops_fsum_is_math_fsum(xs: list[float]) -> None:
+    """The compiled loop's re-summation gives math.fsum's bits, and declines exactly where fsum raises."""
+    arr = np.array(xs, dtype=np.float64)
+    got, ok = fsum_array(arr, len(xs), np.zeros(128))
+    try:
+        want = math.fsum(xs)
+    except OverflowError:
+        assert not ok
+        return
+    assert ok and struct.pack("<d", got) == struct.pack("<d", want), (xs, got, want)
 
 
 # --- the series: detector, trends and bookkeeping ------------------------------------------------------
@@ -307,9 +322,7 @@ def _bookkeeping(m: SeriesModel) -> tuple[Any, ...]:
 def test_score_groups_equal_series_model_observe(case: tuple) -> None:
     params, specs, batches, swaps = case
     cols = DetectorColumns(DETECTOR, capacity=1)
-    cols.min_round = 2
-    book = series_columns_of(cols, params)
-    book.trends.min_round = 3
+    series_columns_of(cols, params)   # the columns' series book, of these trend parameters
     ref = [_model(n, how, params) for n, how in specs]
     live = [_model(n, how, params) for n, how in specs]
     try:

@@ -256,8 +256,8 @@ class TrendTracker:
         """Add one point (timestamp is accepted for API symmetry; rules work on point order); `surprise`
         is the series' detector likelihood of the point (1.0: no detector, the rules alone decide).
 
-        The window update below is mirrored operation for operation by the columnar trackers
-        (trend_columns.py); what follows it is `decide`, which both call."""
+        The window update below is mirrored operation for operation by the columnar trackers' compiled
+        loop (trend_kernel.py); what follows it is `decide`, which both call."""
         del timestamp
         if not math.isfinite(value):
             return []
@@ -320,9 +320,9 @@ class TrendTracker:
         return TrendFinding("latency_drift", _severity(rise / self.p.latency_increase), start, end, rise * 100.0)
 
     def _resum(self) -> None:
-        """Exact window sums from the ring (bounds floating drift of the incremental updates). The columns
-        form the same differences and squares in numpy (the same IEEE operations) and fsum them per row
-        in the same order."""
+        """Exact window sums from the ring (bounds floating drift of the incremental updates). The columns'
+        loop forms the same differences and squares (the same IEEE operations) and sums them in the same
+        order with math.fsum's algorithm (trend_kernel.fsum_array)."""
         base, cur = self.windows()
         r = self._ref
         self._bsum = math.fsum(v - r for v in base)
@@ -360,11 +360,11 @@ def decide(t: TrendTracker, bm: float, bs: float, cm: float, surprise: float) ->
     """One point's incident decision from its windows' statistics (baseline mean `bm`, std `bs`, recent
     mean `cm`), after `t`'s window update: the drift rule, the usual quiet point, then the incident state
     machine (held / calm / active / peak / reported). TrendTracker.observe calls it for every point past
-    the minimum baseline; the columnar trackers (trend_columns.py) call it for the rows that are not the
+    the minimum baseline; the columnar trackers (trend_columns.py) call it for the points that are not the
     usual quiet point, on a tracker loaded with the row (its ring, fill, position and incident fields),
-    and do the quiet branch (the first `if`) in numpy for the others: a change of the gate there must
-    be mirrored in TrendColumns._round (tests/unit/test_trend_columns.py says where); a change of what
-    follows it is not."""
+    and do the quiet branch (the first `if`) in their compiled loop for the others: a change of the gate
+    there must be mirrored in trend_kernel.quiet_run (tests/unit/test_trend_columns.py says where); a
+    change of what follows it is not."""
     p = t.p
     drift = t._drift() if t.kind == "latency" and bm > 0.0 \
         and cm - bm > bm * p.latency_increase / 4 and t._filled == len(t._ring) else None
