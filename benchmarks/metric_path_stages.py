@@ -20,9 +20,9 @@ import orjson
 from agents.ingest.logic.dedup import DedupWindow, apply_dedup_delta, dedup_delta, id_hash
 from agents.ingest.logic.dedup import warm as warm_dedup
 from agents.scoring.logic.detector_kernel import warm
-from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.hops import split_by_owner
 from agents.scoring.logic.series import SeriesModel, observe_groups
+from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.vectorised import DetectorColumns
 from benchmarks.common import envelopes, metric_points
 from kaizen.worker import tune_gc

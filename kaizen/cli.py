@@ -206,7 +206,7 @@ def patterns(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option(help="Short runs (about 11 minutes in all, 7 of them the fault lab's three cases)")] = False,
+    quick: Annotated[bool, typer.Option(help="Short runs (about 12 minutes in all, 7 of them the fault lab's three cases)")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON file to write")] = Path("bench.json"),
     only: Annotated[str | None, typer.Option(help="Comma-separated benchmark names")] = None,
 ) -> None:

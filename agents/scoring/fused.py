@@ -40,11 +40,11 @@ from agents.scoring.agent import (
     send_users,
 )
 from agents.scoring.logic.detector_kernel import warm
-from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
 from agents.scoring.logic.models import CheckpointTooLarge
 from agents.scoring.logic.series import SeriesModel, anomaly_insight, score_groups, trend_insight
+from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
