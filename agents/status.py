@@ -104,7 +104,7 @@ async def leader_connectors() -> None:
         from connectors.cloudwatch.status import aws_clients
         from connectors.publisher import TelemetryPublisher
 
-        publisher = TelemetryPublisher(runtime.bootstrap)
+        publisher = TelemetryPublisher(runtime.bootstrap, compression_type=A.settings.compression_type)
         await publisher.start()
         runner = _connector["runner"] = ConnectorRunner(A.settings, publisher, lambda: aws_clients(A.settings))
         runner.on_poll = record_poll  # each poll is an execution of kaizen (docs/healing.md)

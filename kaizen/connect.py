@@ -59,7 +59,7 @@ async def run_connectors(settings: Settings, once: bool = False) -> None:
     if not settings.enable_cloudwatch_streaming:
         log.warning("enable_cloudwatch_streaming is off: the connectors do not poll")
         return
-    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers)
+    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers, compression_type=settings.compression_type)
     await publisher.start()
     runner = ConnectorRunner(settings, publisher, lambda: aws_clients(settings))
     executions = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)

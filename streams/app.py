@@ -65,6 +65,7 @@ app = faust.App(
     broker_commit_interval=settings.kaizen_commit_interval_seconds,
     producer_acks=1,
     producer_linger=0.02,
+    producer_compression_type=settings.compression_type,  # KAIZEN_PRODUCER_COMPRESSION (streams/settings.py)
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
     stream_wait_empty=False,

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     kaizen_commit_interval_seconds: float = 0.5
     kaizen_connect_wait_seconds: float = 15.0  # how long a command waits at start for the broker / AWS endpoint
     kaizen_fetch_max_wait_ms: int = 100  # Faust's 1500 ms makes each pipeline hop up to 1.5 s late on Tansu  # short: Tansu joins take half a session
+    # The codec of every batch kaizen's workers and connectors write (aiokafka's, through cramjam). JSON
+    # envelopes repeat their keys: a clean-topic message of 1,000 points shrinks ~14× with zstd for 0.3 µs
+    # a point, so the broker stores and serves that much less, and a worker fetches its own clean output
+    # that much smaller (docs/throughput.md). Readers need the codec: librdkafka (kcat, confluent-kafka),
+    # the Java client and aiokafka with cramjam all have zstd. "none" writes uncompressed batches.
+    kaizen_producer_compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     kaizen_log_level: str = "info"
     kaizen_log_json: str = "auto"  # true | false | auto (JSON unless the output is a terminal)
     kaizen_connectors_in_worker: bool = False  # run the CloudWatch connectors on the worker group's leader
@@ -210,6 +216,11 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap_servers
+
+    @property
+    def compression_type(self) -> str | None:
+        """KAIZEN_PRODUCER_COMPRESSION as Kafka clients take it (None: uncompressed)."""
+        return None if self.kaizen_producer_compression == "none" else self.kaizen_producer_compression
 
     def tenant_profile(self, tenant_id: str | None) -> dict[str, Any]:
         """The effective improvement profile of a tenant: global profile, then its overrides."""

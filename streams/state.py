@@ -92,8 +92,10 @@ class ChangelogStore(Generic[S]):
         empty_polls: int = 2,
         poll_ms: int = 250,
         source_topic: str | None = None,
+        compression: str | None = None,
     ) -> None:
         self.name = name
+        self.compression = compression  # the codec of the store's own producer (KAIZEN_PRODUCER_COMPRESSION)
         self.source_topic = source_topic  # whose partitions this store's partitions follow (rebalances)
         self.topic = topic
         self.bootstrap = bootstrap
@@ -123,7 +125,7 @@ class ChangelogStore(Generic[S]):
         await ensure_topic(self.bootstrap, self.topic, want, grow=True)
         self.partitions = want
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5,
-                                          max_request_size=1_048_576)
+                                          max_request_size=1_048_576, compression_type=self.compression)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -343,7 +345,7 @@ async def start_agent_store(name: str, source_topic: str, init: Callable[[], S] 
     settings = get_settings()
     store: ChangelogStore[Any] = ChangelogStore(
         name, f"{settings.kaizen_app_id}.state.{name}", runtime.bootstrap, settings.kafka_topic_partitions,
-        init or kv_init, apply or kv_apply, source_topic=source_topic)
+        init or kv_init, apply or kv_apply, source_topic=source_topic, compression=settings.compression_type)
     await store.start()
     store.max_message_bytes = settings.kaizen_max_message_bytes
     from streams.app import app

@@ -165,7 +165,7 @@ async def run_connectors_here(settings: Settings) -> None:
     from connectors.publisher import TelemetryPublisher
 
     assert settings.kafka_bootstrap_servers
-    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers, acks=1)
+    publisher = TelemetryPublisher(settings.kafka_bootstrap_servers, acks=1, compression_type=settings.compression_type)
     await publisher.start()
     runner = ConnectorRunner(settings, publisher, make_clients(settings), metrics_lookback_seconds=30,
                              logs_lookback_seconds=60)
