@@ -19,12 +19,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents.scoring.logic.hops import owner_partition
 from kaizen.embedded import MOTO_CREDENTIALS, ManagedProcess, _die_with_parent, start_moto, start_tansu
+from streams.records import metric_series_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = REPO_ROOT / ".kaizen" / "bench-logs"
 RUN_DIR = REPO_ROOT / ".kaizen" / "bench-run"
 BASE_TS = 1_700_000_000
+METRIC_PARTITIONS = 4  # the raw metric topic's partitions in the throughput benchmarks
 
 
 @dataclass
@@ -220,3 +223,24 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
+
+
+def keyed_envelopes(points: list[dict[str, Any]], per_message: int, keyed: bool = True,
+                    partitions: int = METRIC_PARTITIONS) -> list[list[bytes]]:
+    """Envelopes per raw partition. Keyed (as the connectors write): each envelope holds points of series
+    the partition owns (agents/scoring/logic/hops.py), so they are scored in one hop. Not keyed (as a
+    producer keying by tenant): envelopes round-robin, most points forwarded once to their owner."""
+    if not keyed:
+        msgs = envelopes(points, per_message)
+        return [msgs[p::partitions] for p in range(partitions)]
+    groups: list[list[dict[str, Any]]] = [[] for _ in range(partitions)]
+    for pt in points:
+        series = metric_series_key(pt["tenant_id"], pt.get("namespace", ""), pt["metric_name"],
+                                   pt.get("statistic", "Average"), pt.get("dimensions") or {})
+        groups[owner_partition(series, partitions)].append(pt)
+    return [envelopes(g, per_message) for g in groups]
+
+
+def warm_load() -> list[list[bytes]]:
+    """One small envelope per partition (64 series each on average) before the clock starts."""
+    return keyed_envelopes(metric_points(METRIC_PARTITIONS * 64, 64 * METRIC_PARTITIONS, tenant="warmup"), 64)

@@ -14,16 +14,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from agents.scoring.logic.hops import owner_partition
 from benchmarks import metric_path_stages
 from benchmarks.common import (
     LOG_DIR,
+    METRIC_PARTITIONS,
     CommitWatcher,
     Stack,
     count_messages,
     cpu_seconds,
     embedded_stack,
-    envelopes,
+    keyed_envelopes,
     metric_points,
     new_app_id,
     produce_fast,
@@ -32,12 +32,12 @@ from benchmarks.common import (
     start_process,
     start_worker,
     wait_committed,
+    warm_load,
 )
 from streams import topics as T
-from streams.records import metric_series_key
 from streams.state import ensure_topic
 
-PARTITIONS = 4
+PARTITIONS = METRIC_PARTITIONS
 PER_MESSAGE = 1000  # Faust's cost is per Kafka message: many points per message
 TARGET_POINTS_PER_S = 100_000
 # The worker's CPU per point varies by up to half between identical runs minutes apart on this machine
@@ -50,21 +50,6 @@ RUNS = 3
 async def _create_topics(stack: Stack) -> None:
     for name in (T.RAW_TOPICS["metric"], T.CLEAN_TOPICS["metric"]):
         await ensure_topic(stack.bootstrap, name, PARTITIONS)
-
-
-def keyed_envelopes(points: list[dict[str, Any]], per_message: int, keyed: bool = True) -> list[list[bytes]]:
-    """Envelopes per raw partition. Keyed (as the connectors write): each envelope holds points of series
-    the partition owns (agents/scoring/logic/hops.py), so they are scored in one hop. Not keyed (as a
-    producer keying by tenant): envelopes round-robin, most points forwarded once to their owner."""
-    if not keyed:
-        msgs = envelopes(points, per_message)
-        return [msgs[p::PARTITIONS] for p in range(PARTITIONS)]
-    groups: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
-    for pt in points:
-        series = metric_series_key(pt["tenant_id"], pt.get("namespace", ""), pt["metric_name"],
-                                   pt.get("statistic", "Average"), pt.get("dimensions") or {})
-        groups[owner_partition(series, PARTITIONS)].append(pt)
-    return [envelopes(g, per_message) for g in groups]
 
 
 async def _produce_spread(stack: Stack, msgs: list[list[bytes]]) -> dict[int, int]:
@@ -147,11 +132,6 @@ def _quix_peer(stack: Stack, points: int, timeout: float) -> dict[str, Any]:
     secs = max(t["last"] - t["first"], 1e-6)
     return {"points": t["points"], "series": t["series"], "seconds": round(secs, 3),
             "points_per_s": round(t["points"] / secs), "process_cpu_seconds_incl_startup": round(cpu, 3)}
-
-
-def warm_load() -> list[list[bytes]]:
-    """One small envelope per partition (64 series each on average) before the clock starts."""
-    return keyed_envelopes(metric_points(PARTITIONS * 64, 64 * PARTITIONS, tenant="warmup"), 64)
 
 
 # The end of a run is the first poll that sees every offset committed: the interval is the clock's
@@ -316,7 +296,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         tenant_keyed = _kaizen_worker(stack3, keyed_envelopes(metric_points(small, 1_000), PER_MESSAGE, keyed=False),
                                       small, timeout)
     stages = metric_path_stages.run(quick)
-    in_stages = stages["total_cpu_us_per_point"]
+    whole = stages["whole_stage_cpu_us_per_point"]
     worker_us = kaizen.get("worker_cpu_us_per_point")
     return {
         "benchmark": "pipeline_throughput",
@@ -331,10 +311,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio_to_faust_passthrough": ratio(pps, passthrough.get("points_per_s", 0)),
         "scale_out_two_workers": scale_out,
         "kaizen_worker_tenant_keyed_100k": tenant_keyed,
-        # where a point's CPU goes: the metric path's steps in process (benchmarks/metric_path_stages.py),
-        # and the rest of the worker's CPU per point (Faust, aiokafka, sends, changelogs)
-        "cpu_us_per_point_by_stage": {**stages["cpu_us_per_point"],
-                                      "faust_kafka_and_rest": round(worker_us - in_stages, 3) if worker_us else None},
+        # where a point's CPU goes: the metric path's steps in process (benchmarks/metric_path_stages.py); the
+        # whole stage in process (the steps, healing, users, summaries, checkpoints; sends captured); and what
+        # the worker spends beyond the stage (Faust, aiokafka, its consumer thread, the machine it shares)
+        "cpu_us_per_point_by_stage": stages["cpu_us_per_point"],
+        "cpu_us_per_point_whole_stage_in_process": whole,
+        "cpu_us_per_point_faust_kafka_and_machine": round(worker_us - whole, 3) if worker_us else None,
         "target_points_per_s": TARGET_POINTS_PER_S,
         "meets_target": pps >= TARGET_POINTS_PER_S,
         "method": "after a warm-up, the load is produced while the worker consumes it; time runs from the start "

@@ -16,6 +16,7 @@ of a changelog topic). The agent's own code — decode, logic, state deltas, sen
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -51,6 +52,11 @@ class MemoryStore(ChangelogStore[S]):
         # Encoded like the real store, so a delta that does not survive JSON fails here too.
         self.changelog[partition].append(orjson.dumps(delta))
 
+    async def append(self, partition: int, delta: Any) -> list[Any]:
+        """The delta recorded without applying it in memory (as ChangelogStore.append)."""
+        self.changelog[partition].append(orjson.dumps(delta))
+        return []
+
     async def flush(self) -> None:
         return None
 
@@ -79,8 +85,11 @@ class AgentHarness:
         return store
 
     async def __aenter__(self) -> AgentHarness:
-        for value in vars(A).values():
-            if isinstance(value, Topic) and "send" not in vars(value):
+        topics = [*vars(A).values(), *A.raw_topics.values(), *A.clean_topics.values()]  # (telemetry: per kind)
+        for value in topics:
+            if not isinstance(value, Topic):
+                continue
+            if "send" not in vars(value):
                 value.send = self._capture(value.get_topic_name())  # type: ignore[method-assign]
                 self._patched.append(value)
         self._previous_factory = runtime.store_factory
@@ -94,9 +103,12 @@ class AgentHarness:
         runtime.store_factory = self._previous_factory
 
     def _capture(self, name: str) -> Callable[..., Any]:
-        async def send(key: bytes | str | None = None, value: bytes | None = None, **_: Any) -> None:
+        async def send(key: bytes | str | None = None, value: bytes | None = None, **_: Any) -> asyncio.Future[None]:
             k = key.encode() if isinstance(key, str) else key
             self.sent[name].append((k, value if value is not None else b""))
+            delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            delivered.set_result(None)  # as Faust's send: a future of the delivery (here at once)
+            return delivered
         return send
 
     async def feed(self, agent: Any, values: Iterable[bytes | Record], partition: int = 0,

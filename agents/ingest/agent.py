@@ -164,6 +164,11 @@ def persist_in_background(store: ChangelogStore[DedupWindow], partition: int, de
     task.add_done_callback(_pending.discard)
 
 
+async def background_writes_done() -> None:
+    """Returns once every dedup delta handed to persist_in_background so far is written (or given up)."""
+    await asyncio.gather(*list(_pending), return_exceptions=True)
+
+
 def _make_agent(kind: str) -> None:
     store_holder: dict[str, ChangelogStore[DedupWindow]] = {}
 

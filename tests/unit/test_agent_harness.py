@@ -64,3 +64,31 @@ async def test_sends_are_restored_after_the_harness() -> None:
     async with AgentHarness():
         assert "send" in vars(A.opportunities_topic)
     assert "send" not in vars(A.opportunities_topic)
+
+
+async def test_the_metric_path_runs_in_process_and_its_dedup_deltas_are_changelogged() -> None:
+    """The one-hop stage through the harness (its telemetry topics captured too, each send a delivered
+    future): a raw envelope of owned series goes to the clean topic once, a second delivery of it is a
+    duplicate, and the dedup delta written in the background lands in the store's changelog."""
+    import time
+
+    from agents.ingest.agent import background_writes_done
+    from agents.scoring import fused
+    from benchmarks.common import keyed_envelopes, metric_points
+
+    fused._stores.clear()
+    try:
+        async with AgentHarness(partitions=4) as h:
+            st = await fused.stores()
+            raw = keyed_envelopes(metric_points(40, 10, tenant="harness"), 40)[2][0]
+            now = time.time()
+            await fused.process(st, raw, None, 2, 0, now)
+            await fused.process(st, raw, None, 2, 1, now)  # redelivered: every point a duplicate
+            await background_writes_done()
+            clean = h.values(T.CLEAN_TOPICS["metric"])
+            assert len(clean) == 1, "one clean envelope for the first delivery, none for the duplicate"
+            dedup = next(s for s in h.stores if s.name == "dedup.metric")
+            assert len(dedup.changelog[2]) == 1, "the first delivery's dedup delta is changelogged"
+            assert h.values(T.SERIES), "series summaries published"
+    finally:
+        fused._stores.clear()
