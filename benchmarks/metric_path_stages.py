@@ -1,5 +1,6 @@
 """CPU µs per point by stage of the one-hop metric path, in process (no broker): what a worker spends
-on each step of a raw envelope, and what is left for Faust and Kafka (worker CPU per point minus these).
+on each step of a raw envelope, and on the whole stage (agents.scoring.fused.process: the steps, healing,
+users, summaries, checkpoints); what is left for Faust and Kafka is the worker's CPU per point minus that.
 The collector is tuned as in a worker (kaizen/worker.py tune_gc): at CPython's default thresholds its
 walks over the live detectors landed on whichever step allocated, ~2.5 µs per point on decoding alone.
 
@@ -25,13 +26,13 @@ from agents.scoring.logic.hops import split_by_owner
 from agents.scoring.logic.series import SeriesModel, observe_groups
 from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.vectorised import DetectorColumns
-from benchmarks.common import keyed_envelopes, metric_points, warm_load
+from benchmarks.common import METRIC_PARTITIONS, keyed_envelopes, metric_points, warm_load
 from kaizen.worker import tune_gc
 from streams.codec import decode_metrics_lean, encode_lean
 from streams.contract import Limits
 from streams.metric_columns import decode_metric_columns
 
-PARTITIONS = 4
+PARTITIONS = METRIC_PARTITIONS
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -87,9 +87,7 @@ class AgentHarness:
     async def __aenter__(self) -> AgentHarness:
         topics = [*vars(A).values(), *A.raw_topics.values(), *A.clean_topics.values()]  # (telemetry: per kind)
         for value in topics:
-            if not isinstance(value, Topic):
-                continue
-            if "send" not in vars(value):
+            if isinstance(value, Topic) and "send" not in vars(value):
                 value.send = self._capture(value.get_topic_name())  # type: ignore[method-assign]
                 self._patched.append(value)
         self._previous_factory = runtime.store_factory

@@ -8,7 +8,7 @@ from aiokafka.producer.producer import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from pydantic import ValidationError
 
-from benchmarks.common import metric_points
+from benchmarks.common import BASE_TS, metric_points
 from streams.codec import encode_lean
 from streams.contract import Limits
 from streams.metric_columns import decode_metric_columns
@@ -23,7 +23,7 @@ def test_the_setting_names_the_codec_and_none_turns_it_off() -> None:
         Settings(kaizen_producer_compression="brotli")
 
 
-def test_the_worker_app_and_its_stores_write_with_it() -> None:
+def test_the_worker_app_writes_with_it() -> None:
     from streams import app as A
 
     assert A.app.conf.producer_compression_type == A.settings.compression_type
@@ -36,7 +36,7 @@ def test_a_clean_envelope_round_trips_through_a_zstd_batch_much_smaller() -> Non
     has_codec, _ = AIOKafkaProducer._COMPRESSORS["zstd"]
     assert has_codec(), "aiokafka finds no zstd library (cramjam, the aiokafka[zstd] extra)"
     raw = orjson.dumps({"records": metric_points(1_000, 250)})
-    now = 1_700_000_000.0 + 86_400
+    now = BASE_TS + 86_400.0  # a day after the points: within the ingest limits
     points = decode_metric_columns(raw, topic="t", now=now, limits=Limits()).records
     assert len(points) == 1_000
     value = encode_lean(points)
