@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import defaultdict
+from collections.abc import Sequence
 from time import time as wall_clock
 from typing import Any
 
+import numpy as np
 import orjson
 import structlog
 from aiokafka.errors import KafkaError
@@ -99,6 +101,25 @@ class ScoringState:
         self.budget_used += 1
         self.last_publish[key] = now
         return True
+
+    def publishable(self, keys: Sequence[str], urgent: np.ndarray, now: float) -> list[int]:
+        """The indices of `keys` (series of one batch, `urgent` their flags) whose summary may_publish lets
+        out now, as calling it on each in order would: called key by key only while the second's budget
+        lasts; once it is spent only the urgent keys can go out, and only they are visited."""
+        if not keys:
+            return []
+        if int(now) != self.budget_second:
+            self.budget_second, self.budget_used = int(now), 0
+        out: list[int] = []
+        i, n = 0, len(keys)
+        while i < n and self.budget_used < SERIES_PUBLISH_BUDGET:
+            if self.may_publish(keys[i], now, bool(urgent[i])):
+                out.append(i)
+            i += 1
+        for j in (np.flatnonzero(urgent[i:]) + i).tolist():
+            self.may_publish(keys[j], now, True)
+            out.append(j)
+        return out
 
 
 async def dead_letter_over_cap(partition: int, over: list[LeanPoint]) -> None:

@@ -15,7 +15,6 @@ import time
 import weakref
 from bisect import bisect_right
 from collections.abc import Awaitable
-from itertools import accumulate
 from typing import Any
 
 import faust
@@ -43,7 +42,13 @@ from agents.scoring.logic.detector_kernel import warm
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD
 from agents.scoring.logic.hops import FORWARDED, FROM_CLEAN, HOP_HEADER, SCORED, hop_of, split_by_owner
 from agents.scoring.logic.models import CheckpointTooLarge
-from agents.scoring.logic.series import SeriesModel, anomaly_insight, score_groups, trend_insight
+from agents.scoring.logic.series import (
+    SeriesModel,
+    anomaly_insight,
+    checkpoints_due,
+    score_groups,
+    trend_insight,
+)
 from agents.scoring.logic.trend_kernel import warm as warm_trends
 from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
@@ -200,35 +205,46 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
         else:
             group.append(p)
     groups: list[tuple[str, list[LeanPoint], SeriesModel]] = []
+    live = pm.models.get  # (a known series without a method call: this runs once per series of the message)
     for key, pts in by_series.items():
         if len(pts) > 1:
             pts.sort(key=_timestamp)
-        groups.append((key, pts, pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))))
+        groups.append((key, pts, live(key) or pm.get(key, pts[0]["metric_name"], pts[0].get("unit", ""))))
+    models = [model for _, _, model in groups]
     scores, found = score_groups(cols, [(model, pts) for _, pts, model in groups])
     threshold = ANOMALY_THRESHOLD
+    ends = np.fromiter(map(len, by_series.values()), np.int64, len(groups)).cumsum()
     # only the rare points with an alarm or a trend finding are visited, in index order (a point's
     # anomaly insight before its trend insights, as the points come)
     marks = np.flatnonzero(scores >= threshold).tolist()
     if marks or found:
-        ends = list(accumulate(len(pts) for _, pts, _ in groups))
+        bounds = ends.tolist()
         for i in sorted(set(marks).union(found)):
-            g = bisect_right(ends, i)
+            g = bisect_right(bounds, i)
             _, pts, model = groups[g]
-            p = pts[i - ends[g] + len(pts)]
+            p = pts[i - bounds[g] + len(pts)]
             if scores[i] >= threshold and not p.get("history"):  # history: read back at discovery, no insight
                 insights.append(anomaly_insight(to_model(p), float(scores[i]), model, now))
             for f in found.get(i, ()):
                 insights.append(trend_insight(to_model(p), f, model, now))
-    for key, pts, model in groups:
-        if key not in pm.checkpoints or model.due_checkpoint(now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS):
-            try:
-                due[key] = base64.b64encode(model.checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
-                                            ).decode()
-            except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
-                STATS["checkpoints_over_limit"] += 1
-                log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
-        if state.may_publish(key, now, urgent=model.last_score >= threshold):
-            await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
+    # Checkpoints and summaries: the due series and the summaries let out found for the whole batch at
+    # once (series.checkpoints_due, ScoringState.publishable), only those visited.
+    cps = pm.checkpoints
+    keys = [key for key, _, _ in groups]
+    unsaved = [i for i, key in enumerate(keys) if key not in cps]
+    todo = checkpoints_due(models, now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS)
+    for g in sorted(set(todo).union(unsaved)) if unsaved else todo:
+        key = keys[g]
+        try:
+            due[key] = base64.b64encode(models[g].checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
+                                        ).decode()
+        except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
+            STATS["checkpoints_over_limit"] += 1
+            log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
+    # a series' last score is its last point's (model.last_score)
+    for g in state.publishable(keys, scores[ends - 1] >= threshold, now):
+        key, pts, model = groups[g]
+        await A.series_topic.send(key=key.encode(), value=orjson.dumps(model.summary(key, pts[-1])))
     if due:
         try:
             await state.store.record(partition, {"set": due})

@@ -363,5 +363,6 @@ def test_users_carriers_are_the_points_with_users() -> None:
                                  {"metric_name": "Latency", "dimensions": {USERS_DIM: "3"}}]
     assert users_carriers(pts, USERS_METRIC, USERS_DIM) == pts[1:]
     assert users_carriers(pts[:1] + pts[2:], USERS_METRIC, USERS_DIM) == pts[2:]
+    assert users_carriers(pts[:1] * 3, USERS_METRIC, USERS_DIM) == []
     broken = [*pts, {"metric_name": "Latency"}]  # no dimensions: the per-point loop fails on it
     assert users_carriers(broken, USERS_METRIC, USERS_DIM) is broken

@@ -393,6 +393,13 @@ def test_series_bookkeeping_survives_adoption_and_one_point_observe() -> None:
     assert type(live.trend) is TrendSlot
     assert live.checkpoint(1.0) == ref.checkpoint(1.0)
     assert len(live.recent) == len(ref.recent) == 60
+    # the summary of a series in the columns (numpy's rounding of the scores) and of one per point
+    last = {"tenant_id": "t", "metric_name": "Latency", "namespace": "N", "component": "c", "dimensions": {},
+            "statistic": "Average"}
+    got, want = live.summary("k", last), ref.summary("k", last)
+    assert [p[:2] for p in got["points"]] == [p[:2] for p in want["points"]]
+    assert [p[2] for p in got["points"]] == pytest.approx([p[2] for p in want["points"]], abs=1e-9)
+    assert {k: v for k, v in got.items() if k != "points"} == {k: v for k, v in want.items() if k != "points"}
 
 
 def test_a_series_twice_in_one_batch_is_refused_before_anything_learns() -> None:

@@ -10,7 +10,8 @@ refreshed when an input changes their context (see refresh()).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from operator import itemgetter
+from itertools import repeat
+from operator import contains, itemgetter
 from typing import Any
 
 from agents.opportunities.logic.opportunities import (
@@ -52,12 +53,16 @@ def users_carriers(points: Sequence[Mapping[str, Any]], users_metric: str,
     try:
         if users_metric in set(map(_METRIC_NAME, points)):
             return [p for p in points if p["metric_name"] == users_metric or users_dimension in p["dimensions"]]
+        # (the usual batch has no carrier: found out without a Python step per point)
+        if not any(map(contains, map(_DIMENSIONS, points), repeat(users_dimension))):
+            return []
         return [p for p in points if users_dimension in p["dimensions"]]
     except Exception:  # noqa: BLE001 - users_from_point meets it point by point, where the reference does
         return points
 
 
 _METRIC_NAME = itemgetter("metric_name")
+_DIMENSIONS = itemgetter("dimensions")
 
 
 def input_delta(state: Mapping[str, Any], inp: OpportunityInput) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ class SeriesModel:
     the last alarm and since the checkpoint, the last score, the recent points) as a row of a
     SeriesColumns; the attributes below read and write that row then (`recent` is a copy)."""
 
-    __slots__ = ("metric_name", "spec", "detector", "trend", "cp_at", "_recent", "_last_score", "_since_cp",
+    __slots__ = ("metric_name", "spec", "detector", "trend", "_cp_at", "_recent", "_last_score", "_since_cp",
                  "_since_alarm", "_book", "_row")
 
     def __init__(self, metric_name: str, detector: KaizenDetector | RiverScorer | ColumnSlot,
@@ -54,7 +54,7 @@ class SeriesModel:
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=RECENT)
         self._last_score = 0.0
         self._since_cp = 0
-        self.cp_at = 0.0
+        self._cp_at = 0.0   # when the series was last checkpointed (0.0: never)
         self._since_alarm = INCIDENT_POINTS  # points since this series' last anomaly insight
         self._book: SeriesColumns | None = None   # the columns holding the trend and bookkeeping, once adopted
         self._row = -1
@@ -84,6 +84,17 @@ class SeriesModel:
             self._since_cp = value
         else:
             self._book.since_cp[self._row] = value
+
+    @property
+    def cp_at(self) -> float:
+        return self._cp_at if self._book is None else float(self._book.cp_at[self._row])
+
+    @cp_at.setter
+    def cp_at(self, value: float) -> None:
+        if self._book is None:
+            self._cp_at = value
+        else:
+            self._book.cp_at[self._row] = value
 
     @property
     def since_alarm(self) -> int:
@@ -151,8 +162,14 @@ class SeriesModel:
 
     def summary(self, key: str, last: Mapping[str, Any]) -> dict[str, Any]:
         """The series for the dashboard and the read model; `last` is its newest point (a lean point,
-        see streams/metric_codec.py)."""
-        pts = [[t, v, round(s, 4)] for t, v, s in self.recent]
+        see streams/metric_codec.py). Scores are rounded to 4 decimals (numpy's rounding for a series in
+        the columns: a summary there costs a few numpy calls, not a Python step per recent point)."""
+        if self._book is None:
+            pts = [[t, v, round(s, 4)] for t, v, s in self._recent]
+        else:
+            block = self._book.recent_block(self._row)
+            block[:, 2] = np.round(block[:, 2], 4)
+            pts = block.tolist()
         return {"series": key, "tenant_id": last["tenant_id"], "metric_name": last["metric_name"],
                 "namespace": last["namespace"], "component": last["component"], "dimensions": last["dimensions"],
                 "statistic": last["statistic"], "last_score": round(self.last_score, 4), "points": pts}
@@ -169,6 +186,7 @@ class SeriesColumns:
         self._cap = 0
         self.since_alarm = np.zeros(0, _I64)
         self.since_cp = np.zeros(0, _I64)
+        self.cp_at = np.zeros(0, _F64)
         self.last_score = np.zeros(0, _F64)
         # the newest RECENT (ts, value, score) of each row: three rings, written by flat index (a third of
         # the cost of a 3-D fancy write)
@@ -185,7 +203,7 @@ class SeriesColumns:
         cap = len(self.trends.kind)
         if cap <= self._cap:
             return
-        for name in ("since_alarm", "since_cp", "last_score", "recent_ts", "recent_value", "recent_score",
+        for name in ("since_alarm", "since_cp", "cp_at", "last_score", "recent_ts", "recent_value", "recent_score",
                      "recent_pos", "recent_len", "_mark"):
             old = getattr(self, name)
             new = np.zeros((cap,) + old.shape[1:], old.dtype)
@@ -207,6 +225,7 @@ class SeriesColumns:
         self._fit()
         self.since_alarm[row] = model._since_alarm
         self.since_cp[row] = model._since_cp
+        self.cp_at[row] = model._cp_at
         self.last_score[row] = model._last_score
         self.recent_pos[row] = self.recent_len[row] = 0
         for ts, value, score in model._recent:
@@ -223,12 +242,19 @@ class SeriesColumns:
         self.recent_pos[row] = (at + 1) % RECENT
         self.recent_len[row] = min(int(self.recent_len[row]) + 1, RECENT)
 
+    def recent_block(self, row: int) -> np.ndarray:
+        """The row's recent points, oldest first, as a new (n, 3) array of (ts, value, score). The ring is
+        written from its start and fills before it wraps, so until it is full its points are its first n."""
+        n = int(self.recent_len[row])
+        block = np.stack((self.recent_ts[row], self.recent_value[row], self.recent_score[row]), axis=1)
+        if n < RECENT:
+            return block[:n]
+        at = int(self.recent_pos[row])
+        return np.concatenate((block[at:], block[:at])) if at else block
+
     def recent_of(self, row: int) -> deque[tuple[float, float, float]]:
         """The row's recent points, oldest first, as SeriesModel.recent holds them."""
-        n = int(self.recent_len[row])
-        at = (int(self.recent_pos[row]) - n + np.arange(n)) % RECENT
-        return deque(zip(self.recent_ts[row, at].tolist(), self.recent_value[row, at].tolist(),
-                         self.recent_score[row, at].tolist(), strict=True), maxlen=RECENT)
+        return deque(map(tuple, self.recent_block(row).tolist()), maxlen=RECENT)
 
     def observe_one(self, row: int, ts: float, value: float, score: float, findings: list[TrendFinding],
                     history: bool) -> list[TrendFinding]:
@@ -347,6 +373,23 @@ def _adopt(model: SeriesModel, cols: DetectorColumns, book: SeriesColumns) -> Co
     if model._book is None:
         book.adopt(model)
     return det
+
+
+def checkpoints_due(models: Sequence[SeriesModel], now: float, every_points: int, every_seconds: float
+                    ) -> list[int]:
+    """The indices, in order, of the models whose due_checkpoint(now, every_points, every_seconds) holds:
+    read in one numpy step from the columns for the rows of the batch's SeriesColumns (every series of a
+    message, when it is many: a call per series cost as much as scoring it), asked per model for the
+    rest (a trend of other parameters, a series not adopted)."""
+    book = next((m._book for m in models if m._book is not None), None)
+    if book is None:
+        return [i for i, m in enumerate(models) if m.due_checkpoint(now, every_points, every_seconds)]
+    r = np.array([m._row if m._book is book else -1 for m in models], _I64)
+    since = book.since_cp.take(r)   # (a -1 reads the last row: replaced below)
+    due = (since >= every_points) | ((since > 0) & (now - book.cp_at.take(r) >= every_seconds))
+    for i in np.flatnonzero(r < 0).tolist():
+        due[i] = models[i].due_checkpoint(now, every_points, every_seconds)
+    return np.flatnonzero(due).tolist()  # type: ignore[no-any-return]
 
 
 def _spans(starts: list[int], counts: list[int]) -> np.ndarray:

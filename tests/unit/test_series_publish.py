@@ -1,0 +1,80 @@
+"""The batch forms of the metric stage's per-series bookkeeping give what the per-series calls give:
+ScoringState.publishable against may_publish key by key, series.checkpoints_due against due_checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.scoring import agent as scoring
+from agents.scoring.logic.detectors import KaizenDetector
+from agents.scoring.logic.series import SeriesModel, checkpoints_due, score_groups, series_columns_of
+from agents.scoring.logic.trends import TrendParams, TrendTracker
+from agents.scoring.logic.vectorised import DetectorColumns
+
+BATCHES = st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=30),
+                             st.sampled_from([0.0, 0.001, 0.4, 1.0, 2.5])), max_size=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(BATCHES, st.sampled_from([0, 1, 3, 8, 200]))
+def test_publishable_lets_out_what_may_publish_does_key_by_key(batches: list[Any], budget: int) -> None:
+    ref, live = scoring.ScoringState(None), scoring.ScoringState(None)  # type: ignore[arg-type]
+    now = 1_700_000_000.5
+    try:
+        with mock.patch.object(scoring, "SERIES_PUBLISH_BUDGET", budget):
+            for batch, step in batches:
+                now += step
+                keys = list(dict.fromkeys(f"s{k}" for k, _ in batch))  # a batch holds each series once
+                urgent = np.array([dict(batch)[int(k[1:])] for k in keys], dtype=bool)
+                want = [i for i, k in enumerate(keys) if ref.may_publish(k, now, bool(urgent[i]))]
+                assert live.publishable(keys, urgent, now) == want
+                assert live.last_publish == ref.last_publish
+                assert (live.budget_second, live.budget_used) == (ref.budget_second, ref.budget_used)
+    finally:
+        scoring._STATES.remove(ref)
+        scoring._STATES.remove(live)
+
+
+def _model(kind: str) -> SeriesModel:
+    if kind == "river":
+        return SeriesModel.new("Latency", "gaussian")
+    params = TrendParams(persist=2, clear=5) if kind == "other trend" else TrendParams()
+    return SeriesModel("Latency", KaizenDetector(), TrendTracker.for_metric("Latency", params))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["columns"] * 4 + ["other trend", "river"]), min_size=1, max_size=8),
+       st.lists(st.tuples(st.lists(st.integers(0, 7), max_size=20), st.floats(0.0, 50.0),
+                          st.sets(st.integers(0, 7), max_size=3)), max_size=12))
+def test_checkpoints_due_are_the_series_due_checkpoint(kinds: list[str], batches: list[Any]) -> None:
+    """Series in the columns (counters read from them), beside series per point (a trend of other
+    parameters, a River model), checkpointed now and then; every threshold asked after each batch."""
+    cols = DetectorColumns(capacity=1)
+    series_columns_of(cols)
+    models = [_model(k) for k in kinds]
+    now, t = 1_700_000_000.0, 1_700_000_000.0
+    scored: set[int] = set()
+    for picks, step, saved in batches:
+        now += step
+        chosen = list(dict.fromkeys(s for s in picks if s < len(models)))
+        groups = []
+        for s in chosen:
+            t += 60.0
+            groups.append((models[s], [{"timestamp": t, "value": 100.0 + s}]))
+        score_groups(cols, groups)
+        scored.update(chosen)
+        for every_points in (1, 2, 5, 50):
+            for every_seconds in (0.0, 10.0, 30.0):
+                want = [i for i, m in enumerate(models) if m.due_checkpoint(now, every_points, every_seconds)]
+                assert checkpoints_due(models, now, every_points, every_seconds) == want
+        for s in saved:
+            if s < len(models):
+                models[s].checkpoint(now)
+                assert models[s].cp_at == now and models[s].since_cp == 0
+    for s in scored:  # (the columns are what is tested: a series scored there keeps its counters there)
+        assert (models[s]._book is not None) == (kinds[s] == "columns")
