@@ -15,6 +15,7 @@ import time
 import weakref
 from bisect import bisect_right
 from collections.abc import Awaitable
+from operator import itemgetter
 from typing import Any
 
 import faust
@@ -106,11 +107,14 @@ def held_to_limits(points: list[LeanPoint], now: float) -> tuple[list[LeanPoint]
     return kept, dead
 
 
+_EVENT_ID = itemgetter("event_id")
+
+
 def fresh_points(window: DedupWindow, points: list[LeanPoint], now: float
                  ) -> tuple[list[LeanPoint], dict[str, Any] | None]:
     """The points whose event id is new in the window, and the dedup delta admitting them (applied in
     memory at once; changelogged by the caller once the points' effects are on the broker)."""
-    hashes = id_hashes([p["event_id"] for p in points])
+    hashes = id_hashes(list(map(_EVENT_ID, points)))
     flags = window.filter_new(hashes, now)
     fresh: list[LeanPoint]
     fresh_hashes: list[int]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -29,15 +31,19 @@ def id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
+_HEAD_DIGITS = itemgetter(slice(2, 18))  # a derived id's first 16 hex digits
+
+
 def id_hashes(event_ids: list[str]) -> list[int]:
     """[id_hash(e) for e in event_ids], for a whole message at once when every id is a derived one: their
     16-digit heads joined and read as big-endian 64-bit integers by numpy (~0.05 µs an id instead of
     ~0.3). bytes.fromhex skips whitespace, so any character that is no hex digit either raises or makes
     the result short: then (and for any other id) each is hashed by id_hash."""
     n = len(event_ids)
-    if n and all(len(e) == 26 and e.startswith("m-") for e in event_ids):
+    # (the checks and the join in C over the whole list: a generator step per id cost as much as the rest)
+    if n and set(map(len, event_ids)) == {26} and all(map(str.startswith, event_ids, repeat("m-"))):
         try:
-            raw = bytes.fromhex("".join([e[2:18] for e in event_ids]))
+            raw = bytes.fromhex("".join(map(_HEAD_DIGITS, event_ids)))
         except ValueError:
             raw = b""
         if len(raw) == 8 * n:
