@@ -46,6 +46,7 @@ from agents.scoring.logic.models import CheckpointTooLarge
 from agents.scoring.logic.series import (
     SeriesModel,
     anomaly_insight,
+    checkpoint_columns,
     checkpoints_due,
     score_groups,
     trend_insight,
@@ -237,14 +238,18 @@ async def score_batch(state: ScoringState, partition: int, points: list[LeanPoin
     keys = [key for key, _, _ in groups]
     unsaved = [i for i, key in enumerate(keys) if key not in cps]
     todo = checkpoints_due(models, now, CHECKPOINT_EVERY_POINTS, CHECKPOINT_EVERY_SECONDS)
-    for g in sorted(set(todo).union(unsaved)) if unsaved else todo:
+    if unsaved:
+        todo = sorted(set(todo).union(unsaved))
+    for g, data in zip(todo, checkpoint_columns([models[g] for g in todo], now), strict=True):
         key = keys[g]
-        try:
-            due[key] = base64.b64encode(models[g].checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
-                                        ).decode()
-        except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
-            STATS["checkpoints_over_limit"] += 1
-            log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
+        if data is None:  # a series outside the columns (another River model...): on its own
+            try:
+                data = models[g].checkpoint(now, A.settings.kaizen_detector_checkpoint_max_bytes)
+            except CheckpointTooLarge as exc:  # scored on in memory; after a restart this series re-warms
+                STATS["checkpoints_over_limit"] += 1
+                log.error("detector checkpoint over its size limit; not checkpointed", series=key, error=str(exc))
+                continue
+        due[key] = base64.b64encode(data).decode()
     # a series' last score is its last point's (model.last_score)
     for g in state.publishable(keys, scores[ends - 1] >= threshold, now):
         key, pts, model = groups[g]

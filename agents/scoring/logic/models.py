@@ -22,6 +22,7 @@ DEFAULT_CHECKPOINT_MAX_BYTES = 65_536
 # threshold means the same for every River model (docs/detection.md).
 RAW_DECADES = 3.0
 _KAIZEN, _PICKLE = b"K", b"P"
+KAIZEN_STATE = _KAIZEN  # the first byte of a checkpoint of kaizen's own detector (series.checkpoint_columns)
 
 
 class CheckpointTooLarge(InputError):

@@ -15,6 +15,7 @@ import numpy as np
 from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, KaizenDetector
 from agents.scoring.logic.models import (
     DEFAULT_CHECKPOINT_MAX_BYTES,
+    KAIZEN_STATE,
     RiverScorer,
     new_scorer,
     restore_scorer,
@@ -390,6 +391,54 @@ def checkpoints_due(models: Sequence[SeriesModel], now: float, every_points: int
     for i in np.flatnonzero(r < 0).tolist():
         due[i] = models[i].due_checkpoint(now, every_points, every_seconds)
     return np.flatnonzero(due).tolist()  # type: ignore[no-any-return]
+
+
+# Below this many series a batch's checkpoints are packed one by one: the columnar packing's fixed cost
+# (≈ 0.3 ms here, a gather per field) is that of ≈ 20 series packed alone (≈ 15 µs each).
+CHECKPOINT_COLUMNS_FROM = 20
+
+
+def checkpoint_columns(models: Sequence[SeriesModel], now: float) -> list[bytes | None]:
+    """SeriesModel.checkpoint(now) of the models held in the columns (the detector a row of a
+    DetectorColumns, the trend and bookkeeping a row of the SeriesColumns beside it), packed for all of
+    them at once: the same bytes, the same counters reset, without a dozen scalar reads per series (the
+    first point of a message's new series checkpoints them all). None for every other model, and for all
+    when a count does not fit its field: the caller checkpoints those one by one."""
+    out: list[bytes | None] = [None] * len(models)
+    cols = next((m.detector.cols for m in models if type(m.detector) is ColumnSlot), None)
+    book = None if cols is None else _SERIES_COLUMNS.get(cols)
+    if cols is None or book is None:
+        return out
+    take: list[int] = []
+    slots: list[int] = []
+    trend_slots: list[int] = []
+    for i, m in enumerate(models):
+        d, t = m.detector, m.trend
+        if m._book is book and isinstance(d, ColumnSlot) and d.cols is cols and isinstance(t, TrendSlot) \
+                and t.cols is book.trends:
+            take.append(i)
+            slots.append(d.slot)
+            trend_slots.append(t.slot)
+    if len(take) < CHECKPOINT_COLUMNS_FROM:
+        return out
+    rows = np.array([models[i]._row for i in take], _I64)
+    det = cols.state_records(np.array(slots, _I64))
+    trend = book.trends.state_records(np.array(trend_slots, _I64))
+    if det is None or trend is None:
+        return out
+    nd, nt = 1 + det.shape[1], trend.shape[1]
+    head = _HEAD.size
+    packed = np.empty((len(take), head + nd + nt), np.uint8)
+    packed[:, :head] = np.frombuffer(_HEAD.pack(nd, nt), np.uint8)
+    packed[:, head] = KAIZEN_STATE[0]
+    packed[:, head + 1:head + nd] = det
+    packed[:, head + nd:] = trend
+    book.since_cp[rows] = 0
+    book.cp_at[rows] = now
+    data, width = packed.tobytes(), packed.shape[1]
+    for k, i in enumerate(take):
+        out[i] = data[k * width:(k + 1) * width]
+    return out
 
 
 def _spans(starts: list[int], counts: list[int]) -> np.ndarray:

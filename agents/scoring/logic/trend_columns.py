@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,14 @@ _INTS = ("filled", "pos", "steps", "active", "held", "calm", "reported", "kind",
 
 _F64 = np.float64
 _I64 = np.int64
+
+
+@lru_cache(maxsize=8)
+def _state_dtype(size: int) -> np.dtype:
+    """A record of TrendColumns.state's bytes, field by field (packed, little-endian as struct's "<")."""
+    return np.dtype([("version", "u1"), ("filled", "<u4"), ("pos", "<u4"), ("active", "<u8"), ("steps", "<u4"),
+                     ("ref", "<f8"), ("bsum", "<f8"), ("bsq", "<f8"), ("csum", "<f8"), ("held", "<u4"),
+                     ("calm", "<u4"), ("reported", "u1"), ("peak", "<f8"), ("ring", "<f8", (size,))])
 
 
 class TrendColumns:
@@ -135,6 +144,22 @@ class TrendColumns:
         return UNITS[int(self.unit[slot])]
 
     # --- checkpoints: TrendTracker.to_state() bytes ----------------------------------------------
+    def state_records(self, slots: np.ndarray) -> np.ndarray | None:
+        """`state(slot)` of many slots at once, as an (n, state size) uint8 array; None when a count is
+        beyond what its field holds (`state` raises there: the caller takes the per-slot path)."""
+        dt = _state_dtype(self.size)
+        out = np.empty(len(slots), dt)
+        for name, most in (("filled", 0xFFFFFFFF), ("pos", 0xFFFFFFFF), ("steps", 0xFFFFFFFF), ("held", 0xFFFFFFFF),
+                           ("calm", 0xFFFFFFFF), ("reported", 0xFF), ("active", None)):
+            got = getattr(self, name).take(slots)
+            if got.size and (int(got.min()) < 0 or (most is not None and int(got.max()) > most)):
+                return None
+            out[name] = got
+        out["version"] = 4
+        for name in ("ref", "bsum", "bsq", "csum", "peak", "ring"):
+            out[name] = getattr(self, name).take(slots, axis=0)
+        return out.view(np.uint8).reshape(len(slots), dt.itemsize)
+
     def state(self, slot: int) -> bytes:
         """The slot's tracker as `TrendTracker.to_state()` would write it."""
         return (_tr._STATE.pack(4, int(self.filled[slot]), int(self.pos[slot]), int(self.active[slot]),

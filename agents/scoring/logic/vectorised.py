@@ -103,6 +103,7 @@ class DetectorColumns:
         self._bins = len(proto._prof)
         self._rest = len(proto._cal.recent.ring)
         self._state_size = len(proto.to_state())
+        self._records_dtype: np.dtype | None = None  # state_records' record, built on first use
         self.n = np.zeros(cap, _I64)
         self.vmin = np.full(cap, np.inf)
         self.vmax = np.full(cap, -np.inf)
@@ -188,6 +189,43 @@ class DetectorColumns:
         self.cal_top[slot] = self.surprise[slot] = 0.0
 
     # --- checkpoints: KaizenDetector.to_state() bytes ----------------------------------------------
+    def _state_dtype(self) -> np.dtype:
+        """A record of `state`'s bytes, field by field (packed, little-endian as struct's "<")."""
+        fields: list[tuple[Any, ...]] = [
+            ("version", "u1"), ("fp", "S8"), ("n", "<u4"), ("vmin", "<f8"), ("vmax", "<f8"), ("origin", "<f8"),
+            ("width", "<f8"), ("last_ts", "<f8"), ("first_ts", "<f8"), ("levels", "<u2", (self._table,))]
+        for name, lik in (("lev", self.lev), ("val", self.val), ("sea", self.sea)):
+            fields += [(f"{name}_pos", "<u4"), (f"{name}_n", "<u4"), (f"{name}_mean", "<f8"), (f"{name}_var", "<f8"),
+                       (f"{name}_ring", "<f8", (lik.size,))]
+        fields += [("cal_pos", "<u4"), ("cal_top", "<f8"), ("cal_age", "<u4"), ("cal_ring", "<f4", (self._rest,)),
+                   ("prof", "<f8", (self._bins,)), ("visits", "<u2", (self._bins,))]
+        return np.dtype(fields)
+
+    def state_records(self, slots: np.ndarray) -> np.ndarray | None:
+        """`state(slot)` of many slots at once, as an (n, state size) uint8 array (one gather per field
+        instead of a dozen scalar reads per slot: ≈ 0.2 ms, then ≈ 0.6 µs a slot against ≈ 15 µs a slot
+        here); None when a count is beyond the 32 bits the format gives it (`state` raises there: the
+        caller takes the per-slot path)."""
+        dt = self._records_dtype
+        if dt is None:
+            dt = self._records_dtype = self._state_dtype()
+        out = np.empty(len(slots), dt)
+        counts = [self.n, self.lev.pos, self.lev.n, self.val.pos, self.val.n, self.sea.pos, self.sea.n, self.cal_pos,
+                  self.cal_age]
+        for col in counts:
+            got = col.take(slots)
+            if got.size and (int(got.min()) < 0 or int(got.max()) > 0xFFFFFFFF):
+                return None
+        out["version"] = _det._VERSION
+        out["fp"] = self._fp
+        for name in ("n", "vmin", "vmax", "origin", "width", "last_ts", "first_ts", "levels", "cal_pos", "cal_top",
+                     "cal_age", "cal_ring", "prof", "visits"):
+            out[name] = getattr(self, name).take(slots, axis=0)
+        for name, lik in (("lev", self.lev), ("val", self.val), ("sea", self.sea)):
+            for part in ("pos", "n", "mean", "var", "ring"):
+                out[f"{name}_{part}"] = getattr(lik, part).take(slots, axis=0)
+        return out.view(np.uint8).reshape(len(slots), dt.itemsize)
+
     def state(self, slot: int) -> bytes:
         """The slot's detector as `KaizenDetector.to_state()` would write it."""
         head = _det._HEAD.pack(_det._VERSION, self._fp, int(self.n[slot]), float(self.vmin[slot]),

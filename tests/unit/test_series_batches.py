@@ -1,5 +1,6 @@
 """The batch forms of the metric stage's per-series bookkeeping give what the per-series calls give:
-ScoringState.publishable against may_publish key by key, series.checkpoints_due against due_checkpoint."""
+ScoringState.publishable against may_publish key by key, series.checkpoints_due against due_checkpoint,
+series.checkpoint_columns against SeriesModel.checkpoint."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from hypothesis import strategies as st
 
 from agents.scoring import agent as scoring
 from agents.scoring.logic.detectors import KaizenDetector
-from agents.scoring.logic.series import SeriesModel, checkpoints_due, score_groups, series_columns_of
+from agents.scoring.logic.series import (
+    CHECKPOINT_COLUMNS_FROM,
+    SeriesModel,
+    checkpoint_columns,
+    checkpoints_due,
+    score_groups,
+    series_columns_of,
+)
 from agents.scoring.logic.trends import TrendParams, TrendTracker
-from agents.scoring.logic.vectorised import DetectorColumns
+from agents.scoring.logic.vectorised import ColumnSlot, DetectorColumns
 
 BATCHES = st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=30),
                              st.sampled_from([0.0, 0.001, 0.4, 1.0, 2.5])), max_size=15)
@@ -78,3 +86,63 @@ def test_checkpoints_due_are_the_series_due_checkpoint(kinds: list[str], batches
                 assert models[s].cp_at == now and models[s].since_cp == 0
     for s in scored:  # (the columns are what is tested: a series scored there keeps its counters there)
         assert (models[s]._book is not None) == (kinds[s] == "columns")
+
+
+NAMES = ["Latency", "ErrorRate", "CPUUtilization", "Invocations", "FreeableMemory"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(["columns"] * 5 + ["other trend", "river"])),
+                min_size=CHECKPOINT_COLUMNS_FROM, max_size=CHECKPOINT_COLUMNS_FROM + 25),
+       st.integers(0, 2**32 - 1), st.integers(1, 90))
+def test_checkpoint_columns_packs_the_bytes_each_series_checkpoints(specs: list[tuple[str, str]], seed: int,
+                                                                    rounds: int) -> None:
+    """Twin series fed the same points, one set checkpointed in columns and the other one by one: the same
+    bytes, the same counters after; None for the series outside the columns."""
+    import random
+
+    def series() -> tuple[DetectorColumns, list[SeriesModel]]:
+        cols = DetectorColumns(capacity=1)
+        series_columns_of(cols)
+        models = []
+        for name, how in specs:
+            if how == "river":
+                models.append(SeriesModel.new(name, "gaussian"))
+            elif how == "other trend":
+                models.append(SeriesModel(name, KaizenDetector(), TrendTracker.for_metric(name, TrendParams(persist=2))))
+            else:
+                models.append(SeriesModel.new(name))
+        return cols, models
+
+    (cols_a, live), (cols_b, ref) = series(), series()
+    rng = random.Random(seed)
+    for r in range(rounds):
+        values = [rng.choice([100.0 + rng.gauss(0, 3), rng.uniform(-1e6, 1e6), 0.0, 5e-324])
+                  for _ in specs]
+        for cols, models in ((cols_a, live), (cols_b, ref)):
+            score_groups(cols, [(m, [{"timestamp": 1.7e9 + 60.0 * r, "value": v}])
+                                for m, v in zip(models, values, strict=True)])
+    got = checkpoint_columns(live, 123.0)
+    packed = sum(how == "columns" for _, how in specs) >= CHECKPOINT_COLUMNS_FROM  # else each on its own
+    for (_, how), g, m, w in zip(specs, got, live, ref, strict=True):
+        if how != "columns" or not packed:
+            assert g is None
+            continue
+        assert g == w.checkpoint(123.0)
+        assert (m.since_cp, m.cp_at) == (w.since_cp, w.cp_at) == (0, 123.0)
+        assert SeriesModel.restore(m.metric_name, g).checkpoint(0.0) == g
+
+
+def test_checkpoint_columns_leaves_a_count_beyond_its_field_and_a_small_batch_to_each_series() -> None:
+    cols = DetectorColumns(capacity=1)
+    series_columns_of(cols)
+    models = [SeriesModel.new("Latency") for _ in range(CHECKPOINT_COLUMNS_FROM)]
+    score_groups(cols, [(m, [{"timestamp": 1.7e9, "value": 1.0}]) for m in models])
+    assert checkpoint_columns(models[:-1], 0.0) == [None] * (CHECKPOINT_COLUMNS_FROM - 1)
+    got = checkpoint_columns(models, 0.0)
+    assert None not in got and got == [m.checkpoint(0.0) for m in models]
+    det = models[3].detector
+    assert isinstance(det, ColumnSlot)
+    cols.n[det.slot] = 2**32   # beyond "<I": struct raises there, the columns leave it to the series
+    assert checkpoint_columns(models, 0.0) == [None] * CHECKPOINT_COLUMNS_FROM
+    assert models[0].since_cp == 0
