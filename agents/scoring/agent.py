@@ -19,8 +19,9 @@ from agents.opportunities.agent import send_input
 from agents.opportunities.logic.inputs import users_carriers, users_from_point
 from agents.routing import insight_partition
 from agents.scoring.admission import Admission, per_partition_cap
-from agents.scoring.logic.registry import DetectorChoice, parse_detectors
+from agents.scoring.logic.registry import DetectorChoice, is_kaizen, parse_detectors
 from agents.scoring.logic.series import SeriesModel
+from agents.scoring.logic.vectorised import DetectorColumns
 from streams import app as A
 from streams.codec import dead_letter, encode_lean, split_encoded
 from streams.contract import DEADLETTER_ORIGINAL_CHARS
@@ -49,13 +50,18 @@ class PartitionModels:
         self.checkpoints = checkpoints
         self.models: dict[str, SeriesModel] = {}
         self.admission = Admission(cap, checkpoints, total_cap)  # a series is checkpointed when admitted
+        # the columns new series of kaizen's detector are created in (set by the metric stage, fused.py)
+        self.columns: DetectorColumns | None = None
 
     def get(self, key: str, metric_name: str, unit: str = "") -> SeriesModel:
         m = self.models.get(key)
         if m is None:
             cp = self.checkpoints.get(key)
             spec = detector_choice().spec_for(metric_name, unit)
-            m = SeriesModel.new(metric_name, spec)
+            if not cp and self.columns is not None and is_kaizen(spec):
+                m = SeriesModel.new_in_columns(metric_name, self.columns, spec)
+            else:
+                m = SeriesModel.new(metric_name, spec)
             if cp:
                 try:
                     m = SeriesModel.restore(metric_name, base64.b64decode(cp), spec)

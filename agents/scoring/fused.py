@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import time
-import weakref
 from bisect import bisect_right
 from collections.abc import Awaitable
 from operator import itemgetter
@@ -172,15 +171,13 @@ async def emit(insights: list[TelemetryInsight]) -> list[Awaitable[Any]]:
     return sends
 
 
-# The columnar detector of each partition's models (vectorised.py): every series scored by kaizen's
-# default detector is a row of it; series configured with another River model keep their own scorer.
-_columns: weakref.WeakKeyDictionary[PartitionModels, DetectorColumns] = weakref.WeakKeyDictionary()
-
-
 def columns_of(pm: PartitionModels) -> DetectorColumns:
-    cols = _columns.get(pm)
+    """The columnar detector of a partition's models (vectorised.py): every series scored by kaizen's
+    default detector is a row of it, new ones created there; series configured with another River model
+    keep their own scorer."""
+    cols = pm.columns
     if cols is None:
-        cols = _columns[pm] = DetectorColumns(capacity=max(64, len(pm.checkpoints)))
+        cols = pm.columns = DetectorColumns(capacity=max(64, len(pm.checkpoints)))
     return cols
 
 

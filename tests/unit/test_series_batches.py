@@ -21,6 +21,7 @@ from agents.scoring.logic.series import (
     score_groups,
     series_columns_of,
 )
+from agents.scoring.logic.trend_columns import TrendSlot
 from agents.scoring.logic.trends import TrendParams, TrendTracker
 from agents.scoring.logic.vectorised import ColumnSlot, DetectorColumns
 
@@ -146,3 +147,48 @@ def test_checkpoint_columns_leaves_a_count_beyond_its_field_and_a_small_batch_to
     cols.n[det.slot] = 2**32   # beyond "<I": struct raises there, the columns leave it to the series
     assert checkpoint_columns(models, 0.0) == [None] * CHECKPOINT_COLUMNS_FROM
     assert models[0].since_cp == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(NAMES + ["Duration", "5XXError", "RequestCount"]), min_size=1, max_size=12),
+       st.integers(0, 2**32 - 1), st.integers(1, 120))
+def test_a_series_created_in_the_columns_is_a_new_series_adopted(names: list[str], seed: int, rounds: int) -> None:
+    """SeriesModel.new_in_columns against new() adopted by score_groups at its first point: the same scores,
+    findings, bookkeeping and checkpoints; a row freed by another series is reused as a fresh one."""
+    import random
+
+    rng = random.Random(seed)
+    cols_a, cols_b = DetectorColumns(capacity=1), DetectorColumns(capacity=1)
+    book_a = series_columns_of(cols_a)
+    spare = SeriesModel.new_in_columns("Latency", cols_a)   # a row used, then freed: reused below
+    score_groups(cols_a, [(spare, [{"timestamp": 1.7e9, "value": 5.0}])])
+    assert isinstance(spare.detector, ColumnSlot) and isinstance(spare.trend, TrendSlot)
+    cols_a.release(spare.detector.slot)
+    book_a.trends.release(spare.trend.slot)
+    live = [SeriesModel.new_in_columns(n, cols_a) for n in names]
+    ref = [SeriesModel.new(n) for n in names]
+    assert all(m._book is book_a for m in live)
+    for r in range(rounds):
+        values = [100.0 + rng.gauss(0, 3) + (rng.choice([0.0, 400.0]) if r > 40 else 0.0) for _ in names]
+        got = score_groups(cols_a, [(m, [{"timestamp": 1.7e9 + 60.0 * r, "value": v}])
+                                    for m, v in zip(live, values, strict=True)])
+        want = score_groups(cols_b, [(m, [{"timestamp": 1.7e9 + 60.0 * r, "value": v}])
+                                     for m, v in zip(ref, values, strict=True)])
+        assert got[0].tolist() == want[0].tolist()
+        assert {i: [f.rule for f in fs] for i, fs in got[1].items()} == {i: [f.rule for f in fs] for i, fs in want[1].items()}
+    for m, w in zip(live, ref, strict=True):
+        assert (m.since_alarm, m.since_cp, m.last_score, list(m.recent)) == (w.since_alarm, w.since_cp, w.last_score,
+                                                                             list(w.recent))
+        assert m.checkpoint(1.0) == w.checkpoint(1.0)
+
+
+def test_a_series_of_other_parameters_or_another_model_is_not_created_in_the_columns() -> None:
+    cols = DetectorColumns(capacity=1)
+    series_columns_of(cols, TrendParams(persist=2))
+    m = SeriesModel.new_in_columns("Latency", cols)
+    assert m._book is None and isinstance(m.detector, KaizenDetector)
+    pm = scoring.PartitionModels({}, cap=10)
+    pm.columns = DetectorColumns(capacity=1)
+    assert isinstance(pm.get("a", "Latency").detector, ColumnSlot)
+    with mock.patch.object(scoring, "detector_choice", lambda: scoring.DetectorChoice({"*": "gaussian"})):
+        assert not isinstance(pm.get("b", "Latency").detector, ColumnSlot)

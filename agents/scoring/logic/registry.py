@@ -102,11 +102,16 @@ def _is_detector(model: Any) -> bool:
                       | river_base.AnomalyFilter)
 
 
+def is_kaizen(spec: str) -> bool:
+    """Whether build_model(spec) is kaizen's own detector with its default parameters."""
+    return REGISTRY.get(spec.strip(), spec.strip()) == "kaizen"
+
+
 def build_model(spec: str) -> Any:
     """A fresh model for a spec: a registry name or a River expression (parsed, never evaluated)."""
-    text = REGISTRY.get(spec.strip(), spec.strip())
-    if text == "kaizen":
+    if is_kaizen(spec):
         return KaizenDetector()
+    text = REGISTRY.get(spec.strip(), spec.strip())
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, KaizenDetector
+from agents.scoring.logic.detectors import ANOMALY_THRESHOLD, DEFAULT_PARAMS, KaizenDetector
 from agents.scoring.logic.models import (
     DEFAULT_CHECKPOINT_MAX_BYTES,
     KAIZEN_STATE,
@@ -22,7 +22,16 @@ from agents.scoring.logic.models import (
     scorer_state,
 )
 from agents.scoring.logic.trend_columns import TrendColumns, TrendSlot
-from agents.scoring.logic.trends import TrendFinding, TrendParams, TrendTracker, classify_metric
+from agents.scoring.logic.trends import (
+    DEFAULT_TREND_PARAMS,
+    ErrorUnit,
+    MetricKind,
+    TrendFinding,
+    TrendParams,
+    TrendTracker,
+    classify_metric,
+    error_unit_for,
+)
 from agents.scoring.logic.vectorised import ColumnSlot, DetectorColumns
 from streams.records import MetricDataPoint, TelemetryInsight
 
@@ -112,6 +121,21 @@ class SeriesModel:
     def new(cls, metric_name: str, spec: str = "kaizen") -> SeriesModel:
         """A fresh model; `spec` is the detector chosen for the series (registry name or River expression)."""
         return cls(metric_name, new_scorer(spec), TrendTracker.for_metric(metric_name), spec)
+
+    @classmethod
+    def new_in_columns(cls, metric_name: str, cols: DetectorColumns, spec: str = "kaizen") -> SeriesModel:
+        """new(metric_name, spec) for a spec of kaizen's default detector (registry.is_kaizen), held in `cols` and the SeriesColumns beside it
+        from the start: what new() and score_groups' adoption at the first point give, without building
+        the per-series detector and tracker first (a message's new series come by the hundred). new()
+        itself when the columns hold other parameters than the defaults."""
+        book = series_columns_of(cols)
+        if (cols.params is not DEFAULT_PARAMS and cols.params != DEFAULT_PARAMS) \
+                or (book.trends.p is not DEFAULT_TREND_PARAMS and book.trends.p != DEFAULT_TREND_PARAMS):
+            return cls.new(metric_name, spec)
+        row = book.new_row(classify_metric(metric_name), error_unit_for(metric_name))
+        m = cls(metric_name, ColumnSlot(cols, cols.new_slot()), TrendSlot(book.trends, row), spec)
+        m._book, m._row = book, row
+        return m
 
     def observe(self, ts: float, value: float, history: bool = False) -> tuple[float, list[TrendFinding]]:
         """Score then learn one point. A history point (read back when the series was discovered) is
@@ -236,6 +260,16 @@ class SeriesColumns:
         model._book = self
         model._row = row
         return True
+
+    def new_row(self, kind: MetricKind, error_unit: ErrorUnit) -> int:
+        """A row for a fresh series: a fresh tracker of that kind and unit, the bookkeeping a new
+        SeriesModel starts with."""
+        row = self.trends.new_slot(kind, error_unit)
+        self._fit()
+        self.since_alarm[row] = INCIDENT_POINTS
+        self.since_cp[row] = self.recent_pos[row] = self.recent_len[row] = 0
+        self.cp_at[row] = self.last_score[row] = 0.0
+        return row
 
     def _remember(self, row: int, ts: float, value: float, score: float) -> None:
         at = int(self.recent_pos[row])

@@ -127,10 +127,12 @@ class TrendColumns:
     def new_slot(self, kind: MetricKind = "other", error_unit: ErrorUnit = "percent") -> int:
         """A slot holding a fresh tracker of that metric kind and error unit (all its state zero, as
         TrendTracker.__init__ leaves it)."""
+        reused = bool(self._free)
         slot = self._alloc()
-        self.ring[slot] = 0.0
-        for name in _FLOATS + _INTS:
-            getattr(self, name)[slot] = 0
+        if reused:  # (a row never used is zero: the arrays are allocated zeroed)
+            self.ring[slot] = 0.0
+            for name in _FLOATS + _INTS:
+                getattr(self, name)[slot] = 0
         self.kind[slot], self.unit[slot] = KINDS.index(kind), UNITS.index(error_unit)
         return slot
 
