@@ -110,7 +110,8 @@ def test_checkpoint_columns_packs_the_bytes_each_series_checkpoints(specs: list[
             if how == "river":
                 models.append(SeriesModel.new(name, "gaussian"))
             elif how == "other trend":
-                models.append(SeriesModel(name, KaizenDetector(), TrendTracker.for_metric(name, TrendParams(persist=2))))
+                trend = TrendTracker.for_metric(name, TrendParams(persist=2))
+                models.append(SeriesModel(name, KaizenDetector(), trend))
             else:
                 models.append(SeriesModel.new(name))
         return cols, models
@@ -175,7 +176,8 @@ def test_a_series_created_in_the_columns_is_a_new_series_adopted(names: list[str
         want = score_groups(cols_b, [(m, [{"timestamp": 1.7e9 + 60.0 * r, "value": v}])
                                      for m, v in zip(ref, values, strict=True)])
         assert got[0].tolist() == want[0].tolist()
-        assert {i: [f.rule for f in fs] for i, fs in got[1].items()} == {i: [f.rule for f in fs] for i, fs in want[1].items()}
+        rules = [{i: [f.rule for f in fs] for i, fs in found.items()} for found in (got[1], want[1])]
+        assert rules[0] == rules[1]
     for m, w in zip(live, ref, strict=True):
         assert (m.since_alarm, m.since_cp, m.last_score, list(m.recent)) == (w.since_alarm, w.since_cp, w.last_score,
                                                                              list(w.recent))

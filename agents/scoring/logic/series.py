@@ -124,10 +124,11 @@ class SeriesModel:
 
     @classmethod
     def new_in_columns(cls, metric_name: str, cols: DetectorColumns, spec: str = "kaizen") -> SeriesModel:
-        """new(metric_name, spec) for a spec of kaizen's default detector (registry.is_kaizen), held in `cols` and the SeriesColumns beside it
-        from the start: what new() and score_groups' adoption at the first point give, without building
-        the per-series detector and tracker first (a message's new series come by the hundred). new()
-        itself when the columns hold other parameters than the defaults."""
+        """new(metric_name, spec) for a spec of kaizen's default detector (registry.is_kaizen), held in
+        `cols` and the SeriesColumns beside it from the start: what new() and score_groups' adoption at
+        the first point give, without building the per-series detector and tracker first (a message's new
+        series come by the hundred). new() itself when the columns hold other parameters than the
+        defaults."""
         book = series_columns_of(cols)
         if (cols.params is not DEFAULT_PARAMS and cols.params != DEFAULT_PARAMS) \
                 or (book.trends.p is not DEFAULT_TREND_PARAMS and book.trends.p != DEFAULT_TREND_PARAMS):
